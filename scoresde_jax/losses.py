@@ -1,0 +1,183 @@
+"""Denoising score-matching objectives (Song et al., ICLR 2021, eq. 7; SMLD and DDPM as its N-level versions).
+
+Two layers:
+
+* per-example losses whose randomness is an argument (``t``, ``labels`` and the Gaussian noise ``z``), so a test
+  or a user can evaluate them at chosen points: :func:`dsm_loss`, :func:`smld_loss`, :func:`ddpm_loss`;
+* wrappers that draw that randomness from a key (``*_from_key``) and :func:`get_loss_fn`, which builds the
+  scalar training/evaluation objective ``loss_fn(params, batch, rng) -> (loss, aux)`` of a flax model.
+
+``reduce_mean=False`` reduces the squared error over data dimensions by ``0.5 * sum`` and ``reduce_mean=True`` by
+``mean``, as the official code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from scoresde_jax.parameterization import get_score_fn
+from scoresde_jax.sde import SDE, VESDE, VPSDE, subVPSDE
+from scoresde_jax.utils import batch_mul
+
+__all__ = [
+    "dsm_loss",
+    "smld_loss",
+    "ddpm_loss",
+    "dsm_loss_from_key",
+    "smld_loss_from_key",
+    "ddpm_loss_from_key",
+    "get_loss_fn",
+    "LossAux",
+]
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _reduce(sq: jax.Array, reduce_mean: bool) -> jax.Array:
+    sq = sq.reshape(sq.shape[0], -1)
+    return jnp.mean(sq, axis=-1) if reduce_mean else 0.5 * jnp.sum(sq, axis=-1)
+
+
+def dsm_loss(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE,
+             likelihood_weighting: bool = False, reduce_mean: bool = False) -> jax.Array:
+    """Continuous-time denoising score matching, per example (shape ``(B,)``).
+
+    With ``x_t = a(t) x + s(t) z`` the conditional score is ``-z / s(t)`` and
+
+        loss = lambda(t) * reduce(|| score_fn(x_t, t) + z / s(t) ||^2),
+
+    with ``lambda(t) = s(t)^2`` by default (written ``reduce(|| s(t) score + z ||^2)``) and ``lambda(t) = g(t)^2``
+    with ``likelihood_weighting`` (Song, Durkan, Murray & Ermon 2021: the weighted loss bounds the negative
+    log-likelihood).
+    """
+    mean, std = sde.marginal_prob(x, t)
+    x_t = mean + batch_mul(std, z)
+    score = score_fn(x_t, t)
+    if not likelihood_weighting:
+        return _reduce(jnp.square(batch_mul(std, score) + z), reduce_mean)
+    g2 = sde.diffusion_coeff(jnp.asarray(t, x.dtype)) ** 2
+    return _reduce(jnp.square(score + batch_mul(1.0 / std, z)), reduce_mean) * g2
+
+
+def smld_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: VESDE,
+              reduce_mean: bool = False) -> jax.Array:
+    """Discrete SMLD / NCSN loss (Song & Ermon 2019), per example.
+
+    ``labels`` index the *descending* noise levels ``sigma_{N-1-labels}`` (the NCSN convention); with
+    ``x~ = x + sigma z`` the loss is ``sigma^2 reduce(|| s_theta(x~, label) + z / sigma ||^2)``.
+    """
+    if not isinstance(sde, VESDE):
+        raise TypeError(f"smld_loss needs a VESDE, got {type(sde).__name__}; use ddpm_loss for VP.")
+    sigmas = jnp.asarray(sde.discrete_sigmas[::-1].copy(), x.dtype)[labels]
+    noise = batch_mul(sigmas, z)
+    score = model_fn(x + noise, labels)
+    target = -batch_mul(1.0 / sigmas, z)
+    return _reduce(jnp.square(score - target), reduce_mean) * sigmas**2
+
+
+def ddpm_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: VPSDE,
+              reduce_mean: bool = False) -> jax.Array:
+    """Discrete DDPM loss (Ho et al. 2020), per example: ``reduce(|| eps_theta(x_i, i) - z ||^2)`` with
+    ``x_i = sqrt(alphabar_i) x + sqrt(1 - alphabar_i) z``."""
+    if not isinstance(sde, VPSDE) or isinstance(sde, subVPSDE):
+        raise TypeError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}; use smld_loss for VE and the "
+                        "continuous dsm_loss for sub-VP.")
+    a = jnp.asarray(sde.sqrt_alphas_cumprod, x.dtype)[labels]
+    s = jnp.asarray(sde.sqrt_1m_alphas_cumprod, x.dtype)[labels]
+    x_i = batch_mul(a, x) + batch_mul(s, z)
+    return _reduce(jnp.square(model_fn(x_i, labels) - z), reduce_mean)
+
+
+# --- randomness drawn from a key --------------------------------------------------------------
+
+
+def dsm_loss_from_key(score_fn: ScoreFn, x: jax.Array, rng: jax.Array, *, sde: SDE, eps: float = 1e-5,
+                      likelihood_weighting: bool = False, reduce_mean: bool = False) -> jax.Array:
+    """:func:`dsm_loss` with ``t ~ U(eps, T)`` and ``z ~ N(0, I)`` drawn from ``rng``."""
+    k_t, k_z = jax.random.split(rng)
+    t = jax.random.uniform(k_t, (x.shape[0],), x.dtype, minval=eps, maxval=sde.T)
+    z = jax.random.normal(k_z, x.shape, x.dtype)
+    return dsm_loss(score_fn, x, t, z, sde=sde, likelihood_weighting=likelihood_weighting,
+                    reduce_mean=reduce_mean)
+
+
+def smld_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VESDE,
+                       reduce_mean: bool = False) -> jax.Array:
+    """:func:`smld_loss` with uniform noise levels and ``z ~ N(0, I)`` drawn from ``rng``."""
+    k_l, k_z = jax.random.split(rng)
+    labels = jax.random.randint(k_l, (x.shape[0],), 0, sde.N)
+    z = jax.random.normal(k_z, x.shape, x.dtype)
+    return smld_loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
+
+
+def ddpm_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VPSDE,
+                       reduce_mean: bool = False) -> jax.Array:
+    """:func:`ddpm_loss` with uniform timesteps and ``z ~ N(0, I)`` drawn from ``rng``."""
+    k_l, k_z = jax.random.split(rng)
+    labels = jax.random.randint(k_l, (x.shape[0],), 0, sde.N)
+    z = jax.random.normal(k_z, x.shape, x.dtype)
+    return ddpm_loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
+
+
+# --- the objective of a flax model ---------------------------------------------------------------
+
+
+class LossAux(NamedTuple):
+    """Per-example losses behind the scalar objective."""
+
+    per_example: jax.Array
+
+
+def _apply_fn(model: Any) -> Callable:
+    if hasattr(model, "apply"):
+        return model.apply
+    if callable(model):
+        return model
+    raise TypeError(f"get_loss_fn needs a flax module or an apply function, got {type(model).__name__}.")
+
+
+def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
+                likelihood_weighting: bool = False, reduce_mean: bool = False, eps: float = 1e-5
+                ) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, LossAux]]:
+    """The scalar objective ``loss_fn(params, batch, rng) -> (loss, LossAux)`` of a network.
+
+    ``model`` is a flax module (or a function with the signature of ``Module.apply``) called as
+    ``apply({'params': params}, x, labels, train=train, rngs={'dropout': key})``.  ``batch`` is the data array
+    ``(B, H, W, C)`` already scaled as the model expects, or a dict holding it under ``'image'``.
+    The loss is chosen like the official ``get_step_fn``: continuous DSM for any SDE when ``continuous``, else
+    SMLD for VE and DDPM for VP (discrete sub-VP does not exist).
+    """
+    apply = _apply_fn(model)
+    if not continuous:
+        if isinstance(sde, subVPSDE):
+            raise ValueError("Discrete training is not defined for sub-VP; set config.training.continuous=True.")
+        if likelihood_weighting:
+            raise ValueError("likelihood_weighting needs continuous training; set config.training.continuous=True "
+                             "or config.training.likelihood_weighting=False.")
+
+    def loss_fn(params, batch, rng):
+        x = batch["image"] if isinstance(batch, dict) else batch
+        k_loss, k_drop = jax.random.split(rng)
+
+        def model_fn(x_in, labels):
+            if train:
+                return apply({"params": params}, x_in, labels, train=True, rngs={"dropout": k_drop})
+            return apply({"params": params}, x_in, labels, train=False)
+
+        if continuous:
+            score_fn = get_score_fn(sde, model_fn, continuous=True)
+            losses = dsm_loss_from_key(score_fn, x, k_loss, sde=sde, eps=eps,
+                                       likelihood_weighting=likelihood_weighting, reduce_mean=reduce_mean)
+        elif isinstance(sde, VESDE):
+            losses = smld_loss_from_key(model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
+        elif isinstance(sde, VPSDE):
+            losses = ddpm_loss_from_key(model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
+        else:
+            raise TypeError(f"No discrete loss for {type(sde).__name__}.")
+        return jnp.mean(losses), LossAux(per_example=losses)
+
+    return loss_fn
