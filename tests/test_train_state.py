@@ -1,0 +1,100 @@
+"""Optimizer chain (clip -> Adam with warmup), EMA and TrainState against closed forms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from scoresde_jax.optim import get_optimizer, learning_rate_schedule, make_optimizer
+from scoresde_jax.train_state import TrainState, ema_update
+
+
+def _optim_config(**kw):
+    c = ml_collections.ConfigDict()
+    c.optim = dict(optimizer="Adam", lr=2e-4, warmup=5000, grad_clip=1.0, beta1=0.9, eps=1e-8, weight_decay=0.0)
+    c.optim.update(kw)
+    c.training = dict(batch_size=8)
+    return c
+
+
+def test_warmup_schedule_is_linear_then_constant():
+    sched = learning_rate_schedule(lr=2e-4, warmup=5000)
+    for step in (0, 1, 2500, 4999, 5000, 10**6):
+        assert np.isclose(float(sched(step)), 2e-4 * min(step / 5000, 1.0), rtol=1e-6)
+    assert float(learning_rate_schedule(lr=1e-3, warmup=0)(0)) == pytest.approx(1e-3)
+
+
+def test_first_adam_step_is_lr_times_sign():
+    # Adam's first bias-corrected step is -lr * g / (|g| + eps) elementwise.
+    tx = make_optimizer(lr=1e-2, warmup=0, grad_clip=-1.0)
+    p = {"w": jnp.array([1.0, -2.0, 3.0])}
+    g = {"w": jnp.array([0.5, -0.25, 2.0])}
+    upd, _ = tx.update(g, tx.init(p), p)
+    np.testing.assert_allclose(upd["w"], -1e-2 * np.asarray(g["w"]) / (np.abs(g["w"]) + 1e-8), rtol=1e-4)
+
+
+def test_grad_clip_by_global_norm():
+    # With clipping at 1 and Adam's scale invariance the first step is the same, but the moments see
+    # g * 1 / ||g||.
+    tx = make_optimizer(lr=1e-2, warmup=0, grad_clip=1.0)
+    p = {"a": jnp.zeros(2), "b": jnp.zeros(1)}
+    g = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([4.0])}  # ||g|| = 5
+    _, state = tx.update(g, tx.init(p), p)
+    mu = state[1][0].mu
+    np.testing.assert_allclose(mu["a"], 0.1 * np.array([0.6, 0.0]), rtol=1e-6)
+    np.testing.assert_allclose(mu["b"], 0.1 * np.array([0.8]), rtol=1e-6)
+
+
+def test_get_optimizer_reads_config_and_rejects_unknown_names():
+    tx = get_optimizer(_optim_config(warmup=0, lr=1e-3))
+    p = {"w": jnp.ones(3)}
+    upd, _ = tx.update({"w": jnp.ones(3)}, tx.init(p), p)
+    np.testing.assert_allclose(upd["w"], -1e-3, rtol=1e-5)
+    with pytest.raises(ValueError, match="optim.optimizer"):
+        get_optimizer(_optim_config(optimizer="Adagrad"))
+
+
+def test_weight_decay_is_decoupled():
+    tx = make_optimizer(lr=1e-2, warmup=0, grad_clip=-1.0, weight_decay=0.1)
+    p = {"w": jnp.array([2.0])}
+    upd, _ = tx.update({"w": jnp.array([1.0])}, tx.init(p), p)
+    np.testing.assert_allclose(upd["w"], -1e-2 * (1.0 + 0.1 * 2.0), rtol=1e-5)
+
+
+def test_multisteps_accumulation_equals_mean_gradient():
+    p = {"w": jnp.array([1.0, 2.0])}
+    g1, g2 = {"w": jnp.array([1.0, -3.0])}, {"w": jnp.array([3.0, 1.0])}
+    acc = make_optimizer(lr=1e-1, warmup=0, grad_clip=1.0, grad_accum_steps=2)
+    ref = make_optimizer(lr=1e-1, warmup=0, grad_clip=1.0)
+    s = acc.init(p)
+    u1, s = acc.update(g1, s, p)
+    np.testing.assert_array_equal(u1["w"], 0.0)
+    u2, s = acc.update(g2, s, p)
+    u_ref, _ = ref.update({"w": (g1["w"] + g2["w"]) / 2}, ref.init(p), p)
+    np.testing.assert_allclose(u2["w"], u_ref["w"], rtol=1e-6)
+    assert bool(optax.MultiSteps(ref, 2).has_updated(s))
+
+
+def test_ema_closed_form_and_state_step():
+    tx = make_optimizer(lr=0.5, warmup=0, grad_clip=-1.0)
+    params = {"w": jnp.array([1.0])}
+    st = TrainState.create(params=params, tx=tx, rng=jax.random.PRNGKey(0), ema_rate=0.9)
+    assert int(st.step) == 0 and st.rng.dtype == jnp.uint32
+    np.testing.assert_array_equal(st.ema_params["w"], params["w"])
+    st = st.apply_gradients({"w": jnp.array([1.0])})  # Adam step: w -> 1 - 0.5 = 0.5
+    assert int(st.step) == 1
+    np.testing.assert_allclose(st.params["w"], [0.5], rtol=1e-4)
+    np.testing.assert_allclose(st.ema_params["w"], 0.9 * 1.0 + 0.1 * np.asarray(st.params["w"]), rtol=1e-6)
+    np.testing.assert_allclose(ema_update({"a": 2.0}, {"a": 4.0}, rate=0.75)["a"], 2.5)
+
+
+def test_typed_keys_are_stored_as_raw_key_data_and_bad_ema_rate_rejected():
+    tx = make_optimizer(warmup=0)
+    st = TrainState.create(params={"w": jnp.ones(1)}, tx=tx, rng=jax.random.key(3), ema_rate=0.999)
+    np.testing.assert_array_equal(st.rng, jax.random.key_data(jax.random.key(3)))
+    with pytest.raises(ValueError, match="ema_rate"):
+        TrainState.create(params={"w": jnp.ones(1)}, tx=tx, rng=jax.random.PRNGKey(0), ema_rate=1.5)
