@@ -1,0 +1,51 @@
+"""Reproduce DDPM on CelebA-HQ 256x256: discrete VP, ancestral sampling."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs.default_lsun_configs import get_default_configs
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = get_default_configs()
+
+    # training
+    training = config.training
+    training.sde = "vpsde"
+    training.continuous = False
+    training.reduce_mean = True
+
+    # sampling
+    sampling = config.sampling
+    sampling.method = "pc"
+    sampling.predictor = "ancestral_sampling"
+    sampling.corrector = "none"
+
+    # data
+    data = config.data
+    data.dataset = "CelebAHQ"
+    data.centered = True
+    data.tfrecords_path = ""
+    data.image_size = 256
+
+    # model
+    model = config.model
+    model.name = "ddpm"
+    model.scale_by_sigma = False
+    model.num_scales = 1000
+    model.ema_rate = 0.9999
+    model.normalization = "GroupNorm"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = (1, 1, 2, 2, 4, 4)
+    model.num_res_blocks = 2
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.conditional = True
+
+    # optim
+    optim = config.optim
+    optim.lr = 2e-05
+
+    return config

@@ -1,0 +1,109 @@
+"""The DDPM U-Net (Ho et al. 2020), the VP baseline of the paper (``config.model.name='ddpm'``).
+
+``labels`` are time steps (``(N-1) t`` for continuous VP training, integer steps for discrete);
+they enter through the sinusoidal embedding. With ``scale_by_sigma`` (SMLD training of the DDPM
+network, ``configs/ve/cifar10_ddpm.py``) labels are SMLD noise indices and the output is divided by
+``sigmas[labels]``. Parameter names equal the official flax auto-names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from scoresde_jax.models import layers
+
+
+class DDPM(nn.Module):
+    """DDPM score network ``(x: (B,H,W,C), labels: (B,)) -> (B,H,W,C)``.
+
+    ``num_groups`` is the GroupNorm group count (32 in DDPM; smaller only for toy widths).
+    ``dtype`` / ``remat`` as in ``NCSNpp``.
+    """
+
+    nf: int = 128
+    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    nonlinearity: str = "swish"
+    centered: bool = False
+    scale_by_sigma: bool = False
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    num_groups: int = 32
+    dtype: Optional[Any] = None
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        if x.ndim != 4 or labels.shape != (x.shape[0],):
+            raise ValueError(f"DDPM expects x (B, H, W, C) and labels (B,), got {x.shape} and "
+                             f"{labels.shape}")
+        act = layers.get_act(self.nonlinearity)
+        nf, dt = self.nf, self.dtype
+        num_resolutions = len(self.ch_mult)
+        in_dtype = x.dtype
+        counters: dict[str, int] = {}
+
+        def resnet(**kw):
+            idx = counters.get("r", 0)
+            counters["r"] = idx + 1
+            cls = layers.ResnetBlockDDPM
+            target = nn.remat(cls, static_argnums=(3,)) if self.remat else cls
+            return target(act=act, dropout=self.dropout, num_groups=self.num_groups, dtype=dt,
+                          name=f"ResnetBlockDDPM_{idx}", **kw)
+
+        def attn():
+            return layers.AttnBlock(num_groups=self.num_groups, dtype=dt)
+
+        if self.conditional:
+            temb = layers.get_timestep_embedding(labels, nf)
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+        else:
+            temb = None
+
+        h = x if self.centered else 2 * x - 1.0
+        if dt is not None:
+            h = h.astype(dt)
+
+        hs = [layers.conv3x3(h, nf, dtype=dt)]
+        for i_level in range(num_resolutions):
+            for _ in range(self.num_res_blocks):
+                h = resnet(out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn()(h)
+                hs.append(h)
+            if i_level != num_resolutions - 1:
+                hs.append(layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt)(hs[-1]))
+
+        h = hs[-1]
+        h = resnet()(h, temb, train)
+        h = attn()(h)
+        h = resnet()(h, temb, train)
+
+        for i_level in reversed(range(num_resolutions)):
+            for _ in range(self.num_res_blocks + 1):
+                h = resnet(out_ch=nf * self.ch_mult[i_level])(
+                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+            if h.shape[1] in self.attn_resolutions:
+                h = attn()(h)
+            if i_level != 0:
+                h = layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
+        assert not hs
+
+        h = act(layers.group_norm(h, self.num_groups, dt))
+        h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt)
+        h = h.astype(in_dtype)
+        if self.scale_by_sigma:
+            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+            used = sigmas[labels.astype(jnp.int32)].astype(in_dtype)
+            h = h / used.reshape((-1,) + (1,) * (h.ndim - 1))
+        return h

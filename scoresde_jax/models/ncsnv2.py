@@ -1,0 +1,328 @@
+"""NCSNv2 (Song & Ermon 2020): the RefineNet of the SMLD baseline (``config.model.name='ncsnv2_*'``).
+
+A dilated ResNet encoder and RefineNet decoder. ``labels`` are SMLD noise indices (integers,
+index 0 = sigma_max); with ``scale_by_sigma`` the output is divided by ``sigmas[labels]``, the
+network itself is not conditioned on the noise level (NCSNv2 technique 3).
+
+``depth`` picks the official variant: ``'64'`` (images < 96 px), ``'128'`` (96..128 px),
+``'256'`` (up to 256 px). Parameter names equal the official flax auto-names.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from scoresde_jax.models import layers
+
+Act = Callable[[jax.Array], jax.Array]
+
+
+def _one_plus_normal(key, shape, dtype=jnp.float32):
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def ncsn_conv(x: jax.Array, out_ch: int, *, kernel: int = 3, stride: int = 1, bias: bool = True,
+              dilation: int = 1, init_scale: float = 1.0, dtype: Optional[Any] = None) -> jax.Array:
+    """Convolution with PyTorch's default init (as NCSNv1/v2), named ``Conv_k`` in the caller."""
+    init_scale = 1e-10 if init_scale == 0 else init_scale
+    kernel_init = nn.initializers.variance_scaling(init_scale / 3, "fan_in", "uniform")
+    kshape = (kernel, kernel, x.shape[-1], out_ch)
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        return kernel_init(key, kshape, dtype)[0, 0, 0, :]
+
+    return nn.Conv(out_ch, kernel_size=(kernel, kernel), strides=(stride, stride), padding="SAME",
+                   use_bias=bias, kernel_dilation=(dilation, dilation), kernel_init=kernel_init,
+                   bias_init=bias_init, dtype=dtype)(x)
+
+
+class InstanceNorm2dPlus(nn.Module):
+    """InstanceNorm++: instance norm plus a learned correction by the normalized channel means.
+
+    ``h = gamma * ((x - mu_c) / s_c + alpha * (mu_c - m) / v) + beta`` with ``m, v`` the mean and
+    std of the channel means ``mu_c``.
+    """
+
+    bias: bool = True
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        means = jnp.mean(xf, axis=(1, 2))
+        m = jnp.mean(means, axis=-1, keepdims=True)
+        v = jnp.var(means, axis=-1, keepdims=True)
+        means_plus = (means - m) / jnp.sqrt(v + 1e-5)
+        h = (xf - means[:, None, None, :]) / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        alpha = self.param("alpha", _one_plus_normal, (1, 1, 1, c))
+        gamma = self.param("gamma", _one_plus_normal, (1, 1, 1, c))
+        h = h + means_plus[:, None, None, :] * alpha
+        h = h * gamma
+        if self.bias:
+            h = h + self.param("beta", nn.initializers.zeros, (1, 1, 1, c))
+        return h.astype(self.dtype or x.dtype)
+
+
+class InstanceNorm2d(nn.Module):
+    """Instance normalization with scale and bias."""
+
+    bias: bool = True
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+        h = (xf - mean) / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        h = h * self.param("scale", nn.initializers.ones, (1, 1, 1, c))
+        if self.bias:
+            h = h + self.param("bias", nn.initializers.zeros, (1, 1, 1, c))
+        return h.astype(self.dtype or x.dtype)
+
+
+class VarianceNorm2d(nn.Module):
+    """Variance normalization (no mean subtraction) with a learned scale."""
+
+    bias: bool = False
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        h = xf / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        h = h * self.param("scale", _one_plus_normal, (1, 1, 1, c))
+        if self.bias:
+            h = h + self.param("bias", nn.initializers.zeros, (1, 1, 1, c))
+        return h.astype(self.dtype or x.dtype)
+
+
+NORMALIZATIONS: dict[str, type] = {
+    "InstanceNorm++": InstanceNorm2dPlus,
+    "InstanceNorm": InstanceNorm2d,
+    "VarianceNorm": VarianceNorm2d,
+}
+
+
+class ConvMeanPool(nn.Module):
+    """Convolution then 2x2 mean pooling (default flax init, as the official code)."""
+
+    output_dim: int
+    kernel_size: int = 3
+    biases: bool = True
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = nn.Conv(self.output_dim, (self.kernel_size, self.kernel_size), padding="SAME",
+                    use_bias=self.biases, dtype=self.dtype)(x)
+        return (y[:, ::2, ::2] + y[:, 1::2, ::2] + y[:, ::2, 1::2] + y[:, 1::2, 1::2]) / 4.0
+
+
+class ResidualBlock(nn.Module):
+    """NCSNv2 ResNet block; ``resample='down'`` halves the size unless ``dilation > 1``."""
+
+    output_dim: int
+    normalization: Callable[..., nn.Module]
+    resample: Optional[str] = None
+    act: Act = nn.elu
+    dilation: int = 1
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt, d = self.dtype, self.dilation
+        h = self.act(self.normalization()(x))
+        if self.resample == "down":
+            h = ncsn_conv(h, h.shape[-1], dilation=d, dtype=dt)
+            h = self.act(self.normalization()(h))
+            if d > 1:
+                h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
+                shortcut = ncsn_conv(x, self.output_dim, dilation=d, dtype=dt)
+            else:
+                h = ConvMeanPool(self.output_dim, dtype=dt)(h)
+                shortcut = ConvMeanPool(self.output_dim, kernel_size=1, dtype=dt)(x)
+        elif self.resample is None:
+            if d > 1:
+                shortcut = x if self.output_dim == x.shape[-1] else ncsn_conv(
+                    x, self.output_dim, dilation=d, dtype=dt)
+                h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
+                h = self.act(self.normalization()(h))
+                h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
+            else:
+                shortcut = x if self.output_dim == x.shape[-1] else ncsn_conv(
+                    x, self.output_dim, kernel=1, dtype=dt)
+                h = ncsn_conv(h, self.output_dim, dtype=dt)
+                h = self.act(self.normalization()(h))
+                h = ncsn_conv(h, self.output_dim, dtype=dt)
+        else:
+            raise ValueError(f"resample must be None or 'down', got {self.resample!r}")
+        return h + shortcut
+
+
+class CRPBlock(nn.Module):
+    """Chained residual pooling: ``n_stages`` of (5x5 max-pool, 3x3 conv) added to the input."""
+
+    features: int
+    n_stages: int
+    act: Act = nn.relu
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.act(x)
+        path = x
+        for _ in range(self.n_stages):
+            path = nn.max_pool(path, window_shape=(5, 5), strides=(1, 1), padding="SAME")
+            path = ncsn_conv(path, self.features, bias=False, dtype=self.dtype)
+            x = path + x
+        return x
+
+
+class RCUBlock(nn.Module):
+    """Residual conv units: ``n_blocks`` x (``n_stages`` x (act, 3x3 conv)) + identity."""
+
+    features: int
+    n_blocks: int
+    n_stages: int
+    act: Act = nn.relu
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for _ in range(self.n_blocks):
+            residual = x
+            for _ in range(self.n_stages):
+                x = ncsn_conv(self.act(x), self.features, bias=False, dtype=self.dtype)
+            x = x + residual
+        return x
+
+
+class MSFBlock(nn.Module):
+    """Multi-resolution fusion: conv each input, resize to ``shape``, sum."""
+
+    shape: Sequence[int]
+    features: int
+    interpolation: str = "bilinear"
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, xs: Sequence[jax.Array]) -> jax.Array:
+        methods = {"bilinear": "bilinear", "nearest_neighbor": "nearest"}
+        if self.interpolation not in methods:
+            raise ValueError(f"interpolation {self.interpolation!r} not in {sorted(methods)}")
+        total = None
+        for x in xs:
+            h = ncsn_conv(x, self.features, dtype=self.dtype)
+            h = jax.image.resize(h, (h.shape[0], *self.shape, h.shape[-1]),
+                                 methods[self.interpolation])
+            total = h if total is None else total + h
+        return total
+
+
+class RefineBlock(nn.Module):
+    """RefineNet block: RCU per input, multi-resolution fusion, chained pooling, output RCU."""
+
+    output_shape: Sequence[int]
+    features: int
+    act: Act = nn.relu
+    interpolation: str = "bilinear"
+    start: bool = False
+    end: bool = False
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, xs: Sequence[jax.Array]) -> jax.Array:
+        hs = [RCUBlock(x.shape[-1], n_blocks=2, n_stages=2, act=self.act, dtype=self.dtype)(x)
+              for x in xs]
+        if self.start:
+            h = hs[0]
+        else:
+            h = MSFBlock(tuple(self.output_shape), self.features, self.interpolation,
+                         dtype=self.dtype)(hs)
+        h = CRPBlock(self.features, n_stages=2, act=self.act, dtype=self.dtype)(h)
+        return RCUBlock(self.features, n_blocks=3 if self.end else 1, n_stages=2, act=self.act,
+                        dtype=self.dtype)(h)
+
+
+# Encoder plans: (multiplier of nf, resample, dilation) per block after the first conv.
+_PLANS = {
+    "64": [(1, None, 1), (1, None, 1), (2, "down", 1), (2, None, 1), (2, "down", 2),
+           (2, None, 2), (2, "down", 4), (2, None, 4)],
+    "128": [(1, None, 1), (1, None, 1), (2, "down", 1), (2, None, 1), (2, "down", 1),
+            (2, None, 1), (4, "down", 2), (4, None, 2), (4, "down", 4), (4, None, 4)],
+    "256": [(1, None, 1), (1, None, 1), (2, "down", 1), (2, None, 1), (2, "down", 1),
+            (2, None, 1), (2, "down", 1), (2, None, 1), (4, "down", 2), (4, None, 2),
+            (4, "down", 4), (4, None, 4)],
+}
+# Decoder widths (multiples of nf) from the deepest RefineBlock to the shallowest.
+_REFINE = {"64": (2, 2, 2, 1), "128": (4, 2, 2, 1, 1), "256": (4, 2, 2, 2, 1, 1)}
+
+
+class NCSNv2(nn.Module):
+    """NCSNv2 score network ``(x: (B,H,W,C), labels: (B,) int) -> (B,H,W,C)``."""
+
+    nf: int = 128
+    depth: str = "64"
+    normalization: str = "InstanceNorm++"
+    nonlinearity: str = "elu"
+    interpolation: str = "bilinear"
+    centered: bool = False
+    scale_by_sigma: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    dtype: Optional[Any] = None
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        if self.depth not in _PLANS:
+            raise ValueError(f"NCSNv2 depth {self.depth!r} not in {sorted(_PLANS)}")
+        if x.ndim != 4 or labels.shape != (x.shape[0],):
+            raise ValueError(f"NCSNv2 expects x (B, H, W, C) and labels (B,), got {x.shape} and "
+                             f"{labels.shape}")
+        if self.normalization == "GroupNorm":
+            norm = functools.partial(nn.GroupNorm, num_groups=32, dtype=self.dtype)
+        elif self.normalization in NORMALIZATIONS:
+            norm = functools.partial(NORMALIZATIONS[self.normalization], dtype=self.dtype)
+        else:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose from "
+                             f"{sorted(NORMALIZATIONS) + ['GroupNorm']}")
+        act = layers.get_act(self.nonlinearity)
+        nf, dt = self.nf, self.dtype
+        in_dtype = x.dtype
+        res_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
+
+        h = x if self.centered else 2 * x - 1.0
+        if dt is not None:
+            h = h.astype(dt)
+        h = ncsn_conv(h, nf, dtype=dt)
+        skips = []
+        for i, (mult, resample, dilation) in enumerate(_PLANS[self.depth]):
+            h = res_cls(mult * nf, normalization=norm, resample=resample, act=act,
+                        dilation=dilation, dtype=dt, name=f"ResidualBlock_{i}")(h)
+            if resample is None and i % 2 == 1:
+                skips.append(h)
+        widths = _REFINE[self.depth]
+        ref = None
+        for j, (skip, width) in enumerate(zip(reversed(skips), widths)):
+            inputs = [skip] if ref is None else [skip, ref]
+            ref = RefineBlock(skip.shape[1:3], width * nf, act=act,
+                              interpolation=self.interpolation, start=ref is None,
+                              end=j == len(widths) - 1, dtype=dt)(inputs)
+        h = act(norm()(ref))
+        h = ncsn_conv(h, x.shape[-1], dtype=dt)
+        h = h.astype(in_dtype)
+        if self.scale_by_sigma:
+            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+            used = sigmas[labels.astype(jnp.int32)].astype(in_dtype)
+            h = h / used.reshape((-1,) + (1,) * (h.ndim - 1))
+        return h

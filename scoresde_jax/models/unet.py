@@ -1,0 +1,222 @@
+"""NCSN++ / DDPM++: one configurable U-Net (Song et al. 2021, appendix H; EDM's ``SongUNet``).
+
+NCSN++ (VE, CIFAR-10): ``resblock_type='biggan'``, ``fir=True``, ``progressive_input='residual'``,
+``embedding_type='fourier'``, ``scale_by_sigma=True``. DDPM++ (VP): ``fir=False``,
+``progressive_input='none'``, ``embedding_type='positional'``, ``scale_by_sigma=False``.
+
+Conditioning (as in the official code):
+  * ``embedding_type='fourier'``: ``labels`` are noise levels sigma(t); the embedding is
+    ``GaussianFourierProjection(log sigma)``; with ``scale_by_sigma`` the output is divided by sigma.
+  * ``embedding_type='positional'``: ``labels`` are (continuous or integer) time steps
+    (``(N-1) t`` for VP, the SMLD noise index for discrete VE); with ``scale_by_sigma`` the output
+    is divided by ``sigmas[labels]`` with ``sigmas = geometric_sigmas(sigma_min, sigma_max, N)``.
+Inputs are NHWC; if not ``centered`` the input is mapped from [0, 1] to [-1, 1] first.
+
+Parameter names equal the official flax auto-names, so official checkpoints load one to one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax.models import layers
+
+PROGRESSIVE = ("none", "output_skip", "residual")
+PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
+COMBINE = ("sum", "cat")
+EMBEDDINGS = ("fourier", "positional")
+RESBLOCKS = ("ddpm", "biggan")
+
+
+class NCSNpp(nn.Module):
+    """The NCSN++ / DDPM++ score network ``(x: (B,H,W,C), labels: (B,)) -> (B,H,W,C)``.
+
+    Attributes mirror the official ``config.model`` keys. ``dtype``: computation dtype (e.g.
+    ``jnp.bfloat16``; parameters stay float32). ``remat``: rematerialize each residual block
+    (``jax.checkpoint``) to trade compute for activation memory.
+    """
+
+    nf: int = 128
+    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 4
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    fir: bool = True
+    fir_kernel: Sequence[int] = (1, 3, 3, 1)
+    skip_rescale: bool = True
+    resblock_type: str = "biggan"
+    progressive: str = "none"
+    progressive_input: str = "residual"
+    progressive_combine: str = "sum"
+    embedding_type: str = "fourier"
+    fourier_scale: float = 16.0
+    init_scale: float = 0.0
+    nonlinearity: str = "swish"
+    centered: bool = False
+    scale_by_sigma: bool = True
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    num_scales: int = 1000
+    dtype: Optional[Any] = None
+    remat: bool = False
+
+    def _check(self) -> None:
+        for name, value, allowed in (("resblock_type", self.resblock_type, RESBLOCKS),
+                                     ("progressive", self.progressive, PROGRESSIVE),
+                                     ("progressive_input", self.progressive_input,
+                                      PROGRESSIVE_INPUT),
+                                     ("progressive_combine", self.progressive_combine, COMBINE),
+                                     ("embedding_type", self.embedding_type, EMBEDDINGS)):
+            if value.lower() not in allowed:
+                raise ValueError(f"NCSNpp: {name}={value!r} is not one of {allowed}")
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+        self._check()
+        if x.ndim != 4 or labels.shape != (x.shape[0],):
+            raise ValueError(f"NCSNpp expects x (B, H, W, C) and labels (B,), got {x.shape} and "
+                             f"{labels.shape}")
+        act = layers.get_act(self.nonlinearity)
+        nf, dt = self.nf, self.dtype
+        num_resolutions = len(self.ch_mult)
+        resblock_type = self.resblock_type.lower()
+        progressive = self.progressive.lower()
+        progressive_input = self.progressive_input.lower()
+        combine_method = self.progressive_combine.lower()
+        embedding_type = self.embedding_type.lower()
+        in_dtype = x.dtype
+        out_ch_img = x.shape[-1]
+
+        # Time / noise-level embedding.
+        if embedding_type == "fourier":
+            used_sigmas = labels
+            temb = layers.GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(
+                jnp.log(labels))
+        else:
+            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
+            used_sigmas = sigmas[labels.astype(jnp.int32)]
+            temb = layers.get_timestep_embedding(labels, nf)
+        if self.conditional:
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+        else:
+            temb = None
+
+        # Residual blocks get explicit official names (so remat does not rename them).
+        counters: dict[str, int] = {}
+
+        def block(cls, **kw):
+            name = cls.__name__
+            idx = counters.get(name, 0)
+            counters[name] = idx + 1
+            target = nn.remat(cls, static_argnums=(3,)) if self.remat else cls
+            return target(name=f"{name}_{idx}", **kw)
+
+        def resnet(**kw):
+            if resblock_type == "ddpm":
+                return block(layers.ResnetBlockDDPMpp, act=act, dropout=self.dropout,
+                             init_scale=self.init_scale, skip_rescale=self.skip_rescale,
+                             dtype=dt, **kw)
+            return block(layers.ResnetBlockBigGANpp, act=act, dropout=self.dropout, fir=self.fir,
+                         fir_kernel=tuple(self.fir_kernel), init_scale=self.init_scale,
+                         skip_rescale=self.skip_rescale, dtype=dt, **kw)
+
+        def attn():
+            return layers.AttnBlockpp(init_scale=self.init_scale, skip_rescale=self.skip_rescale,
+                                      dtype=dt)
+
+        def rescaled_sum(a, b):
+            return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
+
+        fir_kernel = tuple(self.fir_kernel)
+        if not self.centered:
+            x = 2 * x - 1.0
+        if dt is not None:
+            x = x.astype(dt)
+
+        # Downsampling path.
+        input_pyramid = x if progressive_input != "none" else None
+        hs = [layers.conv3x3(x, nf, dtype=dt)]
+        for i_level in range(num_resolutions):
+            for _ in range(self.num_res_blocks):
+                h = resnet(out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn()(h)
+                hs.append(h)
+            if i_level != num_resolutions - 1:
+                if resblock_type == "ddpm":
+                    h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir,
+                                          fir_kernel=fir_kernel, dtype=dt)(hs[-1])
+                else:
+                    h = resnet(down=True)(hs[-1], temb, train)
+                if progressive_input == "input_skip":
+                    input_pyramid = layers.Downsample(with_conv=False, fir=self.fir,
+                                                      fir_kernel=fir_kernel, dtype=dt)(input_pyramid)
+                    h = layers.Combine(method=combine_method, dtype=dt)(input_pyramid, h)
+                elif progressive_input == "residual":
+                    input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True,
+                                                      fir=self.fir, fir_kernel=fir_kernel,
+                                                      dtype=dt)(input_pyramid)
+                    input_pyramid = rescaled_sum(input_pyramid, h)
+                    h = input_pyramid
+                hs.append(h)
+
+        h = hs[-1]
+        h = resnet()(h, temb, train)
+        h = attn()(h)
+        h = resnet()(h, temb, train)
+
+        # Upsampling path.
+        pyramid = None
+        for i_level in reversed(range(num_resolutions)):
+            for _ in range(self.num_res_blocks + 1):
+                h = resnet(out_ch=nf * self.ch_mult[i_level])(
+                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+            if h.shape[1] in self.attn_resolutions:
+                h = attn()(h)
+            if progressive != "none":
+                if i_level == num_resolutions - 1:
+                    if progressive == "output_skip":
+                        pyramid = layers.conv3x3(act(layers.group_norm(h, dtype=dt)), out_ch_img,
+                                                 init_scale=self.init_scale, dtype=dt)
+                    else:
+                        pyramid = layers.conv3x3(act(layers.group_norm(h, dtype=dt)), h.shape[-1],
+                                                 dtype=dt)
+                else:
+                    if progressive == "output_skip":
+                        pyramid = layers.Upsample(with_conv=False, fir=self.fir,
+                                                  fir_kernel=fir_kernel, dtype=dt)(pyramid)
+                        pyramid = pyramid + layers.conv3x3(
+                            act(layers.group_norm(h, dtype=dt)), out_ch_img,
+                            init_scale=self.init_scale, dtype=dt)
+                    else:
+                        pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True,
+                                                  fir=self.fir, fir_kernel=fir_kernel,
+                                                  dtype=dt)(pyramid)
+                        pyramid = rescaled_sum(pyramid, h)
+                        h = pyramid
+            if i_level != 0:
+                if resblock_type == "ddpm":
+                    h = layers.Upsample(with_conv=self.resamp_with_conv, fir=self.fir,
+                                        fir_kernel=fir_kernel, dtype=dt)(h)
+                else:
+                    h = resnet(up=True)(h, temb, train)
+        assert not hs
+
+        if progressive == "output_skip":
+            h = pyramid
+        else:
+            h = act(layers.group_norm(h, dtype=dt))
+            h = layers.conv3x3(h, out_ch_img, init_scale=self.init_scale, dtype=dt)
+
+        h = h.astype(in_dtype)
+        if self.scale_by_sigma:
+            h = h / used_sigmas.astype(in_dtype).reshape((-1,) + (1,) * (h.ndim - 1))
+        return h
