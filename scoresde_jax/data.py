@@ -9,8 +9,9 @@ One entry point, :func:`get_dataset`, keyed on ``config.data.dataset``:
   download), scaled to [0, 1], resized to ``config.data.image_size``, one channel, fixed
   train/test split.
 * ``'TOY_8GAUSSIANS'``, ``'TOY_25GAUSSIANS'``, ``'TOY_MOONS'``, ``'TOY_CHECKERBOARD'``,
-  ``'TOY_GAUSSIAN'`` -- 2-D Gaussian mixtures with exact parameters (:class:`GaussianMixture`), so
-  samplers can be checked against exact scores of every diffused marginal.
+  ``'TOY_GAUSSIAN'`` -- 2-D Gaussian mixtures with exact parameters
+  (``scoresde_jax.analytic.GaussianMixture``, from :func:`get_toy_distribution`), so samplers can be
+  checked against exact scores of every diffused marginal (``analytic.exact_score_fn``).
 
 Every dataset yields numpy batches ``{'image': float32, 'label': int32 (B,)}``; images are
 ``(B, H, W, C)`` in [0, 1] (apply :func:`get_data_scaler` for [-1, 1]); toy batches are ``(B, 2)``.
@@ -31,7 +32,6 @@ divided by ``c``.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,11 +42,12 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.analytic import GaussianMixture, gaussian
+
 __all__ = [
     "DATASETS",
     "DataIterator",
     "DatasetNotFoundError",
-    "GaussianMixture",
     "TOY_DISTRIBUTIONS",
     "central_crop",
     "crop_resize",
@@ -55,6 +56,7 @@ __all__ = [
     "get_dataset",
     "get_toy_distribution",
     "load_digits_images",
+    "sample_mixture_np",
     "resize_bilinear",
     "resize_small",
 ]
@@ -416,119 +418,19 @@ class _ArraySource(Sequence):
 
 # --------------------------------------------------------------------------------------------
 # 2-D toy distributions: Gaussian mixtures with exact parameters.
+# They are ``scoresde_jax.analytic.GaussianMixture``s, so ``analytic.exact_score_fn(mix, sde)``
+# gives the exact score of every diffused marginal p_t = sum_k w_k N(a mu_k, a^2 Sigma_k + s^2 I).
 # --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class GaussianMixture:
-    """p(x) = sum_k w_k N(x; mu_k, Sigma_k) with exact parameters.
-
-    ``weights (K,)``, ``means (K, D)``, ``covs (K, D, D)`` are numpy float64 arrays. Under the
-    perturbation kernel p_0t(x_t | x_0) = N(a x_0, s^2 I) the marginal is again a mixture,
-        p_t(x) = sum_k w_k N(x; a mu_k, a^2 Sigma_k + s^2 I),
-    so :meth:`log_prob` and :meth:`score` take ``mean_coeff=a`` and ``std=s`` (python scalars or
-    per-example ``(B,)`` arrays) and give exact values for every diffused marginal.
-    """
-
-    weights: np.ndarray
-    means: np.ndarray
-    covs: np.ndarray
-
-    def __post_init__(self):
-        w = np.asarray(self.weights, np.float64)
-        m = np.asarray(self.means, np.float64)
-        c = np.asarray(self.covs, np.float64)
-        if m.ndim != 2 or w.shape != (m.shape[0],) or c.shape != (m.shape[0], m.shape[1], m.shape[1]):
-            raise ValueError(
-                f"GaussianMixture needs weights (K,), means (K, D), covs (K, D, D); got "
-                f"{w.shape}, {m.shape}, {c.shape}."
-            )
-        if np.any(w < 0) or not np.isclose(w.sum(), 1.0):
-            raise ValueError(f"GaussianMixture weights must be >= 0 and sum to 1, got sum {w.sum()}.")
-        for name, a in (("weights", w), ("means", m), ("covs", c)):
-            a.setflags(write=False)
-            object.__setattr__(self, name, a)
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    @property
-    def num_components(self) -> int:
-        return self.means.shape[0]
-
-    def mean(self) -> np.ndarray:
-        """E[x] = sum_k w_k mu_k."""
-        return self.weights @ self.means
-
-    def covariance(self) -> np.ndarray:
-        """Cov[x] = sum_k w_k (Sigma_k + mu_k mu_k^T) - E[x] E[x]^T."""
-        m = self.mean()
-        second = np.einsum("k,kij->ij", self.weights, self.covs) + np.einsum(
-            "k,ki,kj->ij", self.weights, self.means, self.means
-        )
-        return second - np.outer(m, m)
-
-    def sample(self, rng: np.random.Generator | int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n`` samples: ``(x (n, D) float32, component (n,) int32)`` (numpy)."""
-        rng = np.random.default_rng(rng)
-        comp = rng.choice(self.num_components, size=n, p=self.weights)
-        chol = np.linalg.cholesky(self.covs)
-        z = rng.standard_normal((n, self.dim))
-        x = self.means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
-        return x.astype(np.float32), comp.astype(np.int32)
-
-    def _marginal(self, x, mean_coeff, std):
-        """Per-example component means (B, K, D) and covariance Cholesky factors (B, K, D, D)."""
-        dtype = x.dtype
-        a = jnp.broadcast_to(jnp.asarray(mean_coeff, dtype), x.shape[:1])
-        s = jnp.broadcast_to(jnp.asarray(std, dtype), x.shape[:1])
-        means = a[:, None, None] * jnp.asarray(self.means, dtype)[None]
-        eye = jnp.eye(self.dim, dtype=dtype)
-        covs = (a**2)[:, None, None, None] * jnp.asarray(self.covs, dtype)[None] + (s**2)[
-            :, None, None, None
-        ] * eye
-        return means, jnp.linalg.cholesky(covs)
-
-    def _log_components(self, x, mean_coeff, std):
-        means, chol = self._marginal(x, mean_coeff, std)
-        diff = x[:, None, :] - means  # (B, K, D)
-        sol = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-        logn = -0.5 * (jnp.sum(sol**2, -1) + logdet + self.dim * np.log(2.0 * np.pi))
-        logw = jnp.log(jnp.asarray(self.weights, x.dtype))
-        return logw[None] + logn, means, chol, diff
-
-    def log_prob(self, x: jax.Array, *, mean_coeff: Any = 1.0, std: Any = 0.0) -> jax.Array:
-        """log p_t(x) for x of shape (B, D) -> (B,); follows x.dtype; jit-able."""
-        x = jnp.asarray(x)
-        logc, *_ = self._log_components(x, mean_coeff, std)
-        return jax.nn.logsumexp(logc, axis=-1)
-
-    def score(self, x: jax.Array, *, mean_coeff: Any = 1.0, std: Any = 0.0) -> jax.Array:
-        """grad_x log p_t(x) = -sum_k r_k(x) C_k^{-1} (x - a mu_k), r = responsibilities.
-
-        ``C_k = a^2 Sigma_k + s^2 I``. Shape (B, D) -> (B, D); follows x.dtype; jit-able.
-        """
-        x = jnp.asarray(x)
-        logc, _, chol, diff = self._log_components(x, mean_coeff, std)
-        resp = jax.nn.softmax(logc, axis=-1)  # (B, K)
-        prec_diff = jax.scipy.linalg.cho_solve((chol, True), diff[..., None])[..., 0]
-        return -jnp.sum(resp[..., None] * prec_diff, axis=1)
-
-    def perturbed(self, *, mean_coeff: float, std: float) -> "GaussianMixture":
-        """The mixture N(a mu_k, a^2 Sigma_k + s^2 I) for scalar a, s."""
-        eye = np.eye(self.dim)
-        return GaussianMixture(
-            self.weights, mean_coeff * self.means, mean_coeff**2 * self.covs + std**2 * eye
-        )
-
-
-def _isotropic(means: np.ndarray, std: float, weights: np.ndarray | None = None) -> GaussianMixture:
+def _isotropic(means: np.ndarray, std: float) -> GaussianMixture:
     means = np.asarray(means, np.float64)
     k, d = means.shape
-    w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, np.float64)
-    return GaussianMixture(w, means, np.broadcast_to(std**2 * np.eye(d), (k, d, d)).copy())
+    dtype = jnp.result_type(float)
+    covs = np.broadcast_to(std**2 * np.eye(d), (k, d, d))
+    return GaussianMixture(
+        jnp.full((k,), 1.0 / k, dtype), jnp.asarray(means, dtype), jnp.asarray(covs, dtype), (d,)
+    )
 
 
 def eight_gaussians(*, radius: float = 2.0, std: float = 0.1) -> GaussianMixture:
@@ -571,7 +473,22 @@ def single_gaussian(
     *, mean: Sequence[float] = (1.0, -0.5), cov: Sequence[Sequence[float]] = ((1.0, 0.6), (0.6, 0.5))
 ) -> GaussianMixture:
     """One correlated 2-D Gaussian (the simplest exact-score test case)."""
-    return GaussianMixture(np.ones(1), np.asarray([mean]), np.asarray([cov]))
+    dtype = jnp.result_type(float)
+    return gaussian(jnp.asarray(mean, dtype), jnp.asarray(cov, dtype))
+
+
+def sample_mixture_np(
+    mix: GaussianMixture, rng: np.random.Generator | int, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` exact samples in numpy (for input pipelines): ``(x (n, D) float32, component (n,))``."""
+    rng = np.random.default_rng(rng)
+    w = np.asarray(mix.weights, np.float64)
+    means = np.asarray(mix.means, np.float64)
+    chol = np.linalg.cholesky(np.asarray(mix.covs, np.float64))
+    comp = rng.choice(len(w), size=n, p=w / w.sum())
+    z = rng.standard_normal((n, means.shape[1]))
+    x = means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
+    return x.astype(np.float32), comp.astype(np.int32)
 
 
 TOY_DISTRIBUTIONS: dict[str, Callable[[], GaussianMixture]] = {
@@ -770,7 +687,7 @@ def get_dataset(
         base = _seed_int("toy", seed, index, count)
 
         def toy_batch(k):
-            x, comp = gmm.sample(np.random.default_rng([base, int(k)]), per_host)
+            x, comp = sample_mixture_np(gmm, np.random.default_rng([base, int(k)]), per_host)
             return {"image": x, "label": comp}
 
         ds = grain.MapDataset.range(0, 2**62).map(toy_batch)
