@@ -29,6 +29,7 @@ __all__ = [
     "exact_score_fn",
     "sample_mixture",
     "ring_mixture",
+    "sliced_wasserstein",
 ]
 
 
@@ -136,3 +137,20 @@ def sample_mixture(mix: GaussianMixture, rng: jax.Array, n: int, dtype=None) -> 
     z = jax.random.normal(k_z, (n, mix.dim), dtype)
     x = mix.means.astype(dtype)[comp] + jnp.einsum("nde,ne->nd", chol, z)
     return x.reshape((n,) + tuple(mix.event_shape or (mix.dim,)))
+
+
+def sliced_wasserstein(x: jax.Array, y: jax.Array, rng: jax.Array, *, n_projections: int = 256) -> jax.Array:
+    """Sliced 2-Wasserstein distance between two equal-size sample sets (flattened to ``(n, D)``).
+
+    ``SW_2(x, y)^2 = E_theta W_2^2(theta^T x, theta^T y)`` over random unit directions ``theta``; each 1-D W_2 is
+    the distance between sorted projections.  Returns ``SW_2`` (same units as the data).
+    """
+    x = x.reshape(x.shape[0], -1)
+    y = y.reshape(y.shape[0], -1).astype(x.dtype)
+    if x.shape != y.shape:
+        raise ValueError(f"sliced_wasserstein needs sample sets of equal shape, got {x.shape} and {y.shape}.")
+    theta = jax.random.normal(rng, (x.shape[1], n_projections), x.dtype)
+    theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
+    px = jnp.sort(x @ theta, axis=0)
+    py = jnp.sort(y @ theta, axis=0)
+    return jnp.sqrt(jnp.mean((px - py) ** 2))

@@ -54,3 +54,15 @@ def test_gaussian_event_shape_and_isotropic_score():
     t = jnp.full((3,), 0.5)
     var = 0.25 + float(sde.marginal_std(t)[0]) ** 2
     np.testing.assert_allclose(np.asarray(analytic.exact_score_fn(g, sde)(x, t)), (1.0 - 0.0) / var, rtol=1e-5)
+
+
+def test_sliced_wasserstein_of_shifted_gaussians():
+    """SW_2 between N(0, I) and N(m, I) samples: each projection is shifted by theta^T m, so
+    SW_2^2 = E (theta^T m)^2 = |m|^2 / D."""
+    k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(k1, (20000, 2))
+    m = jnp.array([1.0, 0.0])
+    y = jax.random.normal(k2, (20000, 2)) + m
+    sw = float(analytic.sliced_wasserstein(x, y, k3, n_projections=2048))
+    np.testing.assert_allclose(sw, np.sqrt(0.5), rtol=0.05)
+    assert float(analytic.sliced_wasserstein(x, x, k3)) == 0.0
