@@ -1,0 +1,297 @@
+"""Input pipelines: TFDS (mocked, no TensorFlow) through Grain, digits, exact 2-D toy mixtures."""
+
+from __future__ import annotations
+
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from scoresde_jax import analytic, data
+
+N_MOCK = 12
+
+
+def make_config(dataset="CIFAR10", image_size=32, batch_size=4, num_channels=3, **data_kw):
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict(
+        dict(
+            dataset=dataset,
+            image_size=image_size,
+            random_flip=False,
+            centered=False,
+            uniform_dequantization=False,
+            num_channels=num_channels,
+        )
+    )
+    c.data.update(data_kw)
+    c.training = ml_collections.ConfigDict(dict(batch_size=batch_size))
+    c.eval = ml_collections.ConfigDict(dict(batch_size=batch_size))
+    return c
+
+
+@pytest.fixture
+def mock_tfds(tmp_path, monkeypatch):
+    """tfds.testing.mock_data with every temporary file inside tmp_path; yields the data_dir."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with tfds.testing.mock_data(num_examples=N_MOCK):
+        yield str(tmp_path / "tfds")
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def image_keys(batches):
+    return [hash(im.tobytes()) for b in batches for im in b["image"]]
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def test_cifar10_shapes_ranges_and_raw_values(mock_tfds):
+    it = data.get_dataset(make_config(), data_dir=mock_tfds, shard=(0, 1))
+    b = next(it)
+    assert b["image"].shape == (4, 32, 32, 3) and b["image"].dtype == np.float32
+    assert b["label"].shape == (4,) and b["label"].dtype == np.int32
+    assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+    # Without augmentation the images are exactly the uint8 source / 255.
+    src = tfds.data_source("cifar10", split="train", data_dir=mock_tfds)
+    raw = {hash((src[i]["image"].astype(np.float32) / 255.0).tobytes()) for i in range(len(src))}
+    assert set(image_keys([b])) <= raw
+
+
+@pytest.mark.parametrize(
+    "dataset,size,extra",
+    [("CELEBA", 64, {}), ("LSUN", 128, {"category": "church_outdoor"}),
+     ("LSUN", 32, {"category": "church_outdoor"})],
+)
+def test_celeba_lsun_shapes_and_ranges(mock_tfds, dataset, size, extra):
+    cfg = make_config(dataset, size, random_flip=True, **extra)
+    for split in ("train", "eval"):
+        b = next(data.get_dataset(cfg, split=split, data_dir=mock_tfds, shard=(0, 1)))
+        assert b["image"].shape == (4, size, size, 3) and b["image"].dtype == np.float32
+        assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0 + 1e-6
+        np.testing.assert_array_equal(b["label"], 0)  # no labels in these datasets
+
+
+def test_determinism_and_seed_dependence(mock_tfds):
+    cfg = make_config(random_flip=True, uniform_dequantization=True)
+    a = take(data.get_dataset(cfg, seed=3, data_dir=mock_tfds, shard=(0, 1)), 5)
+    b = take(data.get_dataset(cfg, seed=3, data_dir=mock_tfds, shard=(0, 1)), 5)
+    assert_batches_equal(a, b)
+    c = take(data.get_dataset(cfg, seed=4, data_dir=mock_tfds, shard=(0, 1)), 5)
+    assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, c))
+
+
+def test_epochs_are_reshuffled_permutations(mock_tfds):
+    it = data.get_dataset(make_config(), seed=0, data_dir=mock_tfds, shard=(0, 1))
+    per_epoch = N_MOCK // 4
+    e0, e1 = take(it, per_epoch), take(it, per_epoch)
+    assert sorted(image_keys(e0)) == sorted(image_keys(e1))  # each epoch: every example once
+    assert len(set(image_keys(e0))) == N_MOCK
+    assert image_keys(e0) != image_keys(e1)  # in a new order
+
+
+def test_resumption_gives_the_same_batches(mock_tfds):
+    cfg = make_config(random_flip=True, uniform_dequantization=True)
+    unbroken = take(data.get_dataset(cfg, seed=1, data_dir=mock_tfds, shard=(0, 1)), 7)
+    it = data.get_dataset(cfg, seed=1, data_dir=mock_tfds, shard=(0, 1))
+    take(it, 2)
+    state = it.get_state()
+    assert state["step"] == 2
+    take(it, 3)  # advance past the checkpoint, then restore
+    it.set_state(state)
+    assert_batches_equal(take(it, 5), unbroken[2:])  # crosses the epoch boundary at step 3
+    fresh = data.get_dataset(cfg, seed=1, data_dir=mock_tfds, shard=(0, 1))
+    fresh.set_state(state)  # as after a restart of the process
+    assert_batches_equal(take(fresh, 5), unbroken[2:])
+    direct = data.get_dataset(cfg, seed=1, data_dir=mock_tfds, shard=(0, 1), start_step=4)
+    assert_batches_equal(take(direct, 3), unbroken[4:])
+    other = data.get_dataset(cfg, seed=2, data_dir=mock_tfds, shard=(0, 1))
+    with pytest.raises(ValueError, match="same dataset, split, seed"):
+        other.set_state(state)
+
+
+def test_per_host_shards_are_disjoint_and_cover(mock_tfds):
+    cfg = make_config(batch_size=4)  # global batch 4 -> 2 per host
+    shards = [
+        take(data.get_dataset(cfg, seed=0, data_dir=mock_tfds, shard=(i, 2), num_epochs=1), 3)
+        for i in range(2)
+    ]
+    for s in shards:
+        assert s[0]["image"].shape[0] == 2
+    k0, k1 = set(image_keys(shards[0])), set(image_keys(shards[1]))
+    assert len(k0) == len(k1) == N_MOCK // 2
+    assert not k0 & k1 and len(k0 | k1) == N_MOCK
+    with pytest.raises(StopIteration):  # one epoch of 6 examples = 3 batches of 2
+        next(data.get_dataset(cfg, seed=0, data_dir=mock_tfds, shard=(0, 2), num_epochs=1,
+                              start_step=3))
+
+
+def test_default_shard_is_the_jax_process(mock_tfds):
+    it = data.get_dataset(make_config(), data_dir=mock_tfds)
+    assert it.info["shard"] == (jax.process_index(), jax.process_count())
+
+
+def test_random_flip_and_uniform_dequantization(mock_tfds):
+    plain = take(data.get_dataset(make_config(), seed=5, data_dir=mock_tfds, shard=(0, 1)), 3)
+    flip = take(data.get_dataset(make_config(random_flip=True), seed=5, data_dir=mock_tfds,
+                                 shard=(0, 1)), 3)
+    flipped = 0
+    for p, f in zip(plain, flip):  # same order (the shuffle does not depend on augmentation)
+        for x, y in zip(p["image"], f["image"]):
+            same, mirrored = np.array_equal(x, y), np.array_equal(x[:, ::-1], y)
+            assert same or mirrored
+            flipped += mirrored and not same
+    assert 0 < flipped < 12
+    deq = take(data.get_dataset(make_config(uniform_dequantization=True), seed=5,
+                                data_dir=mock_tfds, shard=(0, 1)), 3)
+    for p, d in zip(plain, deq):
+        u = d["image"] * 256.0 - p["image"] * 255.0  # (255 x + U) / 256 -> U in [0, 1)
+        assert u.min() >= -1e-3 and u.max() < 1.0 + 1e-3
+        assert 0.4 < u.mean() < 0.6
+
+
+def test_eval_split_is_ordered_single_epoch(mock_tfds):
+    it = data.get_dataset(make_config(), split="eval", data_dir=mock_tfds, shard=(0, 1))
+    batches = list(it)
+    assert len(batches) == N_MOCK // 4
+    src = tfds.data_source("cifar10", split="test", data_dir=mock_tfds)
+    np.testing.assert_array_equal(batches[0]["label"], [src[i]["label"] for i in range(4)])
+
+
+def test_missing_dataset_error_says_how_to_prepare(tmp_path):
+    empty = tmp_path / "empty"
+    with pytest.raises(data.DatasetNotFoundError, match="tfds build cifar10 --data_dir"):
+        data.get_dataset(make_config(), data_dir=str(empty), shard=(0, 1))
+    with pytest.raises(data.DatasetNotFoundError, match="manual"):
+        data.get_dataset(make_config("CelebAHQ", 256), data_dir=str(empty), shard=(0, 1))
+    assert not empty.exists() or not any(empty.rglob("*.array_record*"))  # nothing downloaded
+
+
+def test_config_validation_errors():
+    with pytest.raises(ValueError, match="valid names.*CIFAR10.*DIGITS"):
+        data.get_dataset(make_config("MNIST"))
+    with pytest.raises(ValueError, match="not divisible by the number of hosts"):
+        data.get_dataset(make_config("DIGITS", 8, batch_size=6, num_channels=1), shard=(0, 4))
+    with pytest.raises(ValueError, match="num_channels = 1"):
+        data.get_dataset(make_config("DIGITS", 8, num_channels=3))
+    with pytest.raises(ValueError, match="image_size >= 8"):
+        data.get_dataset(make_config("DIGITS", 4, num_channels=1))
+
+
+# --------------------------------------------------------------------------- scalers, ops
+
+
+def test_scalers_round_trip():
+    x = np.linspace(0.0, 1.0, 11)
+    scaler, inverse = data.get_data_scaler(True), data.get_data_inverse_scaler(True)
+    np.testing.assert_allclose(scaler(x), 2 * x - 1)
+    np.testing.assert_allclose(inverse(scaler(x)), x)
+    cfg = make_config()
+    np.testing.assert_array_equal(data.get_data_scaler(cfg)(x), x)  # official config signature
+    with pytest.raises(TypeError, match="centered"):
+        data.get_data_scaler("yes")
+
+
+def test_resize_ops_match_jax_antialiased_resize():
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 30, 3)).astype(np.float32)
+    ours = data.resize_bilinear(img, (16, 12))
+    ref = np.asarray(jax.image.resize(jnp.asarray(img), (16, 12, 3), "linear", antialias=True))
+    np.testing.assert_allclose(ours, ref, atol=2e-3)
+    small = data.resize_small(img, 20)
+    assert small.shape == (27, 20, 3)
+    crop = data.central_crop(small, 20)
+    np.testing.assert_array_equal(crop, small[3:23])
+    u8 = (img * 255).astype(np.uint8)
+    cr = data.crop_resize(u8, 8)
+    assert cr.shape == (8, 8, 3) and cr.dtype == np.uint8
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def test_digits_split_and_values():
+    x_tr, y_tr = data.load_digits_images("train")
+    x_te, y_te = data.load_digits_images("test")
+    assert x_tr.shape == (1437, 8, 8, 1) and x_te.shape == (360, 8, 8, 1)
+    assert x_tr.min() == 0.0 and x_tr.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(y_te), np.bincount(y_te).clip(35, 37))  # stratified
+    x16, _ = data.load_digits_images("train", image_size=16)
+    assert x16.shape == (1437, 16, 16, 1) and 0.0 <= x16.min() and x16.max() <= 1.0
+    # Bilinear upsampling (half-pixel centers, as jax.image.resize / tf.image.resize).
+    ref = jax.image.resize(jnp.asarray(x_tr[:5]), (5, 16, 16, 1), "linear")
+    np.testing.assert_allclose(x16[:5], np.asarray(ref), atol=1e-5)
+    back = x16.reshape(-1, 8, 2, 8, 2, 1).mean(axis=(2, 4))  # 2x2 block means: a slight blur
+    assert np.abs(back - x_tr).mean() < 0.1
+    xp, _ = data.load_digits_images("test", image_size=12, method="pad")
+    np.testing.assert_array_equal(xp[:, 2:10, 2:10], x_te)
+
+
+def test_digits_pipeline_deterministic_resumable_sharded():
+    cfg = make_config("DIGITS", 16, batch_size=8, num_channels=1)
+    a = take(data.get_dataset(cfg, seed=0, shard=(0, 1)), 4)
+    assert a[0]["image"].shape == (8, 16, 16, 1) and a[0]["label"].shape == (8,)
+    assert_batches_equal(a, take(data.get_dataset(cfg, seed=0, shard=(0, 1)), 4))
+    assert_batches_equal(a[2:], take(data.get_dataset(cfg, seed=0, shard=(0, 1), start_step=2), 2))
+    h0 = data.get_dataset(cfg, seed=0, shard=(0, 2), num_epochs=1)
+    h1 = data.get_dataset(cfg, seed=0, shard=(1, 2), num_epochs=1)
+    l0 = np.concatenate([b["label"] for b in h0])
+    l1 = np.concatenate([b["label"] for b in h1])
+    assert len(l0) == len(l1) == (1437 // 2) // 4 * 4
+    ev = list(data.get_dataset(cfg, split="eval", shard=(0, 1)))
+    assert len(ev) == 360 // 8
+
+
+# ------------------------------------------------------------------------------- toys
+
+
+@pytest.mark.parametrize("name", sorted(data.TOY_DISTRIBUTIONS))
+def test_toy_samples_match_exact_moments(name):
+    mix = data.get_toy_distribution(name)
+    x, comp = data.sample_mixture_np(mix, 0, 40000)
+    assert x.shape == (40000, 2) and x.dtype == np.float32
+    scale = np.sqrt(np.trace(np.asarray(mix.cov)))
+    np.testing.assert_allclose(x.mean(0), np.asarray(mix.mean), atol=0.03 * scale)
+    np.testing.assert_allclose(np.cov(x, rowvar=False), np.asarray(mix.cov), atol=0.03 * scale**2)
+    # Samples sit next to their component's mean.
+    std = np.sqrt(np.max(np.asarray(mix.covs)[:, [0, 1], [0, 1]]))
+    assert np.max(np.abs(x - np.asarray(mix.means)[comp])) < 6 * std
+
+
+def test_toy_pipeline_batches_and_exact_score():
+    cfg = make_config("TOY_8GAUSSIANS", 0, batch_size=16)
+    it = data.get_dataset(cfg, seed=0, shard=(0, 1))
+    a = take(it, 3)
+    assert a[0]["image"].shape == (16, 2) and a[0]["label"].dtype == np.int32
+    assert_batches_equal(a[1:], take(data.get_dataset(cfg, seed=0, shard=(0, 1), start_step=1), 2))
+    other_host = take(data.get_dataset(cfg, seed=0, shard=(1, 2)), 1)[0]["image"]
+    assert other_host.shape == (8, 2) and not np.array_equal(other_host, a[0]["image"][:8])
+    mix = it.info["distribution"]
+    # The exact score is the gradient of the exact log density.
+    x = jnp.asarray(a[0]["image"])
+    logp = lambda y: jnp.sum(analytic.mixture_logp(mix, y))  # noqa: E731
+    expected = jax.grad(logp)(x)
+    ring = 2.0 * np.stack([np.cos(np.pi * np.arange(8) / 4), np.sin(np.pi * np.arange(8) / 4)], -1)
+    np.testing.assert_allclose(np.asarray(mix.means), ring, atol=1e-6)
+    # At a component mean (far from the others) the score is ~0.
+    at_means = jax.grad(logp)(jnp.asarray(ring, x.dtype))
+    assert float(jnp.max(jnp.abs(at_means))) < 1e-3
+    assert expected.shape == (16, 2)
