@@ -36,14 +36,20 @@ def make_config(dataset="CIFAR10", image_size=32, batch_size=4, num_channels=3, 
 
 
 @pytest.fixture
-def mock_tfds(tmp_path, monkeypatch):
-    """tfds.testing.mock_data with every temporary file inside tmp_path; yields the data_dir."""
+def local_tmp(tmp_path, monkeypatch):
+    """Keep TFDS's temporary files (it makes some even for a missing dataset) inside tmp_path."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp_path
+
+
+@pytest.fixture
+def mock_tfds(local_tmp):
+    """tfds.testing.mock_data with every temporary file inside tmp_path; yields the data_dir."""
     with tfds.testing.mock_data(num_examples=N_MOCK):
-        yield str(tmp_path / "tfds")
+        yield str(local_tmp / "tfds")
 
 
 def take(it, n):
@@ -176,8 +182,8 @@ def test_eval_split_is_ordered_single_epoch(mock_tfds):
     np.testing.assert_array_equal(batches[0]["label"], [src[i]["label"] for i in range(4)])
 
 
-def test_missing_dataset_error_says_how_to_prepare(tmp_path):
-    empty = tmp_path / "empty"
+def test_missing_dataset_error_says_how_to_prepare(local_tmp):
+    empty = local_tmp / "empty"
     with pytest.raises(data.DatasetNotFoundError, match="tfds build cifar10 --data_dir"):
         data.get_dataset(make_config(), data_dir=str(empty), shard=(0, 1))
     with pytest.raises(data.DatasetNotFoundError, match="manual"):
