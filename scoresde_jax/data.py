@@ -672,7 +672,7 @@ def get_dataset(
     if shuffle is None:
         shuffle = is_train
     if num_epochs == "auto":
-        num_epochs = None if is_train else 1
+        num_epochs = None if is_train or name in TOY_DISTRIBUTIONS else 1
     image_size = int(_get(config.data, "image_size", 0))
     fingerprint = (
         f"{name}|{split}|seed={seed}|shard={index}/{count}|batch={per_host}|size={image_size}"
@@ -684,7 +684,7 @@ def get_dataset(
 
     if name in TOY_DISTRIBUTIONS:
         gmm = get_toy_distribution(name)
-        base = _seed_int("toy", seed, index, count)
+        base = _seed_int("toy", seed, split, index, count)
 
         def toy_batch(k):
             x, comp = sample_mixture_np(gmm, np.random.default_rng([base, int(k)]), per_host)
