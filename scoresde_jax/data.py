@@ -373,14 +373,18 @@ def _digits_cached(split: str, image_size: int, method: str) -> tuple[np.ndarray
         out = np.clip(out, 0.0, 1.0)
     elif method == "nearest":
         if image_size % 8:
-            raise ValueError(f"method='nearest' needs image_size a multiple of 8, got {image_size}.")
+            raise ValueError(
+                f"method='nearest' needs image_size a multiple of 8, got {image_size}."
+            )
         r = image_size // 8
         out = np.repeat(np.repeat(x, r, axis=1), r, axis=2)
     elif method == "pad":
         p = image_size - 8
         out = np.pad(x, ((0, 0), (p // 2, p - p // 2), (p // 2, p - p // 2), (0, 0)))
     else:
-        raise ValueError(f"Unknown digits resize method {method!r}; use 'bilinear', 'nearest' or 'pad'.")
+        raise ValueError(
+            f"Unknown digits resize method {method!r}; use 'bilinear', 'nearest' or 'pad'."
+        )
     out = np.ascontiguousarray(out, np.float32)
     out.setflags(write=False)
     return out, y
@@ -399,7 +403,9 @@ def load_digits_images(
         raise ValueError(f"digits split must be 'train' or 'test' ('eval'), got {split!r}.")
     image_size = int(image_size)
     if image_size < 8:
-        raise ValueError(f"DIGITS needs config.data.image_size >= 8 (native 8x8), got {image_size}.")
+        raise ValueError(
+            f"DIGITS needs config.data.image_size >= 8 (native 8x8), got {image_size}."
+        )
     return _digits_cached("train" if split == "train" else "test", image_size, method)
 
 
@@ -470,7 +476,9 @@ def checkerboard(*, n: int = 4, sub: int = 3, std: float = 0.15) -> GaussianMixt
 
 
 def single_gaussian(
-    *, mean: Sequence[float] = (1.0, -0.5), cov: Sequence[Sequence[float]] = ((1.0, 0.6), (0.6, 0.5))
+    *,
+    mean: Sequence[float] = (1.0, -0.5),
+    cov: Sequence[Sequence[float]] = ((1.0, 0.6), (0.6, 0.5)),
 ) -> GaussianMixture:
     """One correlated 2-D Gaussian (the simplest exact-score test case)."""
     dtype = jnp.result_type(float)
@@ -480,7 +488,7 @@ def single_gaussian(
 def sample_mixture_np(
     mix: GaussianMixture, rng: np.random.Generator | int, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` exact samples in numpy (for input pipelines): ``(x (n, D) float32, component (n,))``."""
+    """``n`` exact samples in numpy (input pipelines): ``(x (n, D) float32, component (n,))``."""
     rng = np.random.default_rng(rng)
     w = np.asarray(mix.weights, np.float64)
     means = np.asarray(mix.means, np.float64)
@@ -678,7 +686,9 @@ def get_dataset(
         f"{name}|{split}|seed={seed}|shard={index}/{count}|batch={per_host}|size={image_size}"
         f"|flip={random_flip}|deq={uniform_dequantization}|shuffle={shuffle}|epochs={num_epochs}"
     )
-    info = {"dataset": name, "split": split, "per_host_batch_size": per_host, "shard": (index, count)}
+    info = {
+        "dataset": name, "split": split, "per_host_batch_size": per_host, "shard": (index, count)
+    }
 
     import grain
 
@@ -695,7 +705,8 @@ def get_dataset(
             raise ValueError(f"{name} is an infinite generator; use num_epochs=None.")
         info["distribution"] = gmm
         return DataIterator(
-            ds, fingerprint=fingerprint, start_step=start_step, num_threads=num_threads or 0, info=info
+            ds, fingerprint=fingerprint, start_step=start_step, num_threads=num_threads or 0,
+            info=info,
         )
 
     num_channels = 1 if name == "DIGITS" else TFDS_DATASETS[name].num_channels

@@ -78,7 +78,8 @@ def frechet_distance(
 
     Computed in float64; clipped at 0 (it can only go negative by round-off).
     """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    mu1 = np.atleast_1d(np.asarray(mu1, np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
     sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
@@ -87,7 +88,8 @@ def frechet_distance(
             f"sigma2 {sigma2.shape} do not match (need (F,), (F, F) for both)."
         )
     diff = mu1 - mu2
-    d2 = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    tr_sqrt = trace_sqrt_product(sigma1, sigma2)
+    d2 = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_sqrt
     return float(max(d2, 0.0))
 
 
@@ -157,7 +159,9 @@ class FeatureStats:
             self.dim = other.dim
             self._mean, self._m2 = np.zeros(self.dim), np.zeros((self.dim, self.dim))
         if other.dim != self.dim:
-            raise ValueError(f"Cannot merge feature stats of dimension {other.dim} into {self.dim}.")
+            raise ValueError(
+                f"Cannot merge feature stats of dimension {other.dim} into {self.dim}."
+            )
         self._combine(other.count, other._mean, other._m2)
         if self._num_kept < self.keep and other._num_kept:
             take = other.features[: self.keep - self._num_kept]
@@ -329,17 +333,20 @@ class FeatureExtractor(Protocol):
 INCEPTION_HELP = (
     "FID / IS / KID for {name} use Inception-v3 features, as in the paper: the TF-Hub module "
     "'https://tfhub.dev/tensorflow/tfgan/eval/inception/1' (tfgan's classifier, 'pool_3' 2048-d "
-    "features and 1008-class 'logits', images resized to 299x299 in [-1, 1]). Its weights cannot be "
-    "downloaded at run time and are not bundled. Supply them yourself: wrap that module (or a port of "
-    "its weights, e.g. pytorch-fid's 'pt_inception-2015-12-05-6726825d.pth', which reproduces the "
-    "TF graph) in a callable `images -> (pool_3 (N, 2048), logits (N, 1008))` implementing "
+    "features and 1008-class 'logits', images resized to 299x299 in [-1, 1]). Its weights cannot "
+    "be downloaded at run time and are not bundled. Supply them yourself: wrap that module (or a "
+    "port of the same 2015-12-05 Inception graph, e.g. pytorch-fid's "
+    "'pt_inception-2015-12-05-6726825d.pth') in a callable "
+    "`images -> (pool_3 (N, 2048), logits (N, 1008))` implementing "
     "evaluation.FeatureExtractor, and pass it as `extractor=` to evaluation.compute_statistics. "
     "Reference statistics: score_sde's 'assets/stats/cifar10_stats.npz' (key 'pool_3') loads with "
     "evaluation.load_reference_npz. For the embedded DIGITS data use evaluation.digits_metrics."
 )
 
 
-def get_feature_extractor(dataset: str, *, extractor: FeatureExtractor | None = None) -> FeatureExtractor:
+def get_feature_extractor(
+    dataset: str, *, extractor: FeatureExtractor | None = None
+) -> FeatureExtractor:
     """The feature extractor for ``config.data.dataset``.
 
     'DIGITS' -> :func:`digits_feature_extractor`. The Inception-based datasets need a
@@ -348,7 +355,9 @@ def get_feature_extractor(dataset: str, *, extractor: FeatureExtractor | None = 
     """
     if extractor is not None:
         if not callable(extractor):
-            raise TypeError(f"extractor must be callable images -> (features, logits), got {extractor!r}.")
+            raise TypeError(
+                f"extractor must be callable images -> (features, logits), got {extractor!r}."
+            )
         return extractor
     if dataset == "DIGITS":
         return digits_feature_extractor()
@@ -370,7 +379,9 @@ def load_reference_npz(path: str, *, key: str = "pool_3", keep: int = 0) -> Feat
             st.count = 2
             st._mean, st._m2 = mu, sigma.copy()  # cov = m2 / (count - 1) = sigma
             return st
-        raise KeyError(f"{path} has neither '{key}' features nor 'mu'/'sigma'; keys: {list(f.keys())}.")
+        raise KeyError(
+            f"{path} has neither '{key}' features nor 'mu'/'sigma'; keys: {list(f.keys())}."
+        )
 
 
 def compute_statistics(
@@ -400,7 +411,8 @@ def _to_8x8(images: Any) -> np.ndarray:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] != 1:
         raise ValueError(
-            f"Digits images must be (N, H, W, 1) (or (N, H, W)), got {x.shape}; digits are grayscale."
+            f"Digits images must be (N, H, W, 1) (or (N, H, W)), got {x.shape}; "
+            "digits are grayscale."
         )
     if not np.all(np.isfinite(x)):
         raise ValueError("Digits images contain NaN/inf; the sampler diverged.")
@@ -446,8 +458,8 @@ def digits_feature_extractor(seed: int = 0) -> DigitsClassifier:
     """Train (once per process, cached) an MLP (64-256-128-10, ReLU) on the real digits train split.
 
     scikit-learn ``MLPClassifier`` with Adam, L2 1e-3, 200 epochs, ``random_state=seed``:
-    ~3 s on one CPU core (converges in ~120 epochs), 98% accuracy on the held-out test digits. Features are the
-    128-d penultimate activations.
+    ~3 s on one CPU core (converges in ~120 epochs), 98% accuracy on the held-out test digits.
+    Features are the 128-d penultimate activations.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
@@ -474,7 +486,9 @@ class _DigitsReference(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _digits_reference_cached(image_size: int, method: str, split: str, seed: int) -> _DigitsReference:
+def _digits_reference_cached(
+    image_size: int, method: str, split: str, seed: int
+) -> _DigitsReference:
     from scoresde_jax.data import load_digits_images
 
     images, _ = load_digits_images(split, image_size=image_size, method=method)
@@ -502,13 +516,15 @@ def digits_metrics(
     """Quality of digit samples ``(N, S, S, 1)`` in [0, 1] against the held-out test digits.
 
     The reference is the 360 test digits at the same size S (resized like the data pipeline,
-    ``method`` as ``config.data.digits_resize``), both passed through :func:`digits_feature_extractor`.
+    ``method`` as ``config.data.digits_resize``), both passed through
+    :func:`digits_feature_extractor`.
 
     Returns ``{'fid', 'kid', 'inception_score', 'classifier_confidence', 'num_samples'}`` (+
     ``'classifier_accuracy'`` when ``labels`` of class-conditional samples are given):
     ``classifier_confidence`` is the mean max-softmax probability (near 1 for clean digits).
     Calibration (classifier seed 0; S = 8 / 16): real train digits, a disjoint set, score
-    FID 0.8 / 0.5 (all 1437) and 2.1 / 1.4 (360 of them), IS 9.9 / 9.5; the test digits IS 9.6 / 9.2;
+    FID 0.8 / 0.5 (all 1437) and 2.1 / 1.4 (360 of them), IS 9.9 / 9.5; the test digits IS
+    9.6 / 9.2;
     uniform noise FID 88 / 98 and smooth random blobs FID 97 / 78, both IS < 3; all-black images
     FID ~300, IS 1. ``classifier_confidence`` alone is not a quality measure (noise gets ~0.85).
     Use at least a few hundred samples: FID is biased upwards for small N.
@@ -517,7 +533,9 @@ def digits_metrics(
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[1] != x.shape[2] or x.shape[1] < 8:
-        raise ValueError(f"digits_metrics expects square samples (N, S, S, 1) with S >= 8, got {x.shape}.")
+        raise ValueError(
+            f"digits_metrics expects square samples (N, S, S, 1) with S >= 8, got {x.shape}."
+        )
     if len(x) < 2:
         raise ValueError(f"digits_metrics needs at least 2 samples, got {len(x)}.")
     from threadpoolctl import threadpool_limits
