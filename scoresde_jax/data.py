@@ -595,6 +595,50 @@ class DataIterator(Iterator[dict]):
         self._restart(int(state["step"]))
 
 
+def _array_batches(
+    source: _ArraySource, start: int, n: int, batch: int, *, shuffle: bool,
+    num_epochs: int | None, shuffle_seed: int, augment_seed: int, random_flip: bool,
+    uniform_dequantization: bool,
+):
+    """Step-indexed batches over in-memory arrays, same semantics as the per-example pipeline.
+
+    Positions ``p = k * batch + j`` of the repeated stream map to epoch ``p // n`` and example
+    ``perm_epoch[p % n]`` of this host's block ``[start, start + n)``; ``perm_epoch`` is a
+    permutation seeded by ``(shuffle_seed, epoch)``. Augmentation draws from a generator seeded by
+    ``(augment_seed, k)``.
+    """
+    import grain
+
+    images, labels = source._images, source._labels
+
+    @functools.lru_cache(maxsize=4)
+    def order(epoch: int) -> np.ndarray:
+        if not shuffle:
+            return np.arange(n)
+        return np.random.default_rng([shuffle_seed, epoch]).permutation(n)
+
+    def make_batch(k: int) -> dict:
+        pos = int(k) * batch + np.arange(batch)
+        epochs, within = np.divmod(pos, n)
+        idx = np.empty(batch, np.int64)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            idx[sel] = order(int(e))[within[sel]]
+        idx += start
+        img = np.array(images[idx], np.float32)
+        if random_flip or uniform_dequantization:
+            rng = np.random.default_rng([augment_seed, int(k)])
+            if random_flip:
+                flip = rng.random(batch) < 0.5
+                img[flip] = img[flip, :, ::-1]
+            if uniform_dequantization:
+                img = (rng.random(img.shape, dtype=np.float32) + img * 255.0) / 256.0
+        return {"image": img, "label": np.asarray(labels[idx], np.int32)}
+
+    num_batches = 2**62 if num_epochs is None else (n * int(num_epochs)) // batch
+    return grain.MapDataset.range(0, num_batches).map(make_batch)
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point.
 # --------------------------------------------------------------------------------------------
@@ -749,6 +793,16 @@ def get_dataset(
             f"{name} split {split!r} has {n} examples: {per_shard} per host for {count} host(s), "
             f"fewer than one per-host batch of {per_host}."
         )
+    info["examples_per_host"] = per_shard
+    if isinstance(source, _ArraySource):  # in memory: whole batches by vectorized indexing
+        ds = _array_batches(
+            source, index * per_shard, per_shard, per_host, shuffle=shuffle,
+            num_epochs=num_epochs, shuffle_seed=_seed_int("shuffle", seed),
+            augment_seed=_seed_int("augment", seed, index, count), random_flip=random_flip,
+            uniform_dequantization=uniform_dequantization,
+        )
+        return DataIterator(ds, fingerprint=fingerprint, start_step=start_step,
+                            num_threads=threads, info=info)
     ds = grain.MapDataset.source(source)[index * per_shard : (index + 1) * per_shard]
     if shuffle:
         ds = ds.shuffle(seed=_seed_int("shuffle", seed))
@@ -761,7 +815,6 @@ def get_dataset(
             seed=_seed_int("augment", seed, index, count),
         )
     ds = ds.batch(per_host, drop_remainder=True)
-    info["examples_per_host"] = per_shard
     return DataIterator(ds, fingerprint=fingerprint, start_step=start_step, num_threads=threads,
                         info=info)
 

@@ -266,6 +266,21 @@ def test_digits_pipeline_deterministic_resumable_sharded():
     assert len(ev) == 360 // 8
 
 
+def test_digits_epochs_are_permutations_and_flips_mirror():
+    cfg = make_config("DIGITS", 8, batch_size=479, num_channels=1)  # 1437 = 3 * 479
+    it = data.get_dataset(cfg, seed=0, shard=(0, 1))
+    e0, e1 = take(it, 3), take(it, 3)
+    x_tr, _ = data.load_digits_images("train")
+    every = sorted(hash(im.tobytes()) for im in x_tr)
+    assert sorted(image_keys(e0)) == every and sorted(image_keys(e1)) == every
+    assert image_keys(e0) != image_keys(e1)
+    flip_cfg = make_config("DIGITS", 8, batch_size=479, num_channels=1, random_flip=True)
+    f0 = take(data.get_dataset(flip_cfg, seed=0, shard=(0, 1)), 1)[0]["image"]
+    same = np.all(f0 == e0[0]["image"], axis=(1, 2, 3))
+    mirrored = np.all(f0 == e0[0]["image"][:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored) and 0.3 < np.mean(~same) < 0.7
+
+
 # ------------------------------------------------------------------------------- toys
 
 
