@@ -686,12 +686,15 @@ def get_dataset(
     Args:
       config: ml_collections config (official score_sde layout): ``data.dataset``,
         ``data.image_size``, ``data.random_flip``, ``data.uniform_dequantization``,
-        ``data.num_channels`` (checked), ``data.category`` (LSUN), ``training.batch_size`` /
+        ``data.num_channels`` (checked), ``data.category`` (LSUN), ``data.tfds_name`` (optional
+        override of the TFDS name), ``data.digits_resize`` (DIGITS: 'bilinear' (default),
+        'nearest', 'pad'), ``training.batch_size`` /
         ``eval.batch_size`` (global, over all hosts), ``seed``.
       split: ``'train'`` or ``'eval'``/``'test'`` (the dataset's evaluation split: CIFAR-10 test,
         CelebA/LSUN validation, CelebA-HQ train), or a raw TFDS split string.
       seed: order/augmentation seed; defaults to ``config.seed`` (or 0).
-      shard: ``(index, count)``; defaults to ``(jax.process_index(), jax.process_count())``.
+      shard: ``(index, count)``; defaults to ``(jax.process_index(), jax.process_count())``
+        (which starts the JAX backend: call ``jax.distributed.initialize()`` before, or pass it).
       data_dir: TFDS data dir (defaults to TFDS's own: ``$TFDS_DATA_DIR`` or ~/tensorflow_datasets).
       batch_size: global batch size override.
       uniform_dequantization: override ``config.data.uniform_dequantization``.

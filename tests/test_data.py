@@ -322,3 +322,13 @@ def test_toy_pipeline_batches_and_exact_score():
     r /= r.sum(1, keepdims=True)
     want = np.einsum("bk,bkd->bd", r, ring[None] - x[:, None]) / 0.01
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-2)
+
+
+def test_tf_backend_needs_tensorflow(local_tmp):
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="tensorflow-cpu"):
+            data.get_dataset(make_config(), backend="tf", data_dir=str(local_tmp), shard=(0, 1))
+    else:  # pragma: no cover - TensorFlow is optional
+        pytest.skip("TensorFlow is installed; the fallback needs a prepared dataset.")
