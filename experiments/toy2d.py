@@ -79,9 +79,11 @@ def main(argv=None) -> dict:
                 out / "toy2d.png")
     (out / "toy2d.json").write_text(json.dumps(result, indent=2))
     print(f"sliced Wasserstein distance to the target (8-Gaussian ring, {args.n} samples, {args.sde}):")
-    print(f"  PC  (reverse diffusion + Langevin, nfe={result['nfe_pc']}): {result['swd_pc']:.4f}")
-    print(f"  ODE (Tsit5, adaptive, nfe={result['nfe_ode']}):                 {result['swd_ode']:.4f}")
-    print(f"  two independent target sets (sampling floor):            {result['swd_two_target_sets']:.4f}")
+    rows = [(f"PC, reverse diffusion + Langevin (nfe={result['nfe_pc']})", result["swd_pc"]),
+            (f"probability-flow ODE, Tsit5 adaptive (nfe={result['nfe_ode']})", result["swd_ode"]),
+            ("two independent target sets (sampling floor)", result["swd_two_target_sets"])]
+    for name, value in rows:
+        print(f"  {name:<52s} {value:.4f}")
     print(f"wrote {out / 'toy2d.png'} and {out / 'toy2d.json'}")
     return result
 
