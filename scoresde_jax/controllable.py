@@ -1,44 +1,50 @@
-"""Controllable generation (Song et al., ICLR 2021, section 5 and appendix I): class-conditional sampling,
-inpainting and colorization with an unconditional score model.
+"""Controllable generation (Song et al., ICLR 2021, section 5 and appendix I): class-conditional
+sampling, inpainting and colorization with an unconditional score model.
 
 Class-conditional sampling (appendix I.1)
 -----------------------------------------
-By Bayes' rule ``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)``, so a time-dependent classifier
-``classifier_fn(x, t) -> logits`` trained on noisy data turns the unconditional score into a conditional one:
+By Bayes' rule ``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)``, so a
+time-dependent classifier ``classifier_fn(x, t) -> logits`` trained on noisy data turns the
+unconditional score into a conditional one:
 
     score_y(x, t) = score(x, t) + scale * grad_x log softmax(classifier_fn(x, t))[y]
 
-(``scale = 1`` is Bayes' rule; ``scale > 1`` sharpens the class, as classifier guidance).  Any sampler of
-:mod:`scoresde_jax.samplers` then samples ``p_0(x | y)``; :func:`pc_conditional_sample` is the PC sampler.
+(``scale = 1`` is Bayes' rule; ``scale > 1`` sharpens the class, as classifier guidance).  Any
+sampler of :mod:`scoresde_jax.samplers` then samples ``p_0(x | y)``; :func:`pc_conditional_sample`
+is the PC sampler.
 
 Inpainting and colorization (appendix I.2 and I.3, the official ``pc_inpainter`` / ``pc_colorizer``)
------------------------------------------------------------------------------------------------------
-The known part ``Omega`` of ``x`` (``mask == 1``) is replaced, after every predictor and corrector step at time
-``t``, by a forward-perturbed copy of the data, a draw from ``p_0t(x_Omega(t) | x_Omega(0) = data)``:
+----------------------------------------------------------------------------------------------------
+The known part ``Omega`` of ``x`` (``mask == 1``) is replaced, after every predictor and corrector
+step at time ``t``, by a forward-perturbed copy of the data, a draw from ``p_0t(x_Omega(t) |
+x_Omega(0) = data)``:
 
-    x <- x * (1 - mask) + (a(t) data + s(t) z) * mask,        z ~ N(0, I) fresh at every replacement,
+    x <- x * (1 - mask) + (a(t) data + s(t) z) * mask,        z ~ N(0, I) fresh at every
+    replacement,
 
 and the unknown part follows the unconditional reverse-time dynamics.  This approximates
-``grad log p_t(x_unknown | x_known(0) = data)`` by ``grad log p_t(x_unknown | x_known(t))`` at a random draw of
-``x_known(t)`` (the paper's approximation): it is not exact.  For Gaussian data the predictor-only version
-converges to a distribution whose mean and covariance differ visibly from the exact conditional (the unknown part
-is pulled toward ``x_known(t)`` only as far as the *noisy* correlation allows); the Langevin corrector steps,
-which relax towards ``p_t(x_unknown | x_known(t))`` at every level (near ``t = eps`` that is the exact
-conditional), remove most of that bias.  Use a corrector (``"langevin"``, ``n_steps >= 1``) for inpainting.
+``grad log p_t(x_unknown | x_known(0) = data)`` by ``grad log p_t(x_unknown | x_known(t))`` at a
+random draw of ``x_known(t)`` (the paper's approximation): it is not exact.  For Gaussian data the
+predictor-only version converges to a distribution whose mean and covariance differ visibly from the
+exact conditional (the unknown part is pulled toward ``x_known(t)`` only as far as the *noisy*
+correlation allows); the Langevin corrector steps, which relax towards ``p_t(x_unknown |
+x_known(t))`` at every level (near ``t = eps`` that is the exact conditional), remove most of that
+bias.  Use a corrector (``"langevin"``, ``n_steps >= 1``) for inpainting.
 
-Colorization decouples the channels with an orthogonal matrix ``Q`` (:func:`color_decoupling_matrix`) whose first
-column is ``(1, 1, 1) / sqrt(3)``: in the decoupled space ``x Q`` the first channel is ``sqrt(3) * gray`` (gray is
-the channel mean) and is known; the other two are unknown.  Because ``Q`` is orthogonal, the isotropic forward
-perturbation ``N(a x, s^2 I)`` commutes with it, so replacing the first decoupled channel by
-``a(t) sqrt(3) gray + s(t) z`` is the inpainting rule in the decoupled space.  The result is mapped back with
-``Q^T = Q^{-1}``.
+Colorization decouples the channels with an orthogonal matrix ``Q``
+(:func:`color_decoupling_matrix`) whose first column is ``(1, 1, 1) / sqrt(3)``: in the decoupled
+space ``x Q`` the first channel is ``sqrt(3) * gray`` (gray is the channel mean) and is known; the
+other two are unknown.  Because ``Q`` is orthogonal, the isotropic forward perturbation ``N(a x, s^2
+I)`` commutes with it, so replacing the first decoupled channel by ``a(t) sqrt(3) gray + s(t) z`` is
+the inpainting rule in the decoupled space.  The result is mapped back with ``Q^T = Q^{-1}``.
 
 All samplers are module-level ``jax.jit`` functions that take the score function as a pytree
-(:func:`scoresde_jax.samplers.as_score_pytree`: pass ``jax.tree_util.Partial(fn, params)`` to keep parameters as
-data); they compile once per score function, SDE, shape and static options, and work for VE, VP and sub-VP with any
-predictor / corrector of :data:`scoresde_jax.samplers.PREDICTORS` / ``CORRECTORS`` by name.  The loop is that of
-:func:`scoresde_jax.samplers.pc_sample`: at each ``t_i`` in ``linspace(T, eps, N)``, ``n_steps`` corrector steps
-then one predictor step, with per-step keys ``fold_in``.
+(:func:`scoresde_jax.samplers.as_score_pytree`: pass ``jax.tree_util.Partial(fn, params)`` to keep
+parameters as data); they compile once per score function, SDE, shape and static options, and work
+for VE, VP and sub-VP with any predictor / corrector of :data:`scoresde_jax.samplers.PREDICTORS` /
+``CORRECTORS`` by name.  The loop is that of :func:`scoresde_jax.samplers.pc_sample`: at each
+``t_i`` in ``linspace(T, eps, N)``, ``n_steps`` corrector steps then one predictor step, with
+per-step keys ``fold_in``.
 """
 
 from __future__ import annotations
@@ -73,12 +79,15 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 ClassifierFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # class-conditional sampling
-# ----------------------------------------------------------------------------------------------------------------
-def classifier_logp_grad(classifier_fn: ClassifierFn, x: jax.Array, t: jax.Array, y: jax.Array) -> jax.Array:
-    """``grad_x log p_t(y | x)`` with ``log p_t(. | x) = log_softmax(classifier_fn(x, t))``; ``y`` has shape ``(B,)``
-    (integer labels) and the classifier maps ``(B, *D), (B,) -> (B, K)`` logits, each example independently."""
+# --------------------------------------------------------------------------------------------------
+def classifier_logp_grad(
+    classifier_fn: ClassifierFn, x: jax.Array, t: jax.Array, y: jax.Array
+) -> jax.Array:
+    """``grad_x log p_t(y | x)`` with ``log p_t(. | x) = log_softmax(classifier_fn(x, t))``; ``y``
+    has shape ``(B,)`` (integer labels) and the classifier maps ``(B, *D), (B,) -> (B, K)`` logits,
+    each example independently."""
     y = jnp.broadcast_to(jnp.asarray(y), (x.shape[0],))
 
     def total_logp(x_):
@@ -97,22 +106,32 @@ def _conditional_score(score, logp_grad, y, scale, x, t):
     return score(x, t) + jnp.asarray(scale, x.dtype) * logp_grad(x, t, y)
 
 
-def conditional_score_fn(score_fn: ScoreFn, classifier_fn: ClassifierFn | None = None, y: Any = None,
-                         scale: float = 1.0, *,
-                         classifier_logp_grad_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None
-                         = None) -> Partial:
-    """``score_y(x, t) = score_fn(x, t) + scale * grad_x log p_t(y | x)`` as a :class:`jax.tree_util.Partial`.
+def conditional_score_fn(
+    score_fn: ScoreFn,
+    classifier_fn: ClassifierFn | None = None,
+    y: Any = None,
+    scale: float = 1.0,
+    *,
+    classifier_logp_grad_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None,
+) -> Partial:
+    """``score_y(x, t) = score_fn(x, t) + scale * grad_x log p_t(y | x)`` as a
+    :class:`jax.tree_util.Partial`.
 
-    Give either ``classifier_fn(x, t) -> logits`` (the gradient of the selected log-softmax is taken with
-    ``jax.grad``) or ``classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x)``.  ``y`` is an integer label or a
-    ``(B,)`` vector of labels; it and ``scale`` are data of the returned pytree, so samplers compiled for one label
-    are reused for another.  ``score_fn`` / ``classifier_fn`` may be ``Partial``\\ s carrying parameters.
+    Give either ``classifier_fn(x, t) -> logits`` (the gradient of the selected log-softmax is taken
+    with ``jax.grad``) or ``classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x)``.  ``y`` is
+    an integer label or a ``(B,)`` vector of labels; it and ``scale`` are data of the returned
+    pytree, so samplers compiled for one label are reused for another.  ``score_fn`` /
+    ``classifier_fn`` may be ``Partial``\\ s carrying parameters.
     """
     if (classifier_fn is None) == (classifier_logp_grad_fn is None):
-        raise ValueError("conditional_score_fn needs exactly one of classifier_fn(x, t) -> logits and "
-                         "classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x).")
+        raise ValueError(
+            "conditional_score_fn needs exactly one of classifier_fn(x, t) -> logits and "
+            "classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x)."
+        )
     if y is None:
-        raise ValueError("conditional_score_fn needs the class label(s) y (an int or a (B,) integer array).")
+        raise ValueError(
+            "conditional_score_fn needs the class label(s) y (an int or a (B,) integer array)."
+        )
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.integer):
         raise TypeError(f"class labels y must be integers, got dtype {y.dtype}.")
@@ -123,35 +142,69 @@ def conditional_score_fn(score_fn: ScoreFn, classifier_fn: ClassifierFn | None =
     return Partial(_conditional_score, as_score_pytree(score_fn), grad_fn, y, jnp.asarray(scale))
 
 
-def pc_conditional_sample(score_fn: ScoreFn, classifier_fn: ClassifierFn | None, y: Any, sde: SDE,
-                          shape: Sequence[int], rng: jax.Array, *, scale: float = 1.0,
-                          classifier_logp_grad_fn=None, predictor: str | Callable = "reverse_diffusion",
-                          corrector: str | Callable = "langevin", snr: float = 0.16, n_steps: int = 1,
-                          probability_flow: bool = False, denoise: bool = True, eps: float = 1e-3,
-                          x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+def pc_conditional_sample(
+    score_fn: ScoreFn,
+    classifier_fn: ClassifierFn | None,
+    y: Any,
+    sde: SDE,
+    shape: Sequence[int],
+    rng: jax.Array,
+    *,
+    scale: float = 1.0,
+    classifier_logp_grad_fn=None,
+    predictor: str | Callable = "reverse_diffusion",
+    corrector: str | Callable = "langevin",
+    snr: float = 0.16,
+    n_steps: int = 1,
+    probability_flow: bool = False,
+    denoise: bool = True,
+    eps: float = 1e-3,
+    x_init: jax.Array | None = None,
+    dtype=None,
+) -> SampleResult:
     """Class-conditional PC sampling: :func:`scoresde_jax.samplers.pc_sample` with
-    :func:`conditional_score_fn` (official ``get_pc_conditional_sampler``).  ``nfe`` counts evaluations of the
-    conditional score (each one score and one classifier-gradient evaluation)."""
-    cond = conditional_score_fn(score_fn, classifier_fn, y, scale, classifier_logp_grad_fn=classifier_logp_grad_fn)
-    return pc_sample(cond, sde, shape, rng, predictor=predictor, corrector=corrector, snr=snr, n_steps=n_steps,
-                     probability_flow=probability_flow, denoise=denoise, eps=eps, x_init=x_init, dtype=dtype)
+    :func:`conditional_score_fn` (official ``get_pc_conditional_sampler``).  ``nfe`` counts
+    evaluations of the conditional score (each one score and one classifier-gradient evaluation)."""
+    cond = conditional_score_fn(
+        score_fn, classifier_fn, y, scale, classifier_logp_grad_fn=classifier_logp_grad_fn
+    )
+    return pc_sample(
+        cond,
+        sde,
+        shape,
+        rng,
+        predictor=predictor,
+        corrector=corrector,
+        snr=snr,
+        n_steps=n_steps,
+        probability_flow=probability_flow,
+        denoise=denoise,
+        eps=eps,
+        x_init=x_init,
+        dtype=dtype,
+    )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # colour decoupling
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def color_decoupling_matrix(dtype=None) -> jax.Array:
     """The orthogonal ``3 x 3`` matrix ``Q`` with columns (Gram-Schmidt on ``(1, 1, 1), e_1, e_2``)
 
         q_1 = (1, 1, 1) / sqrt(3),   q_2 = (2, -1, -1) / sqrt(6),   q_3 = (0, 1, -1) / sqrt(2).
 
-    ``y = x Q`` (per pixel, ``x`` the RGB row vector) has ``y_1 = sqrt(3) mean(x)``, the gray level, and two
-    chroma channels orthogonal to it; ``x = y Q^T``.  The official code uses the same matrix up to the sign of
-    ``q_2``.
+    ``y = x Q`` (per pixel, ``x`` the RGB row vector) has ``y_1 = sqrt(3) mean(x)``, the gray level,
+    and two chroma channels orthogonal to it; ``x = y Q^T``.  The official code uses the same matrix
+    up to the sign of ``q_2``.
     """
-    q = np.stack([np.array([1.0, 1.0, 1.0]) / math.sqrt(3.0),
-                  np.array([2.0, -1.0, -1.0]) / math.sqrt(6.0),
-                  np.array([0.0, 1.0, -1.0]) / math.sqrt(2.0)], axis=1)
+    q = np.stack(
+        [
+            np.array([1.0, 1.0, 1.0]) / math.sqrt(3.0),
+            np.array([2.0, -1.0, -1.0]) / math.sqrt(6.0),
+            np.array([0.0, 1.0, -1.0]) / math.sqrt(2.0),
+        ],
+        axis=1,
+    )
     return jnp.asarray(q, jnp.result_type(float) if dtype is None else dtype)
 
 
@@ -165,27 +218,54 @@ def couple_colors(y: jax.Array) -> jax.Array:
     return y @ color_decoupling_matrix(y.dtype).T
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # PC with replacement of the known part
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _lookup(table: dict, name: Any, kind: str) -> Callable:
     if callable(name):
         return name
     key = "none" if name is None else str(name).lower()
     if key not in table:
-        raise ValueError(f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
-                         f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean).")
+        raise ValueError(
+            f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
+            f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean)."
+        )
     return table[key]
 
 
-@functools.partial(jax.jit, static_argnames=("sde", "predictor", "corrector", "n_steps", "probability_flow",
-                                             "denoise", "colorize"))
-def _pc_replace(score, rng, known, mask, snr, eps, *, sde, predictor, corrector, n_steps, probability_flow,
-                denoise, colorize):
-    """PC sampling where, after every step, ``to(x)`` has its ``mask`` part replaced by a perturbed ``known``.
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "sde",
+        "predictor",
+        "corrector",
+        "n_steps",
+        "probability_flow",
+        "denoise",
+        "colorize",
+    ),
+)
+def _pc_replace(
+    score,
+    rng,
+    known,
+    mask,
+    snr,
+    eps,
+    *,
+    sde,
+    predictor,
+    corrector,
+    n_steps,
+    probability_flow,
+    denoise,
+    colorize,
+):
+    """PC sampling where, after every step, ``to(x)`` has its ``mask`` part replaced by a perturbed
+    ``known``.
 
-    ``known`` and ``mask`` live in the working space: the data space (inpainting) or the decoupled colour space
-    (colorization, ``to = decouple_colors``, ``back = couple_colors``).
+    ``known`` and ``mask`` live in the working space: the data space (inpainting) or the decoupled
+    colour space (colorization, ``to = decouple_colors``, ``back = couple_colors``).
     """
     shape, dtype = known.shape, known.dtype
     to = decouple_colors if colorize else (lambda v: v)
@@ -213,6 +293,7 @@ def _pc_replace(score, rng, known, mask, snr, eps, *, sde, predictor, corrector,
         t = jnp.full((shape[0],), timesteps[i], dtype)
         k_corr, k_pred, k_rep = jax.random.split(jax.random.fold_in(k_steps, i), 3)
         if use_corrector:
+
             def corrector_step(j, c):
                 z = jax.random.normal(jax.random.fold_in(k_corr, j), shape, dtype)
                 x_, xm_ = corrector(score, c[0], t, z, sde=sde, snr=snr)
@@ -227,43 +308,67 @@ def _pc_replace(score, rng, known, mask, snr, eps, *, sde, predictor, corrector,
 
     x, x_mean = jax.lax.fori_loop(0, sde.N, step, (x0, x0))
     out = x_mean if denoise else x
-    # The known part is known: return it exactly (the last replacement left a(eps) data (+ noise) there).
+    # The known part is known: return it exactly (the last replacement left a(eps) data (+ noise)
+    # there).
     out = back(to(out) * (1.0 - mask) + known * mask)
-    nfe = sde.N * (getattr(predictor, "nfe", 1) * use_predictor
-                   + n_steps * getattr(corrector, "nfe", 1) * use_corrector)
+    nfe = sde.N * (
+        getattr(predictor, "nfe", 1) * use_predictor
+        + n_steps * getattr(corrector, "nfe", 1) * use_corrector
+    )
     return SampleResult(out, jnp.asarray(nfe, jnp.int32))
 
 
 def _check_common(sde, predictor, corrector, n_steps, probability_flow):
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got {type(sde).__name__}.")
+        raise TypeError(
+            "sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
+            f"{type(sde).__name__}."
+        )
     pred = _lookup(PREDICTORS, predictor, "predictor")
     corr = _lookup(CORRECTORS, corrector, "corrector")
     if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
-        raise ValueError("ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
-                         "or 'euler_maruyama' with probability_flow=True.")
+        raise ValueError(
+            "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
+            "or 'euler_maruyama' with probability_flow=True."
+        )
     if int(n_steps) != n_steps or n_steps < 0:
-        raise ValueError(f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}.")
+        raise ValueError(
+            f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}."
+        )
     return pred, corr
 
 
 def _check_data(name, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
-        raise ValueError(f"{name} must be a batch of shape (B, *D), got shape {getattr(x, 'shape', None)}.")
+        raise ValueError(
+            f"{name} must be a batch of shape (B, *D), got shape {getattr(x, 'shape', None)}."
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} must be floating point (scaled data), got {x.dtype}.")
 
 
-def pc_inpaint(score_fn: ScoreFn, sde: SDE, data: jax.Array, mask: jax.Array, rng: jax.Array, *,
-               predictor: str | Callable = "reverse_diffusion", corrector: str | Callable = "langevin",
-               snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, eps: float = 1e-3,
-               denoise: bool = True) -> SampleResult:
-    """Inpainting by PC sampling with replacement (official ``pc_inpainter``; see the module docstring).
+def pc_inpaint(
+    score_fn: ScoreFn,
+    sde: SDE,
+    data: jax.Array,
+    mask: jax.Array,
+    rng: jax.Array,
+    *,
+    predictor: str | Callable = "reverse_diffusion",
+    corrector: str | Callable = "langevin",
+    snr: float = 0.16,
+    n_steps: int = 1,
+    probability_flow: bool = False,
+    eps: float = 1e-3,
+    denoise: bool = True,
+) -> SampleResult:
+    """Inpainting by PC sampling with replacement (official ``pc_inpainter``; see the module
+    docstring).
 
-    ``data`` ``(B, *D)`` holds the known values where ``mask == 1`` (anything elsewhere); ``mask`` (0/1, broadcastable
-    to ``data``) marks the known part.  After each corrector and predictor step at time ``t``:
-    ``x = x (1 - mask) + (a(t) data + s(t) z) mask``.  The returned samples equal ``data`` on the mask.
-    Returns ``SampleResult(x, nfe)`` in the dtype of ``data``.
+    ``data`` ``(B, *D)`` holds the known values where ``mask == 1`` (anything elsewhere); ``mask``
+    (0/1, broadcastable to ``data``) marks the known part.  After each corrector and predictor step
+    at time ``t``: ``x = x (1 - mask) + (a(t) data + s(t) z) mask``.  The returned samples equal
+    ``data`` on the mask. Returns ``SampleResult(x, nfe)`` in the dtype of ``data``.
     """
     pred, corr = _check_common(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("data", data)
@@ -271,33 +376,73 @@ def pc_inpaint(score_fn: ScoreFn, sde: SDE, data: jax.Array, mask: jax.Array, rn
     try:
         mask = jnp.broadcast_to(mask, data.shape)
     except ValueError as e:
-        raise ValueError(f"mask of shape {mask.shape} does not broadcast to data of shape {data.shape}; "
-                         "give a mask of shape (B, *D) or (*D,).") from e
-    return _pc_replace(as_score_pytree(score_fn), rng, data, mask, snr, eps, sde=sde, predictor=pred,
-                       corrector=corr, n_steps=int(n_steps), probability_flow=bool(probability_flow),
-                       denoise=bool(denoise), colorize=False)
+        raise ValueError(
+            f"mask of shape {mask.shape} does not broadcast to data of shape {data.shape}; "
+            "give a mask of shape (B, *D) or (*D,)."
+        ) from e
+    return _pc_replace(
+        as_score_pytree(score_fn),
+        rng,
+        data,
+        mask,
+        snr,
+        eps,
+        sde=sde,
+        predictor=pred,
+        corrector=corr,
+        n_steps=int(n_steps),
+        probability_flow=bool(probability_flow),
+        denoise=bool(denoise),
+        colorize=False,
+    )
 
 
-def pc_colorize(score_fn: ScoreFn, sde: SDE, gray: jax.Array, rng: jax.Array, *,
-                predictor: str | Callable = "reverse_diffusion", corrector: str | Callable = "langevin",
-                snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, eps: float = 1e-3,
-                denoise: bool = True) -> SampleResult:
-    """Colorization by PC sampling with replacement in the decoupled colour space (official ``pc_colorizer``).
+def pc_colorize(
+    score_fn: ScoreFn,
+    sde: SDE,
+    gray: jax.Array,
+    rng: jax.Array,
+    *,
+    predictor: str | Callable = "reverse_diffusion",
+    corrector: str | Callable = "langevin",
+    snr: float = 0.16,
+    n_steps: int = 1,
+    probability_flow: bool = False,
+    eps: float = 1e-3,
+    denoise: bool = True,
+) -> SampleResult:
+    """Colorization by PC sampling with replacement in the decoupled colour space (official
+    ``pc_colorizer``).
 
-    ``gray`` is ``(B, *S, 1)`` (the gray level, the mean of the RGB channels) or ``(B, *S, 3)`` with the gray level
-    in every channel (the official input); the score model works on ``(B, *S, 3)`` RGB data.  The first channel of
-    ``x Q`` (:func:`color_decoupling_matrix`), ``sqrt(3) gray``, is known and replaced by its forward-perturbed copy
-    after every step.  The returned RGB samples have channel mean exactly ``gray``.
+    ``gray`` is ``(B, *S, 1)`` (the gray level, the mean of the RGB channels) or ``(B, *S, 3)`` with
+    the gray level in every channel (the official input); the score model works on ``(B, *S, 3)``
+    RGB data.  The first channel of ``x Q`` (:func:`color_decoupling_matrix`), ``sqrt(3) gray``, is
+    known and replaced by its forward-perturbed copy after every step.  The returned RGB samples
+    have channel mean exactly ``gray``.
     """
     pred, corr = _check_common(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("gray", gray)
     if gray.shape[-1] not in (1, 3):
-        raise ValueError(f"gray must have 1 (gray level) or 3 (gray level repeated) channels on the last axis, "
-                         f"got shape {gray.shape}.")
+        raise ValueError(
+            f"gray must have 1 (gray level) or 3 (gray level repeated) channels on the last axis, "
+            f"got shape {gray.shape}."
+        )
     level = jnp.mean(gray, axis=-1, keepdims=True)
     rgb = jnp.broadcast_to(level, gray.shape[:-1] + (3,))
     known = decouple_colors(rgb)  # (sqrt(3) gray, 0, 0)
     mask = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0], gray.dtype), known.shape)
-    return _pc_replace(as_score_pytree(score_fn), rng, known, mask, snr, eps, sde=sde, predictor=pred,
-                       corrector=corr, n_steps=int(n_steps), probability_flow=bool(probability_flow),
-                       denoise=bool(denoise), colorize=True)
+    return _pc_replace(
+        as_score_pytree(score_fn),
+        rng,
+        known,
+        mask,
+        snr,
+        eps,
+        sde=sde,
+        predictor=pred,
+        corrector=corr,
+        n_steps=int(n_steps),
+        probability_flow=bool(probability_flow),
+        denoise=bool(denoise),
+        colorize=True,
+    )

@@ -1,45 +1,53 @@
-"""Exact likelihoods through the probability-flow ODE (Song et al., ICLR 2021, section 4.3 and appendix D.2).
+"""Exact likelihoods through the probability-flow ODE (Song et al., ICLR 2021, section 4.3 and
+appendix D.2).
 
-The probability-flow ODE ``dx/dt = f~(x, t) = f(x, t) - g(t)^2 / 2 * score(x, t)`` transports ``p_eps`` to ``p_T``.
-By the instantaneous change of variables (Chen et al., 2018), along a trajectory ``x(t)``
+The probability-flow ODE ``dx/dt = f~(x, t) = f(x, t) - g(t)^2 / 2 * score(x, t)`` transports
+``p_eps`` to ``p_T``. By the instantaneous change of variables (Chen et al., 2018), along a
+trajectory ``x(t)``
 
     d log p_t(x(t)) / dt = -div f~(x(t), t),
 
-so, integrating the augmented state ``(x, delta)`` with ``d delta / dt = div f~`` forward from ``eps`` to ``T``,
+so, integrating the augmented state ``(x, delta)`` with ``d delta / dt = div f~`` forward from
+``eps`` to ``T``,
 
     log p_eps(x) = log p_T(z) + int_eps^T div f~(x(t), t) dt,        z = x(T).
 
-``p_T`` is replaced by the prior ``sde.prior_logp`` (the only approximation besides the score and the solver).
-The divergence is computed either exactly (the trace of the full Jacobian: ``D`` Jacobian-vector products, for
-small ``D``) or by the Hutchinson-Skilling estimator ``div f~ ~= v^T (d f~ / dx) v`` with one probe ``v`` per
-example, drawn once and held fixed over the whole trajectory (Gaussian ``v ~ N(0, I)`` or Rademacher
-``v in {-1, +1}^D``; both have ``E[v v^T] = I`` so the estimate of ``log p`` is unbiased).  ``v^T J v`` is one
-forward-mode ``jax.jvp`` that also returns the drift.
+``p_T`` is replaced by the prior ``sde.prior_logp`` (the only approximation besides the score and
+the solver). The divergence is computed either exactly (the trace of the full Jacobian: ``D``
+Jacobian-vector products, for small ``D``) or by the Hutchinson-Skilling estimator ``div f~ ~= v^T
+(d f~ / dx) v`` with one probe ``v`` per example, drawn once and held fixed over the whole
+trajectory (Gaussian ``v ~ N(0, I)`` or Rademacher ``v in {-1, +1}^D``; both have ``E[v v^T] = I``
+so the estimate of ``log p`` is unbiased).  ``v^T J v`` is one forward-mode ``jax.jvp`` that also
+returns the drift.
 
-Each example is integrated as its own ODE (``vmap`` over the batch), so its adaptive steps, its error control and
-its result do not depend on the other examples in the batch; ``nfe`` is per example.
+Each example is integrated as its own ODE (``vmap`` over the batch), so its adaptive steps, its
+error control and its result do not depend on the other examples in the batch; ``nfe`` is per
+example.
 
 Bits per dimension of 8-bit data
 --------------------------------
-Pixels ``k in {0, ..., 255}^D`` are uniformly dequantized to ``y = (k + u) / 256 in [0, 1]^D``, ``u ~ U(0, 1)^D``.
-A density ``p_Y`` on ``[0, 1]^D`` gives the pixels the probability ``P(k) = int_{cell(k)} p_Y >= ...`` and, by
-Jensen, ``-log2 P(k) <= E_u[-log2 p_Y(y)] + D log2 256``, so the reported (variational) bits/dim is
+Pixels ``k in {0, ..., 255}^D`` are uniformly dequantized to ``y = (k + u) / 256 in [0, 1]^D``, ``u
+~ U(0, 1)^D``. A density ``p_Y`` on ``[0, 1]^D`` gives the pixels the probability ``P(k) =
+int_{cell(k)} p_Y >= ...`` and, by Jensen, ``-log2 P(k) <= E_u[-log2 p_Y(y)] + D log2 256``, so the
+reported (variational) bits/dim is
 
     bpd = -log2 p_Y(y) / D + 8.
 
-When the model sees the data through an affine transform ``x = scale * y + shift`` (``scale = 2`` for the centered
-data ``x = 2 y - 1 in [-1, 1]``), ``p_Y(y) = p_X(x) * scale^D`` and so
+When the model sees the data through an affine transform ``x = scale * y + shift`` (``scale = 2``
+for the centered data ``x = 2 y - 1 in [-1, 1]``), ``p_Y(y) = p_X(x) * scale^D`` and so
 
     bpd = -log p_X(x) / (D ln 2) + 8 - log2(scale),
 
-i.e. ``offset = 8`` for data in ``[0, 1]`` and ``offset = 7`` for centered data in ``[-1, 1]`` (the official code's
-``log2(d inverse_scaler / dx) + 8``).  This is what ``bits_per_dim`` reports, with ``centered`` choosing the offset.
+i.e. ``offset = 8`` for data in ``[0, 1]`` and ``offset = 7`` for centered data in ``[-1, 1]`` (the
+official code's ``log2(d inverse_scaler / dx) + 8``).  This is what ``bits_per_dim`` reports, with
+``centered`` choosing the offset.
 
-The official code evaluates the density at the *undequantized* grid points ``k / 255`` unless the dataset was
-loaded with ``uniform_dequantization``.  A density evaluated on a grid is not a probability of the pixels and can be
-made arbitrarily large, which is how users got negative bits/dim (e.g. VP models near ``t = eps`` concentrate on
-the training grid).  ``dequantize=True`` does the official ``uniform_dequantization`` inside the function: data
-``k / 255`` (in ``[0, 1]`` space) become ``(k + u) / 256``, then the bound above holds and ``E_u[bpd] >= 0``.
+The official code evaluates the density at the *undequantized* grid points ``k / 255`` unless the
+dataset was loaded with ``uniform_dequantization``.  A density evaluated on a grid is not a
+probability of the pixels and can be made arbitrarily large, which is how users got negative
+bits/dim (e.g. VP models near ``t = eps`` concentrate on the training grid).  ``dequantize=True``
+does the official ``uniform_dequantization`` inside the function: data ``k / 255`` (in ``[0, 1]``
+space) become ``(k + u) / 256``, then the bound above holds and ``E_u[bpd] >= 0``.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.samplers.pc import as_score_pytree
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import flat_dim
 
@@ -72,15 +81,16 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 DIVERGENCES = ("exact", "gaussian", "rademacher")
 SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
-# Function evaluations of the explicit FSAL Runge-Kutta solvers: 6 new stages per attempted (accepted or
-# rejected) step plus one at the start; counted with a host callback in the vector field (diffrax 0.7.2).
+# Function evaluations of the explicit FSAL Runge-Kutta solvers: 6 new stages per attempted
+# (accepted or rejected) step plus one at the start; counted with a host callback in the vector
+# field (diffrax 0.7.2).
 _STAGES_PER_STEP = {"tsit5": 6, "dopri5": 6}
 _NFE_INIT = 1
 
 
 class LikelihoodResult(NamedTuple):
-    """Per-example ``log p_eps(x)`` in nats ``(B,)``, the latent ``z = x(T)`` ``(B, *D)`` and the number of
-    drift evaluations ``(B,)`` of the augmented ODE."""
+    """Per-example ``log p_eps(x)`` in nats ``(B,)``, the latent ``z = x(T)`` ``(B, *D)`` and the
+    number of drift evaluations ``(B,)`` of the augmented ODE."""
 
     logp: jax.Array
     latent: jax.Array
@@ -88,16 +98,17 @@ class LikelihoodResult(NamedTuple):
 
 
 class BPDResult(NamedTuple):
-    """Per-example bits/dim ``(B,)``, latent ``(B, *D)`` and number of drift evaluations ``(B,)``."""
+    """Per-example bits/dim ``(B,)``, latent ``(B, *D)`` and number of drift evaluations
+    ``(B,)``."""
 
     bpd: jax.Array
     latent: jax.Array
     nfe: jax.Array
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # small pure helpers
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def bpd_offset(centered: bool) -> float:
     """``8 - log2(scale)`` of the data transform ``x = scale * y + shift`` from ``y in [0, 1]``:
     ``8`` for data in ``[0, 1]``, ``7`` for centered data ``x = 2 y - 1 in [-1, 1]``."""
@@ -110,9 +121,9 @@ def logp_to_bpd(logp: jax.Array, dim: int, *, centered: bool) -> jax.Array:
 
 
 def uniform_dequantize(x: jax.Array, rng: jax.Array, *, centered: bool) -> jax.Array:
-    """Official ``uniform_dequantization``: 8-bit data ``y = k / 255`` in ``[0, 1]`` become ``(k + u) / 256``,
-    ``u ~ U(0, 1)``, i.e. ``y' = (255 y + u) / 256``.  Centered data ``x = 2 y - 1`` are mapped to ``[0, 1]``, dequantized
-    and mapped back (the noise is then ``2 u / 256`` wide)."""
+    """Official ``uniform_dequantization``: 8-bit data ``y = k / 255`` in ``[0, 1]`` become ``(k +
+    u) / 256``, ``u ~ U(0, 1)``, i.e. ``y' = (255 y + u) / 256``.  Centered data ``x = 2 y - 1`` are
+    mapped to ``[0, 1]``, dequantized and mapped back (the noise is then ``2 u / 256`` wide)."""
     y = (x + 1.0) / 2.0 if centered else x
     u = jax.random.uniform(rng, x.shape, dtype=x.dtype)
     y = (255.0 * y + u) / 256.0
@@ -120,8 +131,8 @@ def uniform_dequantize(x: jax.Array, rng: jax.Array, *, centered: bool) -> jax.A
 
 
 def hutchinson_probe(rng: jax.Array, shape, dtype, *, kind: str) -> jax.Array:
-    """Probe ``v`` with ``E[v v^T] = I`` for the Hutchinson-Skilling trace estimator: ``kind="gaussian"``
-    (``N(0, I)``) or ``"rademacher"`` (``+-1`` with probability 1/2)."""
+    """Probe ``v`` with ``E[v v^T] = I`` for the Hutchinson-Skilling trace estimator:
+    ``kind="gaussian"`` (``N(0, I)``) or ``"rademacher"`` (``+-1`` with probability 1/2)."""
     if kind == "gaussian":
         return jax.random.normal(rng, shape, dtype=dtype)
     if kind == "rademacher":
@@ -135,22 +146,28 @@ def _check_args(x, divergence, solver, rng, dequantize):
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {sorted(SOLVERS)}.")
     if not hasattr(x, "ndim") or x.ndim < 2:
-        raise ValueError(f"x must be a batch of shape (B, *D), got shape {getattr(x, 'shape', None)}; "
-                         "add a batch axis with x[None].")
+        raise ValueError(
+            f"x must be a batch of shape (B, *D), got shape {getattr(x, 'shape', None)}; "
+            "add a batch axis with x[None]."
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be floating point (data scaled to [0, 1] or [-1, 1]), got {x.dtype}.")
+        raise TypeError(
+            f"x must be floating point (data scaled to [0, 1] or [-1, 1]), got {x.dtype}."
+        )
     if rng is None and (divergence != "exact" or dequantize):
-        raise ValueError("rng is required for Hutchinson divergences and for dequantize=True "
-                         "(pass rng=jax.random.key(0)); only divergence='exact' without dequantization is "
-                         "deterministic.")
+        raise ValueError(
+            "rng is required for Hutchinson divergences and for dequantize=True "
+            "(pass rng=jax.random.key(0)); only divergence='exact' without dequantization is "
+            "deterministic."
+        )
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # the ODE
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _drift_and_divergence(drift_fn, x, probe, divergence: str):
-    """Drift ``f~(x)`` and its divergence (exact trace, or ``v^T J v`` for the probe ``v``) for one example
-    ``x`` of shape ``(1, *D)``."""
+    """Drift ``f~(x)`` and its divergence (exact trace, or ``v^T J v`` for the probe ``v``) for one
+    example ``x`` of shape ``(1, *D)``."""
     if divergence == "exact":
         drift, jvp_fn = jax.linearize(drift_fn, x)
         d = x.size
@@ -201,8 +218,18 @@ def _log_likelihood(score_fn, sde, x, rng, *, divergence, rtol, atol, eps, solve
         probes = hutchinson_probe(rng, x.shape, x.dtype, kind=divergence)
 
     def one(xi, vi):
-        return _solve_one(score_fn, sde, xi[None], vi[None], divergence=divergence, rtol=rtol, atol=atol,
-                          eps=eps, solver=solver, max_steps=max_steps)
+        return _solve_one(
+            score_fn,
+            sde,
+            xi[None],
+            vi[None],
+            divergence=divergence,
+            rtol=rtol,
+            atol=atol,
+            eps=eps,
+            solver=solver,
+            max_steps=max_steps,
+        )
 
     z, delta, nfe = jax.vmap(one)(x, probes)
     z = z.reshape(x.shape)
@@ -211,7 +238,8 @@ def _log_likelihood(score_fn, sde, x, rng, *, divergence, rtol, atol, eps, solve
 
 
 def _split_rng(rng, dequantize):
-    """``(probe key, dequantization key)``; fixed so that tests and users can reproduce the probes."""
+    """``(probe key, dequantization key)``; fixed so that tests and users can reproduce the
+    probes."""
     if rng is None:
         return None, None
     if dequantize:
@@ -220,85 +248,161 @@ def _split_rng(rng, dequantize):
     return rng, None
 
 
-def _bits_per_dim(score_fn, sde, x, rng, *, centered, divergence, rtol, atol, eps, dequantize, solver, max_steps):
+def _bits_per_dim(
+    score_fn, sde, x, rng, *, centered, divergence, rtol, atol, eps, dequantize, solver, max_steps
+):
     k_probe, k_deq = _split_rng(rng, dequantize)
     if dequantize:
         x = uniform_dequantize(x, k_deq, centered=centered)
-    res = _log_likelihood(score_fn, sde, x, k_probe, divergence=divergence, rtol=rtol, atol=atol, eps=eps,
-                          solver=solver, max_steps=max_steps)
-    return BPDResult(logp_to_bpd(res.logp, flat_dim(x.shape), centered=centered), res.latent, res.nfe)
+    res = _log_likelihood(
+        score_fn,
+        sde,
+        x,
+        k_probe,
+        divergence=divergence,
+        rtol=rtol,
+        atol=atol,
+        eps=eps,
+        solver=solver,
+        max_steps=max_steps,
+    )
+    return BPDResult(
+        logp_to_bpd(res.logp, flat_dim(x.shape), centered=centered), res.latent, res.nfe
+    )
 
 
-_STATIC = ("score_fn", "sde", "divergence", "rtol", "atol", "eps", "solver", "max_steps")
+_STATIC = ("sde", "divergence", "rtol", "atol", "eps", "solver", "max_steps")
 _jit_log_likelihood = jax.jit(_log_likelihood, static_argnames=_STATIC)
 _jit_bits_per_dim = jax.jit(_bits_per_dim, static_argnames=_STATIC + ("centered", "dequantize"))
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # public API
-# ----------------------------------------------------------------------------------------------------------------
-def log_likelihood(score_fn: ScoreFn, x: jax.Array, *, sde: SDE, rng: jax.Array | None = None,
-                   divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
-                   solver: str = "tsit5", max_steps: int = 4096) -> LikelihoodResult:
+# --------------------------------------------------------------------------------------------------
+def log_likelihood(
+    score_fn: ScoreFn,
+    x: jax.Array,
+    *,
+    sde: SDE,
+    rng: jax.Array | None = None,
+    divergence: str = "rademacher",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    solver: str = "tsit5",
+    max_steps: int = 4096,
+) -> LikelihoodResult:
     """Per-example ``log p_eps(x) = log p_T(z) + int_eps^T div f~(x(t), t) dt`` in nats, no offset.
 
-    ``f~ = f - g^2 score / 2`` is the probability-flow drift; the augmented ODE is solved with diffrax
-    (``solver`` ``"tsit5"`` or ``"dopri5"``, ``PIDController(rtol, atol)``) inside ``jit``.  ``divergence`` is
-    ``"exact"`` (Jacobian trace, ``D`` JVPs per evaluation), ``"gaussian"`` or ``"rademacher"`` (Hutchinson with
-    one fixed probe per example drawn from ``rng``).  ``x`` has shape ``(B, *D)``; the result follows its dtype.
+    ``f~ = f - g^2 score / 2`` is the probability-flow drift; the augmented ODE is solved with
+    diffrax (``solver`` ``"tsit5"`` or ``"dopri5"``, ``PIDController(rtol, atol)``) inside ``jit``.
+    ``divergence`` is ``"exact"`` (Jacobian trace, ``D`` JVPs per evaluation), ``"gaussian"`` or
+    ``"rademacher"`` (Hutchinson with one fixed probe per example drawn from ``rng``).  ``x`` has
+    shape ``(B, *D)``; the result follows its dtype.
 
-    ``score_fn`` and ``sde`` are static: the function compiles once per ``score_fn`` object and shape.  For
-    repeated evaluation with changing parameters use :func:`get_likelihood_fn`.
+    ``score_fn`` is passed to ``jit`` as a pytree, as in :mod:`scoresde_jax.samplers`: a
+    ``jax.tree_util.Partial(fn, params)`` (``fn(params, x, t)``) carries its parameters as data
+    and compiles once per ``fn``, SDE, shape and options; a plain callable compiles once per
+    function object (a new lambda per call recompiles).  :func:`get_likelihood_fn` packages the
+    parameters-as-data form.
     """
     _check_args(x, divergence, solver, rng, False)
-    return _jit_log_likelihood(score_fn, sde, x, rng, divergence=divergence, rtol=rtol, atol=atol, eps=eps,
-                               solver=solver, max_steps=max_steps)
+    return _jit_log_likelihood(
+        as_score_pytree(score_fn),
+        sde,
+        x,
+        rng,
+        divergence=divergence,
+        rtol=rtol,
+        atol=atol,
+        eps=eps,
+        solver=solver,
+        max_steps=max_steps,
+    )
 
 
-def bits_per_dim(score_fn: ScoreFn, x: jax.Array, *, sde: SDE, rng: jax.Array | None, centered: bool,
-                 divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
-                 dequantize: bool = False, solver: str = "tsit5", max_steps: int = 4096) -> BPDResult:
+def bits_per_dim(
+    score_fn: ScoreFn,
+    x: jax.Array,
+    *,
+    sde: SDE,
+    rng: jax.Array | None,
+    centered: bool,
+    divergence: str = "rademacher",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    dequantize: bool = False,
+    solver: str = "tsit5",
+    max_steps: int = 4096,
+) -> BPDResult:
     """Per-example bits/dim ``-log p_eps(x) / (D ln 2) + offset`` of data ``x`` (shape ``(B, *D)``).
 
-    ``centered``: the data are in ``[-1, 1]`` (``offset = 7``) rather than ``[0, 1]`` (``offset = 8``); see the
-    module docstring for the derivation.  ``dequantize``: first add the official uniform dequantization noise to
-    8-bit data ``k / 255`` (``(k + u) / 256`` in ``[0, 1]`` space); with it the mean bits/dim is a proper upper
-    bound on the code length of the pixels and cannot be negative.  With ``dequantize`` the key ``rng`` is split
-    into ``(probe key, dequantization key)``.  Returns ``BPDResult(bpd, latent, nfe)``; see :func:`log_likelihood`
-    for the other arguments.
+    ``centered``: the data are in ``[-1, 1]`` (``offset = 7``) rather than ``[0, 1]`` (``offset =
+    8``); see the module docstring for the derivation.  ``dequantize``: first add the official
+    uniform dequantization noise to 8-bit data ``k / 255`` (``(k + u) / 256`` in ``[0, 1]`` space);
+    with it the mean bits/dim is a proper upper bound on the code length of the pixels and cannot be
+    negative.  With ``dequantize`` the key ``rng`` is split into ``(probe key, dequantization
+    key)``.  Returns ``BPDResult(bpd, latent, nfe)``; see :func:`log_likelihood` for the other
+    arguments.
     """
     _check_args(x, divergence, solver, rng, dequantize)
-    return _jit_bits_per_dim(score_fn, sde, x, rng, centered=bool(centered), divergence=divergence, rtol=rtol,
-                             atol=atol, eps=eps, dequantize=bool(dequantize), solver=solver,
-                             max_steps=max_steps)
+    return _jit_bits_per_dim(
+        as_score_pytree(score_fn),
+        sde,
+        x,
+        rng,
+        centered=bool(centered),
+        divergence=divergence,
+        rtol=rtol,
+        atol=atol,
+        eps=eps,
+        dequantize=bool(dequantize),
+        solver=solver,
+        max_steps=max_steps,
+    )
 
 
-def get_likelihood_fn(sde: SDE, make_score_fn: Callable[[Any], ScoreFn], *, centered: bool = False,
-                      divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
-                      dequantize: bool = False, bits: bool = True, solver: str = "tsit5",
-                      max_steps: int = 4096) -> Callable[[Any, jax.Array, jax.Array | None], Any]:
-    """A jitted ``likelihood_fn(params, x, rng)`` that takes the parameters as data (compiles once per shape).
+def get_likelihood_fn(
+    sde: SDE,
+    make_score_fn: Callable[[Any], ScoreFn],
+    *,
+    centered: bool = False,
+    divergence: str = "rademacher",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float = 1e-5,
+    dequantize: bool = False,
+    bits: bool = True,
+    solver: str = "tsit5",
+    max_steps: int = 4096,
+) -> Callable[[Any, jax.Array, jax.Array | None], Any]:
+    """A jitted ``likelihood_fn(params, x, rng)`` that takes the parameters as data (compiles once
+    per shape).
 
     ``make_score_fn(params) -> score_fn(x, t)``; for a flax network, e.g.::
 
         make_score_fn = lambda p: parameterization.get_score_fn(
             sde, parameterization.get_model_fn(model, p), continuous=True)
 
-    Returns :class:`BPDResult` (``bits=True``, with ``centered`` / ``dequantize`` as in :func:`bits_per_dim`) or
-    :class:`LikelihoodResult` in nats (``bits=False``).
+    Returns :class:`BPDResult` (``bits=True``, with ``centered`` / ``dequantize`` as in
+    :func:`bits_per_dim`) or :class:`LikelihoodResult` in nats (``bits=False``).
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence={divergence!r} is not one of {DIVERGENCES}.")
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {sorted(SOLVERS)}.")
-    opts = dict(divergence=divergence, rtol=rtol, atol=atol, eps=eps, solver=solver, max_steps=max_steps)
+    opts = dict(
+        divergence=divergence, rtol=rtol, atol=atol, eps=eps, solver=solver, max_steps=max_steps
+    )
 
     @jax.jit
     def _fn(params, x, rng):
         score_fn = make_score_fn(params)
         if bits:
-            return _bits_per_dim(score_fn, sde, x, rng, centered=bool(centered), dequantize=bool(dequantize),
-                                 **opts)
+            return _bits_per_dim(
+                score_fn, sde, x, rng, centered=bool(centered), dequantize=bool(dequantize), **opts
+            )
         return _log_likelihood(score_fn, sde, x, rng, **opts)
 
     def likelihood_fn(params, x, rng=None):

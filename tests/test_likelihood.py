@@ -1,21 +1,25 @@
 """Probability-flow likelihoods against closed forms.
 
-For Gaussian data ``N(mu, Sigma)`` every marginal is ``p_t = N(a mu, a^2 Sigma + s^2 I)`` and the probability-flow drift
-is linear with the x-independent Jacobian ``J(t) = U diag(0.5 d/dt log(a^2 lam_i + s^2)) U^T`` (``Sigma = U diag(lam) U^T``;
-this uses ``d(a^2)/dt = 2 c a^2`` and ``d(s^2)/dt = 2 c s^2 + g^2``).  Hence, exactly,
+For Gaussian data ``N(mu, Sigma)`` every marginal is ``p_t = N(a mu, a^2 Sigma + s^2 I)`` and the
+probability-flow drift is linear with the x-independent Jacobian ``J(t) = U diag(0.5 d/dt log(a^2
+lam_i + s^2)) U^T`` (``Sigma = U diag(lam) U^T``; this uses ``d(a^2)/dt = 2 c a^2`` and ``d(s^2)/dt
+= 2 c s^2 + g^2``).  Hence, exactly,
 
-    int_eps^T div dt = tr M,   M = U diag(m) U^T,   m_i = 0.5 log((a_T^2 lam_i + s_T^2) / (a_eps^2 lam_i + s_eps^2)),
+    int_eps^T div dt = tr M,   M = U diag(m) U^T,   m_i = 0.5 log((a_T^2 lam_i + s_T^2) / (a_eps^2
+    lam_i + s_eps^2)),
 
-and a Hutchinson probe ``v`` held fixed on the trajectory gives exactly ``v^T M v``.  This lets the tests check the
-Hutchinson code *per example and per probe* to ODE-solver accuracy (1e-4 bits/dim), instead of only statistically.
-Its spread is known too: ``Var(v^T M v) = 2 ||M||_F^2`` (Gaussian probes) and ``2 (||M||_F^2 - sum_i M_ii^2)``
-(Rademacher), so the unbiasedness check compares the batch mean of the error with 4 standard errors (with 64
-examples and D = 4 that is ~0.1 bits/dim: reaching 1e-3 bits/dim by averaging would need ~10^6 examples).  For
-isotropic data M is a multiple of I and the Rademacher estimate is exact, so it is checked to 1e-3 per example.
+and a Hutchinson probe ``v`` held fixed on the trajectory gives exactly ``v^T M v``.  This lets the
+tests check the Hutchinson code *per example and per probe* to ODE-solver accuracy (1e-4 bits/dim),
+instead of only statistically. Its spread is known too: ``Var(v^T M v) = 2 ||M||_F^2`` (Gaussian
+probes) and ``2 (||M||_F^2 - sum_i M_ii^2)`` (Rademacher), so the unbiasedness check compares the
+batch mean of the error with 4 standard errors (with 64 examples and D = 4 that is ~0.1 bits/dim:
+reaching 1e-3 bits/dim by averaging would need ~10^6 examples).  For isotropic data M is a multiple
+of I and the Rademacher estimate is exact, so it is checked to 1e-3 per example.
 
-``log p_eps(x) = log p_T(z) + int div`` holds with the *true* ``p_T``; the library uses the prior instead, whose
-mismatch (e.g. ``z . mu / sigma_max^2`` for VE data with a nonzero mean) is not an error of the ODE.  The tests check
-the transport with the true ``p_T`` and, separately, the reported number with the prior for zero-mean data.
+``log p_eps(x) = log p_T(z) + int div`` holds with the *true* ``p_T``; the library uses the prior
+instead, whose mismatch (e.g. ``z . mu / sigma_max^2`` for VE data with a nonzero mean) is not an
+error of the ODE.  The tests check the transport with the true ``p_T`` and, separately, the reported
+number with the prior for zero-mean data.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def _gaussians(dtype):
 
 
 def _transport_matrix(sde, cov):
-    """``M = int_eps^T J(t) dt`` for Gaussian data with covariance ``cov`` (see the module docstring)."""
+    """``M = int_eps^T J(t) dt`` for Gaussian data with covariance ``cov`` (see the module
+    docstring)."""
     lam, u = np.linalg.eigh(np.asarray(cov, np.float64))
 
     def coeffs(t):
@@ -76,18 +81,28 @@ def _transport_matrix(sde, cov):
     return (u * m) @ u.T
 
 
-# Every SDE with the exact divergence and every Hutchinson kind with some SDE run by default (each case is one
-# ~4 s compilation); the rest of the 3 x 3 grid is marked slow.
+# Every SDE with the exact divergence and every Hutchinson kind with some SDE run by default (each
+# case is one ~4 s compilation); the rest of the 3 x 3 grid is marked slow.
 _GRID = [(name, div) for div in ("exact", "gaussian", "rademacher") for name in SDES]
-_FAST = {("ve", "exact"), ("vp", "exact"), ("subvp", "exact"), ("ve", "gaussian"), ("vp", "rademacher")}
+_FAST = {
+    ("ve", "exact"),
+    ("vp", "exact"),
+    ("subvp", "exact"),
+    ("ve", "gaussian"),
+    ("vp", "rademacher"),
+}
 
 
-@pytest.mark.parametrize("name,divergence", [c if c in _FAST else pytest.param(*c, marks=pytest.mark.slow)
-                                             for c in _GRID])
+@pytest.mark.parametrize(
+    "name,divergence",
+    [c if c in _FAST else pytest.param(*c, marks=pytest.mark.slow) for c in _GRID],
+)
 def test_gaussian_logp_matches_closed_form(name, divergence, x64):
     sde = SDES[name]
     dtype = jnp.float64
-    fn = lk.get_likelihood_fn(sde, _make_score_fn(sde, D), divergence=divergence, bits=False, eps=EPS)
+    fn = lk.get_likelihood_fn(
+        sde, _make_score_fn(sde, D), divergence=divergence, bits=False, eps=EPS
+    )
     n = 32 if divergence == "exact" else B
     for i, (kind, mix) in enumerate(_gaussians(dtype).items()):
         x = analytic.sample_mixture(mix, jax.random.key(10 + i), n)
@@ -107,7 +122,11 @@ def test_gaussian_logp_matches_closed_form(name, divergence, x64):
         np.testing.assert_allclose(delta / (D * LN2), expected / (D * LN2), atol=1e-4)
 
         # 2) log p_eps(x) with the true p_T, against the closed form
-        logp_true_t = res.logp - sde.prior_logp(res.latent) + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+        logp_true_t = (
+            res.logp
+            - sde.prior_logp(res.latent)
+            + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+        )
         ref = analytic.marginal_logp(mix, sde, x, EPS)
         err_bpd = np.asarray(logp_true_t - ref) / (D * LN2)
         hutch_var = 0.0
@@ -138,12 +157,16 @@ def test_ring_mixture_exact_divergence(name, x64):
     sde = SDES[name]
     mix = analytic.ring_mixture(8, radius=2.0, std=0.2, dtype=jnp.float64)
     x = analytic.sample_mixture(mix, jax.random.key(5), 16)
-    res = lk.log_likelihood(analytic.exact_score_fn(mix, sde), x, sde=sde, divergence="exact", eps=EPS)
+    res = lk.log_likelihood(
+        analytic.exact_score_fn(mix, sde), x, sde=sde, divergence="exact", eps=EPS
+    )
     ref = analytic.marginal_logp(mix, sde, x, EPS)
-    with_true_pt = res.logp - sde.prior_logp(res.latent) + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+    with_true_pt = (
+        res.logp - sde.prior_logp(res.latent) + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+    )
     assert np.max(np.abs(np.asarray(with_true_pt - ref))) / (2 * LN2) < 1e-3
-    # the reported value differs from it only by log prior(z) - log p_T(z), which is small for this zero-mean
-    # mixture (VE: variances 2500 vs 2502 per dimension)
+    # the reported value differs from it only by log prior(z) - log p_T(z), which is small for this
+    # zero-mean mixture (VE: variances 2500 vs 2502 per dimension)
     assert np.max(np.abs(np.asarray(res.logp - ref))) / (2 * LN2) < 5e-3
 
 
@@ -152,22 +175,33 @@ def test_float32_follows_dtype():
     mix = _gaussians(jnp.float32)["full"]
     x = analytic.sample_mixture(mix, jax.random.key(0), 16)
     assert x.dtype == jnp.float32
-    res = lk.bits_per_dim(analytic.exact_score_fn(mix, sde), x, sde=sde, rng=None, centered=False,
-                          divergence="exact", eps=EPS)
+    res = lk.bits_per_dim(
+        analytic.exact_score_fn(mix, sde),
+        x,
+        sde=sde,
+        rng=None,
+        centered=False,
+        divergence="exact",
+        eps=EPS,
+    )
     assert res.bpd.dtype == jnp.float32 and res.latent.dtype == jnp.float32
     logp = -(res.bpd - 8.0) * D * LN2
-    with_true_pt = logp - sde.prior_logp(res.latent) + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+    with_true_pt = (
+        logp - sde.prior_logp(res.latent) + analytic.marginal_logp(mix, sde, res.latent, sde.T)
+    )
     ref = analytic.marginal_logp(mix, sde, x, EPS)
     assert np.max(np.abs(np.asarray(with_true_pt - ref))) / (D * LN2) < 1e-3
 
 
 def test_bpd_offset_centered_vs_unit_interval(x64):
-    """The same pixels in [0, 1] (offset 8) and centered in [-1, 1] (offset 7) have the same bits/dim.
+    """The same pixels in [0, 1] (offset 8) and centered in [-1, 1] (offset 7) have the same
+    bits/dim.
 
-    Data ``y ~ N(mu, S)`` in [0, 1] and ``x = 2 y - 1 ~ N(2 mu - 1, 4 S)``: ``log p_Y(y) = log p_X(x) + D log 2``, so a
-    sign error in the offset would show as a 2 bits/dim difference.  The prior/p_T mismatch (data mean 0.5 under VP:
-    ``a(T) mu . z ~ 3e-3`` nats) is taken out with the true p_T as in the other tests; VP with eps = 1e-5
-    (``s(eps)^2 = 1e-6 << S``) keeps p_eps ~ p_0 in both spaces.
+    Data ``y ~ N(mu, S)`` in [0, 1] and ``x = 2 y - 1 ~ N(2 mu - 1, 4 S)``: ``log p_Y(y) = log
+    p_X(x) + D log 2``, so a sign error in the offset would show as a 2 bits/dim difference.  The
+    prior/p_T mismatch (data mean 0.5 under VP: ``a(T) mu . z ~ 3e-3`` nats) is taken out with the
+    true p_T as in the other tests; VP with eps = 1e-5 (``s(eps)^2 = 1e-6 << S``) keeps p_eps ~ p_0
+    in both spaces.
     """
     sde = SDES["vp"]
     mu = jnp.asarray([0.4, 0.6], jnp.float64)
@@ -192,13 +226,15 @@ def test_bpd_offset_centered_vs_unit_interval(x64):
 
 
 def test_dequantization_fixes_negative_bpd(x64):
-    """Discrete data on the 8-bit grid and a model concentrated on the grid (VP, eps = 1e-5, s(eps) ~ 1e-3):
-    the density at the grid points gives negative bits/dim; uniform dequantization (k + u) / 256 gives the
-    variational bound, which cannot be negative on average, and is larger (the expected direction)."""
+    """Discrete data on the 8-bit grid and a model concentrated on the grid (VP, eps = 1e-5, s(eps)
+    ~ 1e-3): the density at the grid points gives negative bits/dim; uniform dequantization (k + u)
+    / 256 gives the variational bound, which cannot be negative on average, and is larger (the
+    expected direction)."""
     sde = SDES["vp"]
     grid = np.asarray([[100, 160], [40, 200]], np.float64) / 255.0 * 2 - 1  # centered pixel values
-    mix = analytic.GaussianMixture(jnp.full((2,), 0.5), jnp.asarray(grid), jnp.broadcast_to(1e-8 * jnp.eye(2),
-                                                                                          (2, 2, 2)), (2,))
+    mix = analytic.GaussianMixture(
+        jnp.full((2,), 0.5), jnp.asarray(grid), jnp.broadcast_to(1e-8 * jnp.eye(2), (2, 2, 2)), (2,)
+    )
     comp = np.arange(64) % 2
     x = jnp.asarray(grid[comp])
     score_fn = analytic.exact_score_fn(mix, sde)
@@ -231,8 +267,10 @@ def test_compiles_once_and_counts_nfe():
         return score_fn
 
     fn = lk.get_likelihood_fn(sde, make, divergence="rademacher", bits=True, centered=True)
-    mixes = [analytic.gaussian(jnp.asarray([0.1, 0.2]), jnp.asarray(0.5)),
-             analytic.gaussian(jnp.asarray([-0.3, 0.0]), jnp.asarray([[0.4, 0.1], [0.1, 0.3]]))]
+    mixes = [
+        analytic.gaussian(jnp.asarray([0.1, 0.2]), jnp.asarray(0.5)),
+        analytic.gaussian(jnp.asarray([-0.3, 0.0]), jnp.asarray([[0.4, 0.1], [0.1, 0.3]])),
+    ]
     for i, mix in enumerate(mixes):
         x = analytic.sample_mixture(mix, jax.random.key(i), 1)
         calls.clear()
@@ -247,7 +285,9 @@ def test_bad_arguments():
     score_fn = analytic.exact_score_fn(analytic.gaussian(jnp.zeros(2), 1.0), sde)
     x = jnp.zeros((2, 2))
     with pytest.raises(ValueError, match="divergence"):
-        lk.bits_per_dim(score_fn, x, sde=sde, rng=jax.random.key(0), centered=False, divergence="hutch")
+        lk.bits_per_dim(
+            score_fn, x, sde=sde, rng=jax.random.key(0), centered=False, divergence="hutch"
+        )
     with pytest.raises(ValueError, match="rng"):
         lk.bits_per_dim(score_fn, x, sde=sde, rng=None, centered=False)
     with pytest.raises(ValueError, match="batch"):
