@@ -1,0 +1,198 @@
+"""Official score_sde checkpoints -> this library: round trip through the exact official layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from scoresde_jax import convert
+from scoresde_jax.models import create_model, param_shapes
+
+
+def tiny_config(name: str = "ncsnpp") -> ml_collections.ConfigDict:
+    """A small config with the official keys (CIFAR-10 layout at 8x8)."""
+    c = ml_collections.ConfigDict()
+    c.training = ml_collections.ConfigDict({"continuous": True})
+    c.data = ml_collections.ConfigDict({"image_size": 8, "num_channels": 3, "centered": False})
+    m = c.model = ml_collections.ConfigDict()
+    m.name = name
+    m.nf = 16
+    m.ch_mult = (1, 2)
+    m.num_res_blocks = 1
+    m.attn_resolutions = (4,)
+    m.dropout = 0.1
+    m.resamp_with_conv = True
+    m.conditional = True
+    m.sigma_min, m.sigma_max, m.num_scales = 0.01, 50.0, 10
+    m.nonlinearity = "swish"
+    if name == "ncsnpp":
+        m.scale_by_sigma = True
+        m.fir = True
+        m.fir_kernel = [1, 3, 3, 1]
+        m.skip_rescale = True
+        m.resblock_type = "biggan"
+        m.progressive = "output_skip"
+        m.progressive_input = "residual"
+        m.progressive_combine = "sum"
+        m.embedding_type = "fourier"
+        m.fourier_scale = 16
+        m.init_scale = 0.0
+    elif name == "ddpm":
+        m.scale_by_sigma = False
+        m.num_groups = 4
+    else:  # ncsnv2_64
+        m.nf = 8
+        m.scale_by_sigma = True
+        m.normalization = "InstanceNorm++"
+        m.nonlinearity = "elu"
+        m.interpolation = "bilinear"
+    return c
+
+
+def random_params(config, seed):
+    rng = np.random.default_rng(seed)
+    shapes = param_shapes(config)
+    return jax.tree.map(lambda s: rng.normal(scale=0.2, size=s.shape).astype(np.float32), shapes)
+
+
+def official_state(params, params_ema, step=7):
+    """The training state exactly as score_sde's ``State`` serializes (flax.optim Adam)."""
+    moments = jax.tree.map(lambda p: {"grad_ema": 0.1 * p, "grad_sq_ema": p * p}, params)
+    return {
+        "step": np.asarray(step),
+        "optimizer": {"target": params,
+                      "state": {"step": np.asarray(step), "param_states": moments}},
+        "lr": np.asarray(2e-4, np.float32),
+        "model_state": {},
+        "ema_rate": np.asarray(0.999, np.float32),
+        "params_ema": params_ema,
+        "rng": np.asarray([0, 42], np.uint32),
+    }
+
+
+def write_checkpoint(directory: Path, state, step=7) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"checkpoint_{step}"
+    path.write_bytes(flax.serialization.msgpack_serialize(state))
+    return path
+
+
+def apply(config, params, x):
+    model = create_model(config)
+    labels = jnp.array([0.3, 4.0]) if model.__class__.__name__ == "NCSNpp" else jnp.array([1, 8])
+    return model.apply({"params": params}, x, labels, train=False)
+
+
+X = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+
+
+@pytest.mark.parametrize("name", ["ncsnpp", "ddpm", "ncsnv2_64"])
+def test_round_trip_gives_identical_outputs(tmp_path, name):
+    config = tiny_config(name)
+    raw, ema = random_params(config, 0), random_params(config, 1)
+    path = write_checkpoint(tmp_path / "checkpoints", official_state(raw, ema))
+    loaded_ema = convert.load_official_checkpoint(path, config)
+    loaded_raw = convert.load_official_checkpoint(path, config, ema=False)
+    assert jax.tree.structure(loaded_ema) == jax.tree.structure(jax.tree.map(jnp.asarray, ema))
+    np.testing.assert_array_equal(apply(config, loaded_ema, X), apply(config, ema, X))
+    np.testing.assert_array_equal(apply(config, loaded_raw, X), apply(config, raw, X))
+    assert not np.array_equal(apply(config, loaded_raw, X), apply(config, loaded_ema, X))
+
+
+def test_directory_picks_newest_and_step(tmp_path):
+    config = tiny_config("ddpm")
+    a, b = random_params(config, 0), random_params(config, 1)
+    write_checkpoint(tmp_path, official_state(a, a, step=3), step=3)
+    write_checkpoint(tmp_path, official_state(b, b, step=12), step=12)
+    newest = convert.load_official_checkpoint(tmp_path, config)
+    np.testing.assert_array_equal(newest["Conv_0"]["kernel"], b["Conv_0"]["kernel"])
+    third = convert.load_official_checkpoint(tmp_path, config, step=3)
+    np.testing.assert_array_equal(third["Conv_0"]["kernel"], a["Conv_0"]["kernel"])
+    with pytest.raises(FileNotFoundError, match="available steps"):
+        convert.load_official_checkpoint(tmp_path, config, step=5)
+    state = convert.read_official_checkpoint(tmp_path)
+    assert state.step == 12 and state.ema_rate == pytest.approx(0.999)
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    ddpm = random_params(tiny_config("ddpm"), 0)
+    path = write_checkpoint(tmp_path, official_state(ddpm, ddpm))
+    with pytest.raises(convert.CheckpointMismatchError, match="another architecture") as e:
+        convert.load_official_checkpoint(path, tiny_config("ncsnpp"))
+    assert "ResnetBlockDDPM" in str(e.value) and "ResnetBlockBigGANpp" in str(e.value)
+
+
+def test_missing_unexpected_and_misshaped_entries_are_named(tmp_path):
+    config = tiny_config("ncsnpp")
+    p = random_params(config, 0)
+    del p["AttnBlockpp_0"]["NIN_3"]
+    p["Extra_0"] = {"kernel": np.zeros((2, 2), np.float32)}
+    p["Conv_0"]["kernel"] = np.zeros((3, 3, 3, 17), np.float32)
+    path = write_checkpoint(tmp_path, official_state(p, p))
+    with pytest.raises(convert.CheckpointMismatchError) as e:
+        convert.load_official_checkpoint(path, config)
+    msg = str(e.value)
+    assert "AttnBlockpp_0/NIN_3/W" in msg and "AttnBlockpp_0/NIN_3/b" in msg
+    assert "Extra_0/kernel" in msg
+    assert "Conv_0/kernel: checkpoint (3, 3, 3, 17) vs model (3, 3, 3, 16)" in msg
+
+
+def test_other_config_sizes_are_reported(tmp_path):
+    config = tiny_config("ncsnpp")
+    p = random_params(config, 0)
+    path = write_checkpoint(tmp_path, official_state(p, p))
+    config.model.nf = 32
+    with pytest.raises(convert.CheckpointMismatchError, match="shape mismatches"):
+        convert.load_official_checkpoint(path, config)
+
+
+def test_bad_files(tmp_path):
+    config = tiny_config("ddpm")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        convert.load_official_checkpoint(tmp_path / "nope" / "checkpoint_1", config)
+    with pytest.raises(FileNotFoundError, match="no checkpoint_"):
+        convert.load_official_checkpoint(tmp_path, config)
+    garbage = tmp_path / "checkpoint_1"
+    garbage.write_bytes(b"\x00not msgpack at all" * 3)
+    with pytest.raises(ValueError):
+        convert.load_official_checkpoint(garbage, config)
+    other = tmp_path / "checkpoint_2"
+    other.write_bytes(flax.serialization.msgpack_serialize({"params": {"a": np.zeros(2)}}))
+    with pytest.raises(ValueError, match="not an official score_sde training state"):
+        convert.load_official_checkpoint(other, config)
+    p = random_params(config, 0)
+    state = official_state(p, p)
+    del state["params_ema"]
+    no_ema = write_checkpoint(tmp_path / "noema", state)
+    with pytest.raises(ValueError, match="ema=False"):
+        convert.load_official_checkpoint(no_ema, config)
+    assert convert.load_official_checkpoint(no_ema, config, ema=False)["Conv_0"]["kernel"].shape
+
+
+def test_command_line(tmp_path, monkeypatch, capsys):
+    config = tiny_config("ddpm")
+    p = random_params(config, 0)
+    ckpt = write_checkpoint(tmp_path / "ck", official_state(p, p))
+    cfg_file = tmp_path / "tiny_ddpm.py"
+    cfg_file.write_text(
+        "import ml_collections\n"
+        "from configs.default_cifar10_configs import get_default_configs\n"
+        "def get_config():\n"
+        "    c = get_default_configs()\n"
+        "    c.data.image_size = 8\n"
+        "    m = c.model\n"
+        "    m.name, m.nf, m.ch_mult, m.num_res_blocks = 'ddpm', 16, (1, 2), 1\n"
+        "    m.attn_resolutions, m.resamp_with_conv, m.conditional = (4,), True, True\n"
+        "    m.num_groups, m.scale_by_sigma = 4, False\n"
+        "    return c\n")
+    out = tmp_path / "params.msgpack"
+    assert convert.main([str(ckpt), "--config", str(cfg_file), "--out", str(out)]) == 0
+    restored = flax.serialization.msgpack_restore(out.read_bytes())
+    np.testing.assert_array_equal(restored["Conv_0"]["kernel"], p["Conv_0"]["kernel"])
+    assert "EMA" in capsys.readouterr().out
