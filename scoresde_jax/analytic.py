@@ -13,11 +13,10 @@ flattened to ``prod(D)`` dimensions.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from scoresde_jax.sde import SDE
 
@@ -33,13 +32,17 @@ __all__ = [
 ]
 
 
-class GaussianMixture(NamedTuple):
-    """``sum_k weights[k] N(means[k], covs[k])`` over ``D = prod(event_shape)`` flattened dimensions."""
+@struct.dataclass
+class GaussianMixture:
+    """``sum_k weights[k] N(means[k], covs[k])`` over ``D = prod(event_shape)`` flattened dimensions.
+
+    A pytree whose leaves are the arrays; ``event_shape`` is static, so a mixture can be passed through ``jax.jit``.
+    """
 
     weights: jax.Array  # (K,)
     means: jax.Array  # (K, D)
     covs: jax.Array  # (K, D, D)
-    event_shape: tuple = ()
+    event_shape: tuple = struct.field(pytree_node=False, default=())
 
     @property
     def dim(self) -> int:
@@ -70,7 +73,7 @@ def gaussian(mean, cov, event_shape=None) -> GaussianMixture:
         cov = cov * jnp.eye(d, dtype=mean.dtype)
     elif cov.ndim == 1:
         cov = jnp.diag(cov)
-    return GaussianMixture(jnp.ones((1,), mean.dtype), mean[None], cov[None], tuple(event_shape))
+    return GaussianMixture(jnp.ones((1,), mean.dtype), mean[None], cov[None], tuple(int(d) for d in event_shape))
 
 
 def ring_mixture(n: int = 8, radius: float = 2.0, std: float = 0.2, dtype=None) -> GaussianMixture:

@@ -208,6 +208,14 @@ class VPSDE(SDE):
         if not 0 <= self.beta_min < self.beta_max:
             raise ValueError(f"{type(self).__name__} needs 0 <= beta_min < beta_max, got "
                              f"beta_min={self.beta_min}, beta_max={self.beta_max}.")
+        self._check_ddpm_tables()
+
+    def _check_ddpm_tables(self):
+        # The DDPM chain needs every discrete beta_i = beta(t_i) / N below 1 (else alphas_cumprod hits 0).
+        if self.beta_max / self.N >= 1.0:
+            raise ValueError(f"VPSDE with N={self.N} and beta_max={self.beta_max} has a discrete beta of "
+                             f"{self.beta_max / self.N:g} >= 1, which breaks the DDPM chain; use N > beta_max "
+                             "(config.model.num_scales) or the continuous samplers with more steps.")
 
     # discrete DDPM tables (float64 numpy; cast to the data dtype at use)
     @property
@@ -272,6 +280,9 @@ class subVPSDE(VPSDE):
     (no square root); prior ``N(0, I)``.  Discretization: Euler-Maruyama with ``dt = T / N``.
     The DDPM tables are inherited for the network time labels of discrete-time models.
     """
+
+    def _check_ddpm_tables(self):
+        pass  # sub-VP discretizes by Euler-Maruyama; the DDPM tables only label discrete times.
 
     def marginal_std(self, t):
         # 1 - a^2 = -expm1(2 log a)

@@ -26,5 +26,5 @@ def flat_dim(shape) -> int:
     """Number of data dimensions of an example of batched shape ``(B, *D)``."""
     d = 1
     for s in shape[1:]:
-      d *= int(s)
+        d *= int(s)
     return d

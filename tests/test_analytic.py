@@ -66,3 +66,9 @@ def test_sliced_wasserstein_of_shifted_gaussians():
     sw = float(analytic.sliced_wasserstein(x, y, k3, n_projections=2048))
     np.testing.assert_allclose(sw, np.sqrt(0.5), rtol=0.05)
     assert float(analytic.sliced_wasserstein(x, x, k3)) == 0.0
+
+
+def test_mixture_passes_through_jit():
+    mix = analytic.ring_mixture(n=4)
+    x = jax.jit(lambda m, k: analytic.sample_mixture(m, k, 10))(mix, jax.random.key(0))
+    assert x.shape == (10, 2)

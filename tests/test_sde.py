@@ -260,3 +260,9 @@ def test_get_sde_from_config():
     cfg.training.sde = "vp"
     with pytest.raises(ValueError, match="vpsde"):
         sde_lib.get_sde(cfg)
+
+
+def test_vp_rejects_ddpm_chain_with_beta_at_least_one():
+    with pytest.raises(ValueError, match="N > beta_max"):
+        sde_lib.VPSDE(beta_max=20.0, N=20)
+    sde_lib.subVPSDE(beta_max=20.0, N=20)  # Euler-Maruyama chain: fine
