@@ -176,7 +176,7 @@ def _linear_score(params, x, t):
 
 
 def test_pc_compiles_once():
-    sde = VPSDE(N=10)
+    sde = VPSDE(N=50)
     sampler = get_pc_sampler(sde, (4, 3), _linear_score, predictor="euler_maruyama", corrector="langevin")
     before = pc_module._pc_sample._cache_size()
     for i in range(3):
