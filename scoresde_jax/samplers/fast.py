@@ -76,7 +76,7 @@ def time_grid(sde: SDE, num_steps: int, eps, kind: str = "uniform", rho: float =
     eps = jnp.asarray(eps, dtype)
     u = jnp.linspace(0.0, 1.0, num_steps, dtype=dtype)
     if kind == "uniform":
-        return T + u * (eps - T)
+        return (T + u * (eps - T)).at[-1].set(eps)
     sb_max, sb_min = _sigma_bar(sde, T[None])[0], _sigma_bar(sde, eps[None])[0]
     if kind == "logsnr":
         sb = jnp.exp(jnp.log(sb_max) + u * (jnp.log(sb_min) - jnp.log(sb_max)))
