@@ -112,8 +112,8 @@ def _vec(t, shape, dtype):
 # ---------------------------------------------------------------------------------------------------------------
 # DDIM
 # ---------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise"))
-def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise):
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "stochastic"))
+def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise, stochastic):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     ts = time_grid(sde, num_steps, eps, grid, dtype=dtype)
@@ -126,9 +126,10 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
         noise_hat = batch_mul(1.0 / s_t, x - batch_mul(a_t, x0))
         # eta^2 x variance of q(x_u | x_t, x_0): s_u^2 (s_t^2 - (a_t / a_u)^2 s_u^2) / s_t^2
         var = eta**2 * s_u**2 * jnp.maximum(1.0 - (a_t * s_u / (a_u * s_t)) ** 2, 0.0)
-        z = jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype)
-        return (batch_mul(a_u, x0) + batch_mul(jnp.sqrt(jnp.maximum(s_u**2 - var, 0.0)), noise_hat)
-                + batch_mul(jnp.sqrt(var), z))
+        x_u = batch_mul(a_u, x0) + batch_mul(jnp.sqrt(jnp.maximum(s_u**2 - var, 0.0)), noise_hat)
+        if stochastic:  # static: no noise is drawn for the deterministic DDIM (eta = 0)
+            x_u = x_u + batch_mul(jnp.sqrt(var), jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype))
+        return x_u
 
     x = jax.lax.fori_loop(0, num_steps - 1, step, x)
     if denoise:
@@ -154,7 +155,7 @@ def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
     return _ddim(as_score_pytree(score_fn), rng, x_init, eta, eps, sde=sde, shape=shape, dtype=dtype,
-                 num_steps=int(num_steps), grid=grid, denoise=bool(denoise))
+                 num_steps=int(num_steps), grid=grid, denoise=bool(denoise), stochastic=bool(eta != 0))
 
 
 # ---------------------------------------------------------------------------------------------------------------
