@@ -91,11 +91,10 @@ _BODY = list(itertools.product(("ddpm", "biggan"), ("none", "output_skip", "resi
 # Fast set: every (resblock, progressive, progressive_input, combine), embeddings alternating.
 FAST = [(rb, pr, pi, pc, ("fourier", "positional")[i % 2])
         for i, (rb, pr, (pi, pc)) in enumerate(_BODY)]
-FULL = [(rb, pr, pi, pc, emb) for (rb, pr, (pi, pc)) in _BODY
-        for emb in ("fourier", "positional")]
-FULL += [(rb, pr, "none", "cat", emb) for rb, pr, emb in
-         itertools.product(("ddpm", "biggan"), ("none", "output_skip", "residual"),
-                           ("fourier", "positional"))]
+# Slow set: the full cross product resblock x progressive x progressive_input x combine x embedding.
+FULL = list(itertools.product(("ddpm", "biggan"), ("none", "output_skip", "residual"),
+                              ("none", "input_skip", "residual"), ("sum", "cat"),
+                              ("fourier", "positional")))
 
 
 def _check_option_combo(rb, pr, pi, pc, emb, fir=True):

@@ -78,6 +78,8 @@ def create_model(config: Any, *, dtype: Any = None, remat: Optional[bool] = None
 
     ``config.model.name``: 'ncsnpp' (NCSN++ / DDPM++), 'ddpm', 'ncsnv2_64' | 'ncsnv2_128' |
     'ncsnv2_256'. ``dtype`` / ``remat`` override ``config.model.dtype`` / ``config.model.remat``.
+    Besides the official keys, ``config.model.num_groups`` (DDPM GroupNorm groups, default 32)
+    is read when present, for toy widths below 32 channels.
     """
     m, data = config.model, config.data
     name = str(_require(m, "name", "model")).lower()

@@ -1,0 +1,134 @@
+"""Forward and forward+backward time of the paper's CIFAR-10 networks (NCSN++, DDPM++).
+
+For each config: jit-compile the forward pass (``train=False``) and one gradient of a
+denoising-score-matching-shaped loss (``train=True``, dropout on), then time ``--repeats`` calls
+after a warm-up and report the median. Optionally bfloat16 compute and remat.
+
+Prints a table and writes ``benchmarks/results/bench_models_<backend>.json``.
+
+    .venv/bin/python benchmarks/bench_models.py [--batch 8] [--repeats 3]
+        [--configs ve/cifar10_ncsnpp_continuous vp/cifar10_ddpmpp_continuous]
+        [--dtypes float32 bfloat16] [--remat]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from scoresde_jax.config_utils import load_config
+from scoresde_jax.models import count_params, create_model, dummy_inputs, init_model
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+DEFAULT_CONFIGS = ["ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous"]
+
+
+def _time(fn, *args, repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times), times
+
+
+def bench_one(name, batch, dtype, remat, repeats):
+    config = load_config(f"configs/{name}.py")
+    model = create_model(config, dtype=dtype, remat=remat)
+    params = init_model(jax.random.key(0, impl="unsafe_rbg"), config, dtype=dtype, remat=remat)
+    x, labels = dummy_inputs(config, batch, model)
+    x = jax.random.uniform(jax.random.key(1), x.shape)
+    if labels.dtype == jnp.int32:
+        labels = jnp.linspace(0, 999, batch).astype(jnp.float32)  # (N-1) t for VP
+    else:
+        labels = jnp.geomspace(0.01, 50.0, batch).astype(jnp.float32)  # sigma(t) for VE
+    z = jax.random.normal(jax.random.key(2), x.shape)
+
+    @jax.jit
+    def forward(p, x, labels):
+        return model.apply({"params": p}, x, labels, train=False)
+
+    @jax.jit
+    def forward_backward(p, x, labels, key):
+        def loss(p):
+            out = model.apply({"params": p}, x, labels, train=True, rngs={"dropout": key})
+            return jnp.mean((out - z) ** 2)
+
+        return jax.value_and_grad(loss)(p)
+
+    f_first, f_med, f_all = _time(forward, params, x, labels, repeats=repeats)
+    b_first, b_med, b_all = _time(forward_backward, params, x, labels, jax.random.key(3),
+                                  repeats=repeats)
+    return {
+        "config": name,
+        "model": config.model.name,
+        "params": count_params(params),
+        "batch": batch,
+        "image": [config.data.image_size, config.data.image_size, config.data.num_channels],
+        "dtype": dtype,
+        "remat": remat,
+        "forward_compile_and_first_s": round(f_first, 3),
+        "forward_s": round(f_med, 4),
+        "forward_all_s": [round(t, 4) for t in f_all],
+        "forward_images_per_s": round(batch / f_med, 2),
+        "fwd_bwd_compile_and_first_s": round(b_first, 3),
+        "fwd_bwd_s": round(b_med, 4),
+        "fwd_bwd_all_s": [round(t, 4) for t in b_all],
+        "fwd_bwd_images_per_s": round(batch / b_med, 2),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtypes", nargs="+", default=["float32"])
+    parser.add_argument("--remat", action="store_true", help="also time remat=True")
+    parser.add_argument("--out", default=None, help="output JSON (default results/...)")
+    args = parser.parse_args(argv)
+
+    rows = []
+    print(f"{'config':34s} {'dtype':9s} {'remat':5s} {'params':>11s} {'fwd s':>8s} "
+          f"{'fwd+bwd s':>10s} {'compile s':>10s}")
+    for name in args.configs:
+        for dtype in args.dtypes:
+            for remat in ([False, True] if args.remat else [False]):
+                r = bench_one(name, args.batch, dtype, remat, args.repeats)
+                rows.append(r)
+                print(f"{name:34s} {dtype:9s} {str(remat):5s} {r['params']:>11,d} "
+                      f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
+                      f"{r['forward_compile_and_first_s'] + r['fwd_bwd_compile_and_first_s']:10.1f}",
+                      flush=True)
+    dev = jax.devices()[0]
+    meta = {
+        "benchmark": "bench_models",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "device": str(dev),
+        "device_kind": getattr(dev, "device_kind", ""),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "note": "median of repeats after one warm-up call; loss = mean((model(x) - z)^2)",
+    }
+    out = pathlib.Path(args.out) if args.out else RESULTS / f"bench_models_{jax.default_backend()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
