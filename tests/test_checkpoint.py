@@ -56,3 +56,67 @@ def test_checkpoint_from_another_model_names_the_problem(tmp_path):
 def test_restore_params_without_checkpoint_says_train_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="scoresde train"):
         restore_params(str(tmp_path), jax.eval_shape(lambda: _state()))
+
+
+KILL_SCRIPT = """
+import os, sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from test_train import TinyScoreNet, tiny_config
+from scoresde_jax import train as T
+
+cfg = tiny_config(n_iters={n_iters}, snapshot_freq={n_iters}, snapshot_freq_for_preemption=2, log_freq=2,
+                  eval_freq=0, n_jitted_steps=2)
+res = T.train(cfg, sys.argv[1], model=TinyScoreNet(), progress=False)
+import numpy as np, jax
+np.savez(os.path.join(sys.argv[1], "final.npz"),
+         **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves((res.state.params, res.state.ema_params)))}})
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume_reaches_the_same_parameters(tmp_path):
+    """A hard-killed run restarted from its preemption checkpoint ends where an unbroken run ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    n_iters = 40
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(root=root, tests=os.path.join(root, "tests"), n_iters=n_iters))
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+
+    def run(workdir, kill_after_ckpt=None):
+        p = subprocess.Popen([sys.executable, str(script), str(workdir)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if kill_after_ckpt is not None:
+            meta = workdir / "checkpoints-meta"
+            deadline = time.time() + 240
+            while time.time() < deadline and p.poll() is None:
+                steps = [int(d) for d in os.listdir(meta) if d.isdigit()] if meta.exists() else []
+                if steps and max(steps) >= kill_after_ckpt:
+                    break
+                time.sleep(0.05)
+            assert p.poll() is None, "the run finished before it could be killed; " + p.stderr.read()[-2000:]
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            return p
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-4000:]
+        return p
+
+    killed = tmp_path / "killed"
+    run(killed, kill_after_ckpt=6)
+    assert not (killed / "final.npz").exists()
+    meta_steps = [int(d) for d in os.listdir(killed / "checkpoints-meta") if d.isdigit()]
+    assert 6 <= max(meta_steps) < n_iters
+    run(killed)  # resumes from the preemption checkpoint
+    full = tmp_path / "full"
+    run(full)
+    a, b = np.load(killed / "final.npz"), np.load(full / "final.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])

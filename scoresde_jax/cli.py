@@ -1,0 +1,204 @@
+"""``scoresde train | sample | eval | likelihood | convert``.
+
+Configs are ml_collections files (official score_sde layout) given with ``--config PATH``; any key can be
+overridden as with absl ``config_flags``: ``--config.training.n_iters=2000``. Examples::
+
+    scoresde train --config configs/digits_ddpmpp.py --workdir runs/digits
+    scoresde sample --config configs/digits_ddpmpp.py --workdir runs/digits --num_samples 64
+    scoresde eval --config configs/digits_ddpmpp.py --workdir runs/digits
+
+Multi-host: pass ``--coordinator_address host:port --num_processes N --process_id i`` (or set
+``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``) on every host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable, Sequence
+
+# training.* keys this library reads that the official configs do not define.
+OPTIONAL_KEYS = {
+    "training.grad_accum_steps", "training.keep_checkpoints", "training.snapshot_num_samples", "training.eps",
+    "data.digits_resize",
+}
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--config.a.b=v`` / ``--config.a.b v`` overrides from the other arguments."""
+    rest, overrides = [], []
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config."):]
+            if "=" not in body:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"error: {arg} needs a value (use {arg}=VALUE)")
+                body = f"{body}={argv[i + 1]}"
+                i += 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def load_config(path: str, overrides: Sequence[str]) -> Any:
+    """Load a config file and apply ``a.b=value`` overrides; unknown keys are an error naming the section."""
+    from scoresde_jax import config_utils
+
+    config = config_utils.load_config(path)
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node:
+                raise ValueError(f"--config.{key}: the config has no section {part!r}.")
+            node = node[part]
+        if leaf not in node and key not in OPTIONAL_KEYS:
+            raise ValueError(
+                f"--config.{key}: unknown key {leaf!r}; {'.'.join(parents) or 'the config'} has "
+                f"{sorted(node.keys())}."
+            )
+        config_utils.apply_override(config, item)
+    return config
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("absl", "jax", "orbax", "grain"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _init_distributed(args) -> None:
+    from scoresde_jax import distributed
+
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_train(args, config) -> int:
+    from scoresde_jax import train
+
+    kw = dict(data_dir=args.data_dir, progress=not args.no_progress)
+    if args.no_evaluate:
+        res = train.train(config, args.workdir, **kw)
+        _print({"step": res.step, "train": res.metrics, "workdir": res.workdir})
+    else:
+        _print(train.train_and_evaluate(config, args.workdir, num_samples=args.num_samples, **kw))
+    return 0
+
+
+def cmd_sample(args, config) -> int:
+    from scoresde_jax import train
+
+    _, path = train.sample(config, args.workdir, num_samples=args.num_samples or 64, out=args.out, seed=args.seed)
+    _print({"samples": path})
+    return 0
+
+
+def cmd_eval(args, config) -> int:
+    from scoresde_jax import train
+
+    images, path = train.sample(config, args.workdir, num_samples=args.num_samples or
+                                int(config.eval.get("num_samples", 256)), out=args.out, seed=args.seed)
+    _print({"samples": path, "quality": train.quality_metrics(config, images)})
+    return 0
+
+
+def _optional(module: str, names: Sequence[str], what: str) -> Callable:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise NotImplementedError(f"`scoresde {what}` is not available yet ({module} cannot be imported: {e}).")
+    for n in names:
+        if hasattr(mod, n):
+            return getattr(mod, n)
+    raise NotImplementedError(f"`scoresde {what}` is not available yet ({module} has none of {list(names)}).")
+
+
+def cmd_likelihood(args, config) -> int:
+    fn = _optional("scoresde_jax.likelihood", ["evaluate_bpd", "bits_per_dim_from_workdir"], "likelihood")
+    _print(fn(config, args.workdir, num_batches=args.num_batches, data_dir=args.data_dir))
+    return 0
+
+
+def cmd_convert(args, config) -> int:
+    fn = _optional("scoresde_jax.convert", ["convert_checkpoint", "convert"], "convert")
+    _print(fn(args.checkpoint, args.workdir, config=config))
+    return 0
+
+
+COMMANDS = {
+    "train": (cmd_train, "train (and by default sample + evaluate) a score model"),
+    "sample": (cmd_sample, "sample a PNG grid with the latest EMA checkpoint of a workdir"),
+    "eval": (cmd_eval, "sample and compute quality metrics (digits: classifier accuracy / Frechet distance)"),
+    "likelihood": (cmd_likelihood, "bits/dim via the probability-flow ODE"),
+    "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scoresde", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, (_, help_) in COMMANDS.items():
+        s = sub.add_parser(name, help=help_, description=help_ + ". Override config keys with --config.a.b=VALUE.")
+        s.add_argument("--config", required=True, help="config file (ml_collections, get_config())")
+        s.add_argument("--workdir", required=True, help="directory for checkpoints, logs and samples")
+        s.add_argument("--data_dir", default=None, help="TFDS data dir (not needed for the embedded data)")
+        s.add_argument("--num_samples", type=int, default=None, help="number of samples")
+        s.add_argument("--out", default=None, help="PNG path of the sample grid")
+        s.add_argument("--seed", type=int, default=0, help="sampling seed")
+        s.add_argument("--verbose", action="store_true")
+        s.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
+        s.add_argument("--num_processes", type=int, default=None, help="multi-host: number of processes")
+        s.add_argument("--process_id", type=int, default=None, help="multi-host: this process's index")
+        if name == "train":
+            s.add_argument("--no_evaluate", action="store_true", help="only train (no final sampling/metrics)")
+            s.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
+        if name == "likelihood":
+            s.add_argument("--num_batches", type=int, default=None)
+        if name == "convert":
+            s.add_argument("--checkpoint", required=True, help="official score_sde checkpoint file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rest, overrides = split_overrides(argv)
+    args = build_parser().parse_args(rest)
+    _setup_logging(args.verbose)
+    from scoresde_jax.train import NonFiniteLossError
+
+    try:
+        config = load_config(args.config, overrides)
+        _init_distributed(args)
+        return COMMANDS[args.command][0](args, config)
+    except NonFiniteLossError as e:
+        print(f"scoresde {args.command}: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        if args.verbose:
+            raise
+        print(f"scoresde {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
