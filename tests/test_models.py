@@ -333,3 +333,13 @@ def test_upsample_conv_is_transposed_conv_then_fir():
     k = up_down.setup_kernel((1, 3, 3, 1)) * 4
     ref = up_down.upfirdn_2d(y, k, pad0=1, pad1=1)
     np.testing.assert_allclose(up_down.upsample_conv_2d(x, w, (1, 3, 3, 1)), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("up,down,pad0,pad1", [(2, 1, 2, 1), (1, 2, 1, 1), (2, 2, -1, 3)])
+def test_separable_fir_path_equals_2d_kernel(up, down, pad0, pad1):
+    """1-D kernels take the fast separable path (shifted slices); it equals the 2-D convolution."""
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+    k1 = np.array([1.0, 2.0, 5.0, 1.0])
+    a = up_down.upfirdn_2d(x, k1, up=up, down=down, pad0=pad0, pad1=pad1)
+    b = up_down.upfirdn_2d(x, np.outer(k1, k1), up=up, down=down, pad0=pad0, pad1=pad1)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
