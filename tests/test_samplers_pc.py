@@ -156,7 +156,7 @@ def test_pc_image_shaped_gaussian():
 
 def test_pc_deterministic_and_x_init():
     sde, eps = SDES["vp"]
-    score = SCORES["vp"]
+    score = _fixed_score
     a = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps)
     b = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps)
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))

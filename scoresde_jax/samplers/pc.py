@@ -85,7 +85,8 @@ def check_shape_dtype(shape: Sequence[int], x_init: jax.Array | None, dtype) -> 
             raise ValueError(f"x_init has shape {tuple(x_init.shape)} but shape={shape}; pass matching shapes.")
         if dtype is None:
             dtype = x_init.dtype
-    dtype = jnp.dtype(jnp.result_type(float) if dtype is None else dtype)
+    # canonicalize: float64 requested without jax_enable_x64 runs (and returns) float32, as jnp does
+    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.result_type(float) if dtype is None else dtype))
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"samplers need a floating dtype, got {dtype}.")
     return shape, dtype
