@@ -118,28 +118,18 @@ def cmd_eval(args, config) -> int:
     return 0
 
 
-def _optional(module: str, names: Sequence[str], what: str) -> Callable:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        raise NotImplementedError(f"`scoresde {what}` is not available yet ({module} cannot be imported: {e}).")
-    for n in names:
-        if hasattr(mod, n):
-            return getattr(mod, n)
-    raise NotImplementedError(f"`scoresde {what}` is not available yet ({module} has none of {list(names)}).")
-
-
 def cmd_likelihood(args, config) -> int:
-    fn = _optional("scoresde_jax.likelihood", ["evaluate_bpd", "bits_per_dim_from_workdir"], "likelihood")
-    _print(fn(config, args.workdir, num_batches=args.num_batches, data_dir=args.data_dir))
+    from scoresde_jax import train
+
+    _print(train.likelihood(config, args.workdir, num_batches=args.num_batches, data_dir=args.data_dir,
+                            seed=args.seed))
     return 0
 
 
 def cmd_convert(args, config) -> int:
-    fn = _optional("scoresde_jax.convert", ["convert_checkpoint", "convert"], "convert")
-    _print(fn(args.checkpoint, args.workdir, config=config))
+    from scoresde_jax import train
+
+    _print(train.import_official_checkpoint(config, args.checkpoint, args.workdir))
     return 0
 
 
@@ -148,7 +138,7 @@ COMMANDS = {
     "sample": (cmd_sample, "sample a PNG grid with the latest EMA checkpoint of a workdir"),
     "eval": (cmd_eval, "sample and compute quality metrics (digits: classifier accuracy / Frechet distance)"),
     "likelihood": (cmd_likelihood, "bits/dim via the probability-flow ODE"),
-    "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint"),
+    "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint in --workdir"),
 }
 
 

@@ -1,0 +1,80 @@
+"""`scoresde` CLI: config overrides, clear errors, and a tiny end-to-end train -> samples -> metric."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scoresde_jax import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "digits_ddpmpp.py")
+# The digits config shrunk to seconds: tiny U-Net, 4 steps, 25 sampling steps, 8 samples.
+TINY = [
+    "--config.model.nf=8", "--config.model.ch_mult=(1, 2)", "--config.model.attn_resolutions=()",
+    "--config.model.num_scales=25", "--config.training.batch_size=8", "--config.training.n_iters=4",
+    "--config.training.log_freq=2", "--config.training.eval_freq=2", "--config.training.snapshot_freq=4",
+    "--config.training.snapshot_freq_for_preemption=2", "--config.training.snapshot_num_samples=4",
+    "--config.eval.batch_size=8", "--config.eval.num_samples=8",
+]
+
+
+def test_split_overrides_accepts_both_forms():
+    rest, ov = cli.split_overrides(["train", "--config", "c.py", "--config.training.n_iters=5",
+                                    "--config.model.nf", "16", "--workdir", "w"])
+    assert rest == ["train", "--config", "c.py", "--workdir", "w"]
+    assert ov == ["training.n_iters=5", "model.nf=16"]
+
+
+def test_overrides_are_applied_and_unknown_keys_rejected():
+    cfg = cli.load_config(CONFIG, ["training.n_iters=7", "model.ch_mult=(1, 2)", "training.grad_accum_steps=2"])
+    assert cfg.training.n_iters == 7 and tuple(cfg.model.ch_mult) == (1, 2) and cfg.training.grad_accum_steps == 2
+    with pytest.raises(ValueError, match="unknown key 'n_iter'"):
+        cli.load_config(CONFIG, ["training.n_iter=7"])
+    with pytest.raises(ValueError, match="no section 'trainig'"):
+        cli.load_config(CONFIG, ["trainig.n_iters=7"])
+
+
+def test_errors_exit_with_a_message(tmp_path, capsys):
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.training.n_iter=1"]) == 2
+    assert "unknown key 'n_iter'" in capsys.readouterr().err
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.training.sde=edm"]) == 2
+    assert "training.sde" in capsys.readouterr().err
+    assert cli.main(["sample", "--config", CONFIG, "--workdir", str(tmp_path / "empty"), *TINY]) == 2
+    assert "No checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"])
+
+
+def test_train_end_to_end_writes_checkpoints_logs_samples_and_metric(tmp_path, capsys):
+    wd = tmp_path / "run"
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", *TINY]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["step"] == 4 and set(out["quality"]) >= {"fid", "inception_score"}
+    assert os.path.exists(out["samples"]) and out["samples"].endswith(".png")
+    assert os.path.exists(wd / "samples" / "iter_4" / "sample.png")
+    assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
+    assert os.path.exists(wd / "metrics.jsonl") and os.path.exists(wd / "eval" / "results.json")
+    # Training again is a no-op resume from the last checkpoint.
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", "--no_evaluate",
+                     *TINY]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+
+
+@pytest.mark.slow
+def test_experiments_main_and_sample_subcommand(tmp_path):
+    wd = tmp_path / "run"
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    r = subprocess.run([sys.executable, "-m", "experiments.main", f"--config={CONFIG}", f"--workdir={wd}",
+                        "--evaluate=false", *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
+    png = tmp_path / "grid.png"
+    assert cli.main(["sample", "--config", CONFIG, "--workdir", str(wd), "--num_samples", "4",
+                     "--out", str(png), *TINY]) == 0
+    assert png.exists()
