@@ -1,11 +1,12 @@
 """Probability-flow ODE sampler against the exact flow map of Gaussian data.
 
-For data ``N(mu, diag(v))`` the marginals are ``N(a_t mu, (a_t^2 v + s_t^2) I)`` and the probability-flow ODE
-``dx/dt = c x - g^2 score / 2`` is linear, with solution per coordinate
+For data ``N(mu, diag(v))`` the marginals are ``N(a_t mu, (a_t^2 v + s_t^2) I)`` and the
+probability-flow ODE ``dx/dt = c x - g^2 score / 2`` is linear, with solution per coordinate
 
     x_t - a_t mu = sqrt((a_t^2 v + s_t^2) / (a_T^2 v + s_T^2)) (x_T - a_T mu)
 
-(``y = x - a mu`` obeys ``y' = (c + g^2 / (2 V)) y`` and ``V = a^2 v + s^2`` obeys ``V' = 2 c V + g^2``).
+(``y = x - a mu`` obeys ``y' = (c + g^2 / (2 V)) y`` and ``V = a^2 v + s^2`` obeys ``V' = 2 c V +
+g^2``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def exact_flow(sde, x_T, t, dtype=np.float64):
         a = np.asarray(sde.mean_coeff(jnp.asarray(tt, jnp.float64)))
         s = np.asarray(sde.marginal_std(jnp.asarray(tt, jnp.float64)))
     V = a[:, None] ** 2 * VAR + s[:, None] ** 2
-    return (a[1] * MU + np.sqrt(V[1] / V[0]) * (np.asarray(x_T, np.float64) - a[0] * MU)).astype(dtype)
+    return (a[1] * MU + np.sqrt(V[1] / V[0]) * (np.asarray(x_T, np.float64) - a[0] * MU)).astype(
+        dtype
+    )
 
 
 def _target(dtype):
@@ -48,7 +51,9 @@ def test_ode_matches_exact_flow(name):
     sde, eps = SDES[name]
     score = exact_score_fn(_target(jnp.float32), sde)
     x_T = sde.prior_std * jax.random.normal(jax.random.PRNGKey(0), (64, 2))
-    result = ode_sample(score, sde, (64, 2), jax.random.PRNGKey(1), x_init=x_T, eps=eps, denoise=False)
+    result = ode_sample(
+        score, sde, (64, 2), jax.random.PRNGKey(1), x_init=x_T, eps=eps, denoise=False
+    )
     expected = exact_flow(sde, x_T, eps)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(np.asarray(result.x), expected, atol=2e-4 * scale)
@@ -56,7 +61,9 @@ def test_ode_matches_exact_flow(name):
     if name != "vp":
         return
     # denoise = one noise-free reverse-diffusion step at eps from the ODE solution (+1 evaluation)
-    denoised = ode_sample(score, sde, (64, 2), jax.random.PRNGKey(1), x_init=x_T, eps=eps, denoise=True)
+    denoised = ode_sample(
+        score, sde, (64, 2), jax.random.PRNGKey(1), x_init=x_T, eps=eps, denoise=True
+    )
     t_eps = jnp.full((64,), eps)
     _, mean = reverse_diffusion(score, result.x, t_eps, jnp.zeros_like(result.x), sde=sde)
     np.testing.assert_allclose(np.asarray(denoised.x), np.asarray(mean), rtol=1e-4, atol=1e-4)
@@ -75,8 +82,16 @@ def test_ode_nfe_counts_every_evaluation():
 
     for solver in ("tsit5", "heun"):
         calls.clear()
-        result = ode_sample(counting_score, sde, (16, 2), jax.random.PRNGKey(2), solver=solver, rtol=1e-3,
-                            atol=1e-3, eps=eps)
+        result = ode_sample(
+            counting_score,
+            sde,
+            (16, 2),
+            jax.random.PRNGKey(2),
+            solver=solver,
+            rtol=1e-3,
+            atol=1e-3,
+            eps=eps,
+        )
         jax.block_until_ready(result.x)
         assert int(result.nfe) == len(calls), (solver, int(result.nfe), len(calls))
 
@@ -87,8 +102,16 @@ def test_ode_solvers_and_errors():
     x_T = jax.random.normal(jax.random.PRNGKey(3), (32, 2))
     expected = exact_flow(sde, x_T, eps)
     for solver in ("dopri5", "RK45"):
-        result = ode_sample(score, sde, (32, 2), jax.random.PRNGKey(0), x_init=x_T, eps=eps, solver=solver,
-                            denoise=False)
+        result = ode_sample(
+            score,
+            sde,
+            (32, 2),
+            jax.random.PRNGKey(0),
+            x_init=x_T,
+            eps=eps,
+            solver=solver,
+            denoise=False,
+        )
         np.testing.assert_allclose(np.asarray(result.x), expected, atol=5e-4)
     assert "rk23" in ODE_SOLVERS and "dop853" in ODE_SOLVERS
     with pytest.raises(ValueError, match="Unknown ODE solver"):
@@ -105,7 +128,9 @@ def test_ode_compiles_once():
     before = ode_module._ode_sample._cache_size()
     for i in range(3):
         params = {"mu": jnp.asarray(0.1 * i), "var": jnp.asarray(1.0 + i)}
-        jax.block_until_ready(ode_sample(Partial(_param_score, params), sde, (4, 2), jax.random.PRNGKey(i)).x)
+        jax.block_until_ready(
+            ode_sample(Partial(_param_score, params), sde, (4, 2), jax.random.PRNGKey(i)).x
+        )
     assert ode_module._ode_sample._cache_size() == before + 1
 
 
@@ -115,15 +140,34 @@ def test_x64_end_to_end():
         sde, eps = SDES["subvp"]
         score = exact_score_fn(_target(jnp.float64), sde)
         x_T = jax.random.normal(jax.random.PRNGKey(0), (16, 2), jnp.float64)
-        result = ode_sample(score, sde, (16, 2), jax.random.PRNGKey(1), x_init=x_T, eps=eps, rtol=1e-10,
-                            atol=1e-10, denoise=False)
+        result = ode_sample(
+            score,
+            sde,
+            (16, 2),
+            jax.random.PRNGKey(1),
+            x_init=x_T,
+            eps=eps,
+            rtol=1e-10,
+            atol=1e-10,
+            denoise=False,
+        )
         assert result.x.dtype == jnp.float64
-        np.testing.assert_allclose(np.asarray(result.x), exact_flow(sde, x_T, eps), rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(
+            np.asarray(result.x), exact_flow(sde, x_T, eps), rtol=1e-8, atol=1e-8
+        )
         # pc_sample: deterministic probability-flow reverse-diffusion chain vs a float64 numpy loop
         vp = VPSDE(N=40)
         vp_score = exact_score_fn(_target(jnp.float64), vp)
-        out = pc_sample(vp_score, vp, (16, 2), jax.random.PRNGKey(1), corrector="none", probability_flow=True,
-                        x_init=x_T, eps=1e-3)
+        out = pc_sample(
+            vp_score,
+            vp,
+            (16, 2),
+            jax.random.PRNGKey(1),
+            corrector="none",
+            probability_flow=True,
+            x_init=x_T,
+            eps=1e-3,
+        )
         assert out.x.dtype == jnp.float64
         x = np.asarray(x_T)
         for t in np.linspace(1.0, 1e-3, 40):

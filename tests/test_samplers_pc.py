@@ -1,15 +1,16 @@
 """Predictor-corrector sampling reproduces known targets with exact Gaussian-mixture scores.
 
-Target: ``ring_mixture()`` (8 Gaussians of std 0.2 on a circle of radius 2) in 2-D.  A sampler passes when, against
-an independent exact sample set of the same size,
+Target: ``ring_mixture()`` (8 Gaussians of std 0.2 on a circle of radius 2) in 2-D.  A sampler
+passes when, against an independent exact sample set of the same size,
 
-* its sliced 2-Wasserstein distance is below 1.5x the baseline SWD between exact sample sets of that size,
+* its sliced 2-Wasserstein distance is below 1.5x the baseline SWD between exact sample sets of that
+  size,
 * mean and covariance match the mixture's to 0.15 / 0.25 (3-5 standard errors at n = 1000),
-* the within-mode spread (RMS distance to the nearest centre) matches that of exact samples to 20 %, and every mode
-  holds 12.5 % +- 4 % of the samples.
+* the within-mode spread (RMS distance to the nearest centre) matches that of exact samples to 20 %,
+  and every mode holds 12.5 % +- 4 % of the samples.
 
-The default suite runs a covering set: every predictor and every corrector under every SDE, and every
-(predictor, corrector) pair at least once.  The full product is ``@pytest.mark.slow``.
+The default suite runs a covering set: every predictor and every corrector under every SDE, and
+every (predictor, corrector) pair at least once.  The full product is ``@pytest.mark.slow``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def check_ring(x, reference, *, cov_tol=0.25):
 
 PREDICTORS = ["euler_maruyama", "reverse_diffusion", "ancestral_sampling", "none"]
 CORRECTORS = ["langevin", "ald", "none"]
-# Every predictor and every corrector under every SDE; every (predictor, corrector) pair at least once.
+# Every predictor and every corrector under every SDE; every (predictor, corrector) pair at least
+# once.
 COVERING = [
     ("ve", "reverse_diffusion", "langevin"),  # the paper's VE default
     ("ve", "ancestral_sampling", "ald"),
@@ -89,10 +91,12 @@ COVERING = [
 
 
 def _options(pred, corr, sde_name):
-    """Corrector-only sampling needs several Langevin steps per level to track p_t (NCSN uses 5-100)."""
+    """Corrector-only sampling needs several Langevin steps per level to track p_t (NCSN uses
+    5-100)."""
     if pred == "none":
         if sde_name == "subvp" and corr == "ald":
-            # sub-VP's std s(t) = 1 - a(t)^2 ~ t near 0 makes annealed-Langevin steps vanish: lags behind p_t.
+            # sub-VP's std s(t) = 1 - a(t)^2 ~ t near 0 makes annealed-Langevin steps vanish: lags
+            # behind p_t.
             return dict(n_steps=20, snr=0.3), 0.4
         return dict(n_steps=10, snr=0.3), 0.25
     return dict(n_steps=1, snr=0.16), 0.25
@@ -101,8 +105,16 @@ def _options(pred, corr, sde_name):
 def _run(sde_name, pred, corr, reference, key=0):
     sde, eps = SDES[sde_name]
     options, cov_tol = _options(pred, corr, sde_name)
-    result = pc_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(key), predictor=pred,
-                       corrector=corr, eps=eps, **options)
+    result = pc_sample(
+        SCORES[sde_name],
+        sde,
+        (N_SAMPLES, 2),
+        jax.random.PRNGKey(key),
+        predictor=pred,
+        corrector=corr,
+        eps=eps,
+        **options,
+    )
     per_level = (pred != "none") + options["n_steps"] * (corr != "none")
     assert int(result.nfe) == N_LEVELS * per_level
     return check_ring(result.x, reference, cov_tol=cov_tol)
@@ -115,8 +127,10 @@ def test_pc_reproduces_ring(sde_name, pred, corr, reference):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_name", list(SDES))
-@pytest.mark.parametrize("pred,corr", [(p, c) for p, c in itertools.product(PREDICTORS, CORRECTORS)
-                                       if (p, c) != ("none", "none")])
+@pytest.mark.parametrize(
+    "pred,corr",
+    [(p, c) for p, c in itertools.product(PREDICTORS, CORRECTORS) if (p, c) != ("none", "none")],
+)
 def test_pc_reproduces_ring_all_combinations(sde_name, pred, corr, reference):
     _run(sde_name, pred, corr, reference, key=1)
 
@@ -125,22 +139,32 @@ def test_pc_reproduces_ring_all_combinations(sde_name, pred, corr, reference):
 def test_pc_probability_flow_predictor(sde_name, reference):
     """Predictor-only sampling along the probability-flow ODE (reverse diffusion, no noise)."""
     sde, eps = SDES[sde_name]
-    result = pc_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(3), corrector="none",
-                       probability_flow=True, eps=eps)
+    result = pc_sample(
+        SCORES[sde_name],
+        sde,
+        (N_SAMPLES, 2),
+        jax.random.PRNGKey(3),
+        corrector="none",
+        probability_flow=True,
+        eps=eps,
+    )
     check_ring(result.x, reference)
 
 
 def test_pc_image_shaped_gaussian():
     """(B, 4, 4, 1) Gaussian data with per-pixel means and variances under VP, default PC sampler.
 
-    With N = 100 levels the per-pixel variances come out ~4 % too large (discretization bias, gone at N = 300);
-    N = 200 keeps it under the sampling noise (4.5 % per pixel, 1.1 % for the average over 16 pixels)."""
+    With N = 100 levels the per-pixel variances come out ~4 % too large (discretization bias, gone
+    at N = 300); N = 200 keeps it under the sampling noise (4.5 % per pixel, 1.1 % for the average
+    over 16 pixels)."""
     sde = VPSDE(N=200)
     mean = np.linspace(-1.0, 1.0, 16).reshape(4, 4, 1)
     var = np.linspace(0.2, 1.5, 16)
     target = gaussian(jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32))
     assert target.event_shape == (4, 4, 1)
-    result = pc_sample(exact_score_fn(target, sde), sde, (N_SAMPLES, 4, 4, 1), jax.random.PRNGKey(4))
+    result = pc_sample(
+        exact_score_fn(target, sde), sde, (N_SAMPLES, 4, 4, 1), jax.random.PRNGKey(4)
+    )
     x = np.asarray(result.x, np.float64)
     assert x.shape == (N_SAMPLES, 4, 4, 1)
     flat = x.reshape(N_SAMPLES, -1)
@@ -160,12 +184,29 @@ def test_pc_deterministic_and_x_init():
     a = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps)
     b = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps)
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
-    # x_init replaces the prior draw: the probability-flow predictor is then a deterministic map of x_init
+    # x_init replaces the prior draw: the probability-flow predictor is then a deterministic map of
+    # x_init
     x_init = jax.random.normal(jax.random.PRNGKey(6), (8, 2))
-    c = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(7), corrector="none", probability_flow=True,
-                  x_init=x_init, eps=eps)
-    d = pc_sample(score, sde, (8, 2), jax.random.PRNGKey(8), corrector="none", probability_flow=True,
-                  x_init=x_init, eps=eps)
+    c = pc_sample(
+        score,
+        sde,
+        (8, 2),
+        jax.random.PRNGKey(7),
+        corrector="none",
+        probability_flow=True,
+        x_init=x_init,
+        eps=eps,
+    )
+    d = pc_sample(
+        score,
+        sde,
+        (8, 2),
+        jax.random.PRNGKey(8),
+        corrector="none",
+        probability_flow=True,
+        x_init=x_init,
+        eps=eps,
+    )
     np.testing.assert_allclose(np.asarray(c.x), np.asarray(d.x), rtol=1e-6, atol=1e-6)
 
 
@@ -177,20 +218,36 @@ def _linear_score(params, x, t):
 
 def test_pc_compiles_once():
     sde = VPSDE(N=50)
-    sampler = get_pc_sampler(sde, (4, 3), _linear_score, predictor="euler_maruyama", corrector="langevin")
+    sampler = get_pc_sampler(
+        sde, (4, 3), _linear_score, predictor="euler_maruyama", corrector="langevin"
+    )
     before = pc_module._pc_sample._cache_size()
     for i in range(3):
         result = sampler({"w": jnp.asarray(1.0 + i)}, jax.random.PRNGKey(i))
         jax.block_until_ready(result.x)
     assert pc_module._pc_sample._cache_size() == before + 1
-    # the same through pc_sample with a Partial carrying new parameters, and with a fixed plain function
+    # the same through pc_sample with a Partial carrying new parameters, and with a fixed plain
+    # function
     for i in range(2):
-        pc_sample(Partial(_linear_score, {"w": jnp.asarray(2.0 + i)}), sde, (4, 3), jax.random.PRNGKey(i),
-                  predictor="euler_maruyama", corrector="langevin")
+        pc_sample(
+            Partial(_linear_score, {"w": jnp.asarray(2.0 + i)}),
+            sde,
+            (4, 3),
+            jax.random.PRNGKey(i),
+            predictor="euler_maruyama",
+            corrector="langevin",
+        )
     assert pc_module._pc_sample._cache_size() == before + 1
     # a fixed plain function compiles once too
     for i in range(3):
-        pc_sample(_fixed_score, sde, (4, 3), jax.random.PRNGKey(i), predictor="euler_maruyama", corrector="langevin")
+        pc_sample(
+            _fixed_score,
+            sde,
+            (4, 3),
+            jax.random.PRNGKey(i),
+            predictor="euler_maruyama",
+            corrector="langevin",
+        )
     assert pc_module._pc_sample._cache_size() == before + 2
 
 

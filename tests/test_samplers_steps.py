@@ -10,9 +10,20 @@ import numpy as np
 import pytest
 
 from scoresde_jax.sde import VESDE, VPSDE, subVPSDE
-from scoresde_jax.samplers import (CORRECTORS, PREDICTORS, ancestral_sampling, annealed_langevin, chain_coeffs,
-                                   corrector_alpha, euler_maruyama, langevin, none_corrector, none_predictor,
-                                   pc_sample, reverse_diffusion)
+from scoresde_jax.samplers import (
+    CORRECTORS,
+    PREDICTORS,
+    ancestral_sampling,
+    annealed_langevin,
+    chain_coeffs,
+    corrector_alpha,
+    euler_maruyama,
+    langevin,
+    none_corrector,
+    none_predictor,
+    pc_sample,
+    reverse_diffusion,
+)
 
 N = 50
 VE = VESDE(sigma_min=0.01, sigma_max=5.0, N=N)
@@ -51,12 +62,16 @@ def test_euler_maruyama(name, probability_flow):
     dt = 1.0 / N
     weight = 0.5 if probability_flow else 1.0
     expected_mean = _np(X) - _rev_drift(sde, X, T_VEC, weight) * dt
-    x0, mean0 = euler_maruyama(score_fn, X, T_VEC, jnp.zeros_like(X), sde=sde, probability_flow=probability_flow)
+    x0, mean0 = euler_maruyama(
+        score_fn, X, T_VEC, jnp.zeros_like(X), sde=sde, probability_flow=probability_flow
+    )
     np.testing.assert_allclose(_np(mean0), expected_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_np(x0), expected_mean, rtol=1e-5, atol=1e-5)
     x, _ = euler_maruyama(score_fn, X, T_VEC, Z, sde=sde, probability_flow=probability_flow)
     g = 0.0 if probability_flow else _np(sde.diffusion_coeff(T_VEC))[:, None]
-    np.testing.assert_allclose(_np(x), expected_mean + g * math.sqrt(dt) * _np(Z), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _np(x), expected_mean + g * math.sqrt(dt) * _np(Z), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_reverse_diffusion_official_formulas():
@@ -74,11 +89,14 @@ def test_reverse_diffusion_official_formulas():
     x, mean = reverse_diffusion(score_fn, X, T_VEC, Z, sde=VP)
     np.testing.assert_allclose(_np(mean), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_np(x), expected + np.sqrt(beta) * _np(Z), rtol=1e-5, atol=1e-5)
-    # sub-VP (Euler-Maruyama chain): f = c(t) x / N, G^2 = g(t)^2 / N; probability flow halves G^2, no noise
+    # sub-VP (Euler-Maruyama chain): f = c(t) x / N, G^2 = g(t)^2 / N; probability flow halves G^2,
+    # no noise
     c = _np(SUBVP.drift_coeff(T_VEC))[:, None]
     g2 = _np(SUBVP.diffusion_coeff(T_VEC))[:, None] ** 2
     x, mean = reverse_diffusion(score_fn, X, T_VEC, Z, sde=SUBVP, probability_flow=True)
-    np.testing.assert_allclose(_np(mean), _np(X) - c * _np(X) / N + 0.5 * g2 / N * s, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _np(mean), _np(X) - c * _np(X) / N + 0.5 * g2 / N * s, rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(_np(x), _np(mean), rtol=0, atol=0)
 
 
@@ -109,8 +127,9 @@ def test_ancestral_official_formulas():
 
 
 def test_ancestral_mean_is_exact_tweedie_for_gaussian_chain():
-    """For Gaussian data the reverse kernel of one chain step is Gaussian with mean (x + G^2 score_i) / m, where
-    score_i is the score of the chain's marginal p_i: compare with the closed-form conditional mean."""
+    """For Gaussian data the reverse kernel of one chain step is Gaussian with mean (x + G^2
+    score_i) / m, where score_i is the score of the chain's marginal p_i: compare with the
+    closed-form conditional mean."""
     v0, mu = 0.7, 0.4  # x_{i-1} ~ N(mu, v0); x_i = m x_{i-1} + G z
     for sde in SDES.values():
         t = jnp.full((1,), 0.37)
@@ -121,14 +140,18 @@ def test_ancestral_mean_is_exact_tweedie_for_gaussian_chain():
             return -(x - m * mu) / vi
 
         xi = jnp.array([[1.3], [-0.2]])
-        _, mean = ancestral_sampling(gauss_score, xi, jnp.full((2,), 0.37), jnp.zeros_like(xi), sde=sde)
+        _, mean = ancestral_sampling(
+            gauss_score, xi, jnp.full((2,), 0.37), jnp.zeros_like(xi), sde=sde
+        )
         exact = mu + m * v0 / vi * (_np(xi) - m * mu)  # E[x_{i-1} | x_i]
         np.testing.assert_allclose(_np(mean), exact, rtol=1e-5, atol=1e-6)
 
 
 def test_corrector_alpha():
     np.testing.assert_allclose(_np(corrector_alpha(VE, T_VEC, jnp.float32)), 1.0)
-    np.testing.assert_allclose(_np(corrector_alpha(VP, T_VEC, jnp.float32)), VP.alphas[IDX], rtol=1e-6)
+    np.testing.assert_allclose(
+        _np(corrector_alpha(VP, T_VEC, jnp.float32)), VP.alphas[IDX], rtol=1e-6
+    )
     expected = (1.0 - _np(SUBVP.beta(T_VEC)) / (2 * N)) ** 2
     np.testing.assert_allclose(_np(corrector_alpha(SUBVP, T_VEC, jnp.float32)), expected, rtol=1e-6)
     # sub-VP's alpha agrees with the VP (DDPM) alpha to first order in 1/N
@@ -146,7 +169,9 @@ def test_langevin_step_size(name):
     eps = 2 * alpha * (snr * noise_norm / grad_norm) ** 2
     x, mean = langevin(score_fn, X, T_VEC, Z, sde=sde, snr=snr)
     np.testing.assert_allclose(_np(mean), _np(X) + eps * s, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_np(x), _np(X) + eps * s + np.sqrt(2 * eps) * _np(Z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _np(x), _np(X) + eps * s + np.sqrt(2 * eps) * _np(Z), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("name", list(SDES))
@@ -159,7 +184,9 @@ def test_annealed_langevin_step_size(name):
     eps = 2 * alpha * (snr * std) ** 2
     x, mean = annealed_langevin(score_fn, X, T_VEC, Z, sde=sde, snr=snr)
     np.testing.assert_allclose(_np(mean), _np(X) + eps * s, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(_np(x), _np(X) + eps * s + np.sqrt(2 * eps) * _np(Z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _np(x), _np(X) + eps * s + np.sqrt(2 * eps) * _np(Z), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_none_is_identity_and_lookup_names():
@@ -178,8 +205,14 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="Unknown corrector"):
         pc_sample(score_fn, sde, (4, 2), jax.random.PRNGKey(0), corrector="hmc")
     with pytest.raises(ValueError, match="probability-flow"):
-        pc_sample(score_fn, sde, (4, 2), jax.random.PRNGKey(0), predictor="ancestral_sampling",
-                  probability_flow=True)
+        pc_sample(
+            score_fn,
+            sde,
+            (4, 2),
+            jax.random.PRNGKey(0),
+            predictor="ancestral_sampling",
+            probability_flow=True,
+        )
     with pytest.raises(ValueError, match="x_init has shape"):
         pc_sample(score_fn, sde, (4, 2), jax.random.PRNGKey(0), x_init=jnp.zeros((3, 2)))
     with pytest.raises(TypeError, match="sde must be"):

@@ -2,23 +2,26 @@
 
 All three work in the variables every linear SDE shares (Karras et al. 2022, eq. 4; Lu et al. 2022):
 
-    x0_hat(x, t) = (x + s(t)^2 score(x, t)) / a(t)        (Tweedie: the data prediction E[x_0 | x_t])
+    x0_hat(x, t) = (x + s(t)^2 score(x, t)) / a(t)      (Tweedie: the data prediction E[x_0 | x_t])
     sigma_bar(t) = s(t) / a(t),   lambda(t) = -log sigma_bar(t)   (half log-SNR)
 
-in which the probability-flow ODE of VE, VP and sub-VP alike reads ``d(x/a) / d sigma_bar = (x/a - x0_hat) /
-sigma_bar``: only the marginals ``p_t`` enter, which are fixed by ``(a, s)``.
+in which the probability-flow ODE of VE, VP and sub-VP alike reads ``d(x/a) / d sigma_bar = (x/a -
+x0_hat) / sigma_bar``: only the marginals ``p_t`` enter, which are fixed by ``(a, s)``.
 
-* :func:`ddim_sample` -- DDIM (Song, Meng, Ermon 2021) for VP / sub-VP, written for a general kernel; with ``a = 1``
-  it is its VE analogue, the Euler step of the probability-flow ODE in ``sigma`` (``eta = 0``).
-* :func:`dpm_solver_pp_sample` -- DPM-Solver++(2M) (Lu et al. 2022b), multistep second order, data prediction.
-* :func:`heun_sample` -- Heun's second-order method on the probability-flow ODE in ``(x / a, sigma_bar)``
-  (Karras et al. 2022, algorithm 1, deterministic) on a chosen time grid.
+* :func:`ddim_sample` -- DDIM (Song, Meng, Ermon 2021) for VP / sub-VP, written for a general
+  kernel; with ``a = 1`` it is its VE analogue, the Euler step of the probability-flow ODE in
+  ``sigma`` (``eta = 0``).
+* :func:`dpm_solver_pp_sample` -- DPM-Solver++(2M) (Lu et al. 2022b), multistep second order, data
+  prediction.
+* :func:`heun_sample` -- Heun's second-order method on the probability-flow ODE in ``(x / a,
+  sigma_bar)`` (Karras et al. 2022, algorithm 1, deterministic) on a chosen time grid.
 
 Conventions shared by the three: ``num_steps`` grid times ``t_0 = T > ... > t_{n-1} = eps`` (see
-:data:`TIME_GRIDS`); ``n - 1`` solver steps between them; with ``denoise`` (default) a last step to ``t = 0`` which
-for all three methods is the data prediction ``x0_hat(x, eps)`` (Tweedie denoising, the official noise removal; for
-Heun it is EDM's final Euler step to ``sigma = 0``).  Score evaluations: DDIM and DPM-Solver++ ``num_steps``
-(``num_steps - 1`` without denoising), Heun ``2 num_steps - 1`` (EDM's 35 for 18 steps).
+:data:`TIME_GRIDS`); ``n - 1`` solver steps between them; with ``denoise`` (default) a last step to
+``t = 0`` which for all three methods is the data prediction ``x0_hat(x, eps)`` (Tweedie denoising,
+the official noise removal; for Heun it is EDM's final Euler step to ``sigma = 0``).  Score
+evaluations: DDIM and DPM-Solver++ ``num_steps`` (``num_steps - 1`` without denoising), Heun ``2
+num_steps - 1`` (EDM's 35 for 18 steps).
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.sde import SDE
-from scoresde_jax.samplers.pc import (SampleResult, as_score_pytree, check_sde, check_shape_dtype,
-                                      initial_state)
+from scoresde_jax.samplers.pc import (
+    SampleResult,
+    as_score_pytree,
+    check_sde,
+    check_shape_dtype,
+    initial_state,
+)
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
@@ -47,17 +55,20 @@ __all__ = [
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 TIME_GRIDS = ("uniform", "logsnr", "edm")
-"""``uniform``: uniform in ``t``; ``logsnr``: uniform in ``lambda = -log sigma_bar`` (DPM-Solver's choice);
-``edm``: ``sigma_bar_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` with
-``rho = 7`` (Karras et al. 2022)."""
+"""``uniform``: uniform in ``t``; ``logsnr``: uniform in ``lambda = -log sigma_bar`` (DPM-Solver's
+choice); ``edm``: ``sigma_bar_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) -
+sigma_max^(1/rho)))^rho`` with ``rho = 7`` (Karras et al. 2022)."""
 
 
 def _sigma_bar(sde: SDE, t: jax.Array) -> jax.Array:
     return sde.marginal_std(t) / sde.mean_coeff(t)
 
 
-def _t_of_sigma_bar(sde: SDE, sigma_bar: jax.Array, lo: jax.Array, hi: jax.Array, iters: int = 64) -> jax.Array:
-    """Invert the increasing map ``t -> sigma_bar(t)`` on ``[lo, hi]`` by bisection (any SDE, any dtype)."""
+def _t_of_sigma_bar(
+    sde: SDE, sigma_bar: jax.Array, lo: jax.Array, hi: jax.Array, iters: int = 64
+) -> jax.Array:
+    """Invert the increasing map ``t -> sigma_bar(t)`` on ``[lo, hi]`` by bisection (any SDE, any
+    dtype)."""
 
     def body(_, bounds):
         a, b = bounds
@@ -65,12 +76,17 @@ def _t_of_sigma_bar(sde: SDE, sigma_bar: jax.Array, lo: jax.Array, hi: jax.Array
         below = _sigma_bar(sde, mid) < sigma_bar
         return jnp.where(below, mid, a), jnp.where(below, b, mid)
 
-    a, b = jax.lax.fori_loop(0, iters, body, (jnp.full_like(sigma_bar, lo), jnp.full_like(sigma_bar, hi)))
+    a, b = jax.lax.fori_loop(
+        0, iters, body, (jnp.full_like(sigma_bar, lo), jnp.full_like(sigma_bar, hi))
+    )
     return 0.5 * (a + b)
 
 
-def time_grid(sde: SDE, num_steps: int, eps, kind: str = "uniform", rho: float = 7.0, dtype=None) -> jax.Array:
-    """``num_steps`` decreasing times from ``T`` to ``eps`` (ends exact) spaced per ``kind`` in :data:`TIME_GRIDS`."""
+def time_grid(
+    sde: SDE, num_steps: int, eps, kind: str = "uniform", rho: float = 7.0, dtype=None
+) -> jax.Array:
+    """``num_steps`` decreasing times from ``T`` to ``eps`` (ends exact) spaced per ``kind`` in
+    :data:`TIME_GRIDS`."""
     dtype = jnp.result_type(float) if dtype is None else dtype
     T = jnp.asarray(sde.T, dtype)
     eps = jnp.asarray(eps, dtype)
@@ -89,7 +105,8 @@ def time_grid(sde: SDE, num_steps: int, eps, kind: str = "uniform", rho: float =
 
 
 def data_prediction(score_fn: ScoreFn, sde: SDE, x: jax.Array, t: jax.Array) -> jax.Array:
-    """Tweedie's ``x0_hat = E[x_0 | x_t] = (x + s(t)^2 score(x, t)) / a(t)``; ``t`` of shape ``(B,)``."""
+    """Tweedie's ``x0_hat = E[x_0 | x_t] = (x + s(t)^2 score(x, t)) / a(t)``; ``t`` of shape
+    ``(B,)``."""
     t = jnp.asarray(t, x.dtype)
     a, s = sde.mean_coeff(t), sde.marginal_std(t)
     return batch_mul(1.0 / a, x + batch_mul(s**2, score_fn(x, t)))
@@ -109,10 +126,12 @@ def _vec(t, shape, dtype):
     return jnp.full((shape[0],), t, dtype)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # DDIM
-# ---------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "stochastic"))
+# --------------------------------------------------------------------------------------------------
+@functools.partial(
+    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "stochastic")
+)
 def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise, stochastic):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
@@ -121,14 +140,21 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
 
     def step(i, x):
         t, u = _vec(ts[i], shape, dtype), _vec(ts[i + 1], shape, dtype)
-        a_t, s_t, a_u, s_u = sde.mean_coeff(t), sde.marginal_std(t), sde.mean_coeff(u), sde.marginal_std(u)
+        a_t, s_t, a_u, s_u = (
+            sde.mean_coeff(t),
+            sde.marginal_std(t),
+            sde.mean_coeff(u),
+            sde.marginal_std(u),
+        )
         x0 = data_prediction(score, sde, x, t)
         noise_hat = batch_mul(1.0 / s_t, x - batch_mul(a_t, x0))
         # eta^2 x variance of q(x_u | x_t, x_0): s_u^2 (s_t^2 - (a_t / a_u)^2 s_u^2) / s_t^2
         var = eta**2 * s_u**2 * jnp.maximum(1.0 - (a_t * s_u / (a_u * s_t)) ** 2, 0.0)
         x_u = batch_mul(a_u, x0) + batch_mul(jnp.sqrt(jnp.maximum(s_u**2 - var, 0.0)), noise_hat)
         if stochastic:  # static: no noise is drawn for the deterministic DDIM (eta = 0)
-            x_u = x_u + batch_mul(jnp.sqrt(var), jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype))
+            x_u = x_u + batch_mul(
+                jnp.sqrt(var), jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype)
+            )
         return x_u
 
     x = jax.lax.fori_loop(0, num_steps - 1, step, x)
@@ -137,31 +163,57 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
     return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
 
 
-def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
-                num_steps: int = 50, eta: float = 0.0, eps: float = 1e-3, grid: str = "uniform",
-                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
-    """DDIM on the kernel ``N(a x_0, s^2 I)`` from ``t`` to ``u < t`` (Song, Meng, Ermon 2021, eq. 12):
+def ddim_sample(
+    score_fn: ScoreFn | Partial,
+    sde: SDE,
+    shape: Sequence[int],
+    rng: jax.Array,
+    *,
+    num_steps: int = 50,
+    eta: float = 0.0,
+    eps: float = 1e-3,
+    grid: str = "uniform",
+    denoise: bool = True,
+    x_init: jax.Array | None = None,
+    dtype=None,
+) -> SampleResult:
+    """DDIM on the kernel ``N(a x_0, s^2 I)`` from ``t`` to ``u < t`` (Song, Meng, Ermon 2021, eq.
+    12):
 
         x0 = x0_hat(x, t),   noise = (x - a_t x0) / s_t,
-        sigma^2 = eta^2 s_u^2 (1 - (a_t s_u / (a_u s_t))^2)       (eta = 1: the DDPM posterior variance)
+        sigma^2 = eta^2 s_u^2 (1 - (a_t s_u / (a_u s_t))^2)   (eta = 1: DDPM posterior variance)
         x_u = a_u x0 + sqrt(s_u^2 - sigma^2) noise + sigma z
 
-    For VP (``s^2 = 1 - a^2``) this is DDIM verbatim; for sub-VP the same formula on its own ``(a, s)``; for VE
-    (``a = 1``, ``s = sigma``) with ``eta = 0`` it is ``x_u = x0 + (sigma_u / sigma_t) (x - x0)``, the Euler step of
-    the probability-flow ODE in ``sigma``.  ``eta = 0`` (default) is deterministic.  See the module docstring for
-    the grid, denoising and ``nfe``.
+    For VP (``s^2 = 1 - a^2``) this is DDIM verbatim; for sub-VP the same formula on its own ``(a,
+    s)``; for VE (``a = 1``, ``s = sigma``) with ``eta = 0`` it is ``x_u = x0 + (sigma_u / sigma_t)
+    (x - x0)``, the Euler step of the probability-flow ODE in ``sigma``.  ``eta = 0`` (default) is
+    deterministic.  See the module docstring for the grid, denoising and ``nfe``.
     """
     shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
-    return _ddim(as_score_pytree(score_fn), rng, x_init, eta, eps, sde=sde, shape=shape, dtype=dtype,
-                 num_steps=int(num_steps), grid=grid, denoise=bool(denoise), stochastic=bool(eta != 0))
+    return _ddim(
+        as_score_pytree(score_fn),
+        rng,
+        x_init,
+        eta,
+        eps,
+        sde=sde,
+        shape=shape,
+        dtype=dtype,
+        num_steps=int(num_steps),
+        grid=grid,
+        denoise=bool(denoise),
+        stochastic=bool(eta != 0),
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # DPM-Solver++(2M)
-# ---------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise"))
+# --------------------------------------------------------------------------------------------------
+@functools.partial(
+    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise")
+)
 def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, dtype=dtype)
@@ -173,7 +225,8 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
         x0 = data_prediction(score, sde, x, _vec(ts[i], shape, dtype))
         h = lam[i + 1] - lam[i]
         h_prev = lam[i] - lam[jnp.maximum(i - 1, 0)]
-        # first step: first order (DDIM); later: D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r = h_{i-1} / h_i
+        # first step: first order (DDIM); later: D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r =
+        # h_{i-1} / h_i
         half_inv_r = jnp.where(i == 0, 0.0, 0.5 * h / jnp.where(i == 0, 1.0, h_prev))
         d = (1.0 + half_inv_r) * x0 - half_inv_r * x0_prev
         x = (s_all[i + 1] / s_all[i]) * x - a_all[i + 1] * jnp.expm1(-h) * d
@@ -185,36 +238,62 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
     return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
 
 
-def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
-                         num_steps: int = 20, eps: float = 1e-3, grid: str = "logsnr", denoise: bool = True,
-                         x_init: jax.Array | None = None, dtype=None) -> SampleResult:
-    """DPM-Solver++(2M) (Lu et al. 2022b, algorithm 2), multistep, data prediction ``x0_hat`` from the score.
+def dpm_solver_pp_sample(
+    score_fn: ScoreFn | Partial,
+    sde: SDE,
+    shape: Sequence[int],
+    rng: jax.Array,
+    *,
+    num_steps: int = 20,
+    eps: float = 1e-3,
+    grid: str = "logsnr",
+    denoise: bool = True,
+    x_init: jax.Array | None = None,
+    dtype=None,
+) -> SampleResult:
+    """DPM-Solver++(2M) (Lu et al. 2022b, algorithm 2), multistep, data prediction ``x0_hat`` from
+    the score.
 
     With ``lambda = log(a / s)`` and ``h_i = lambda_{i+1} - lambda_i``, the exact solution
     ``x_{i+1} = (s_{i+1} / s_i) x_i + s_{i+1} int e^lambda x0_hat dlambda`` is approximated by
 
         x_{i+1} = (s_{i+1} / s_i) x_i - a_{i+1} (e^{-h_i} - 1) D_i,
-        D_0 = x0_hat_0,   D_i = (1 + 1 / (2 r_i)) x0_hat_i - x0_hat_{i-1} / (2 r_i),   r_i = h_{i-1} / h_i.
+        D_0 = x0_hat_0,
+        D_i = (1 + 1 / (2 r_i)) x0_hat_i - x0_hat_{i-1} / (2 r_i),   r_i = h_{i-1} / h_i.
 
-    Written for VP-type SDEs; the derivation only uses the kernel ``(a, s)``, so it is also valid for sub-VP and VE.
-    ``grid`` defaults to uniform log-SNR.  See the module docstring for denoising and ``nfe``.
+    Written for VP-type SDEs; the derivation only uses the kernel ``(a, s)``, so it is also valid
+    for sub-VP and VE. ``grid`` defaults to uniform log-SNR.  See the module docstring for denoising
+    and ``nfe``.
     """
     shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
-    return _dpm_pp(as_score_pytree(score_fn), rng, x_init, eps, sde=sde, shape=shape, dtype=dtype,
-                   num_steps=int(num_steps), grid=grid, denoise=bool(denoise))
+    return _dpm_pp(
+        as_score_pytree(score_fn),
+        rng,
+        x_init,
+        eps,
+        sde=sde,
+        shape=shape,
+        dtype=dtype,
+        num_steps=int(num_steps),
+        grid=grid,
+        denoise=bool(denoise),
+    )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Heun (EDM)
-# ---------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "rho", "denoise"))
+# --------------------------------------------------------------------------------------------------
+@functools.partial(
+    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "rho", "denoise")
+)
 def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, denoise):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, rho=rho, dtype=dtype)
     a_all, sb_all = sde.mean_coeff(ts), _sigma_bar(sde, ts)
 
     def slope(y, i):
-        """``d y / d sigma_bar = (y - x0_hat) / sigma_bar`` at grid point ``i`` for ``y = x / a``."""
+        """``d y / d sigma_bar = (y - x0_hat) / sigma_bar`` at grid point ``i`` for ``y = x /
+        a``."""
         x0 = data_prediction(score, sde, a_all[i] * y, _vec(ts[i], shape, dtype))
         return (y - x0) / sb_all[i]
 
@@ -232,18 +311,41 @@ def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, d
     return SampleResult(x, jnp.asarray(2 * (num_steps - 1) + int(denoise), jnp.int32))
 
 
-def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
-                num_steps: int = 18, eps: float = 1e-3, grid: str = "edm", rho: float = 7.0,
-                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
-    """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, algorithm 1, deterministic)
-    in ``y = x / a(t)`` and ``sigma_bar = s / a``:
+def heun_sample(
+    score_fn: ScoreFn | Partial,
+    sde: SDE,
+    shape: Sequence[int],
+    rng: jax.Array,
+    *,
+    num_steps: int = 18,
+    eps: float = 1e-3,
+    grid: str = "edm",
+    rho: float = 7.0,
+    denoise: bool = True,
+    x_init: jax.Array | None = None,
+    dtype=None,
+) -> SampleResult:
+    """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, algorithm 1,
+    deterministic) in ``y = x / a(t)`` and ``sigma_bar = s / a``:
 
-        d_i  = (y_i - x0_hat_i) / sigma_bar_i,          y' = y_i + (sigma_bar_{i+1} - sigma_bar_i) d_i
+        d_i = (y_i - x0_hat_i) / sigma_bar_i,   y' = y_i + (sigma_bar_{i+1} - sigma_bar_i) d_i,
         y_{i+1} = y_i + (sigma_bar_{i+1} - sigma_bar_i) (d_i + d'(y', t_{i+1})) / 2
 
-    on ``grid`` (default EDM's ``rho = 7`` spacing in ``sigma_bar``, mapped back to ``t``).  ``num_steps = 18``
-    gives EDM's 35 evaluations.  See the module docstring for denoising and ``nfe``.
+    on ``grid`` (default EDM's ``rho = 7`` spacing in ``sigma_bar``, mapped back to ``t``).
+    ``num_steps = 18`` gives EDM's 35 evaluations.  See the module docstring for denoising and
+    ``nfe``.
     """
     shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
-    return _heun(as_score_pytree(score_fn), rng, x_init, eps, sde=sde, shape=shape, dtype=dtype,
-                 num_steps=int(num_steps), grid=grid, rho=float(rho), denoise=bool(denoise))
+    return _heun(
+        as_score_pytree(score_fn),
+        rng,
+        x_init,
+        eps,
+        sde=sde,
+        shape=shape,
+        dtype=dtype,
+        num_steps=int(num_steps),
+        grid=grid,
+        rho=float(rho),
+        denoise=bool(denoise),
+    )

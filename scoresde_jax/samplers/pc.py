@@ -1,27 +1,32 @@
-"""Predictor-corrector sampling (Song et al., ICLR 2021, section 4.2, algorithm 1) as a pure jitted loop.
+"""Predictor-corrector sampling (Song et al., ICLR 2021, section 4.2, algorithm 1) as a pure jitted
+loop.
 
 The jit boundary and compilation caching
 ----------------------------------------
-A score function is a Python callable, usually a closure over network parameters.  All samplers of this package
-(``pc_sample``, ``ode_sample``, the fast samplers) are module-level ``jax.jit`` functions that take the score function
-as a *pytree argument*:
+A score function is a Python callable, usually a closure over network parameters.  All samplers of
+this package (``pc_sample``, ``ode_sample``, the fast samplers) are module-level ``jax.jit``
+functions that take the score function as a *pytree argument*:
 
-* a :class:`jax.tree_util.Partial` -- ``Partial(fn, params)`` with ``fn(params, x, t) -> score`` -- is the
-  recommended form: ``params`` are traced data (not constants baked into the program) and the compiled sampler is
-  cached on ``fn`` (compared with ``==``), the SDE, the shape, the dtype and the static options.  Repeated calls with
-  the same ``fn`` and new parameters of the same shapes compile ONCE.
-* a plain callable is wrapped as ``Partial(score_fn)``: it is cached on the function object itself, so calling again
-  with the *same* function is free, but a *new* lambda in every notebook cell (``pc_sample(lambda x, t: ..., ...)``)
-  compiles every time, with whatever it closes over embedded as constants.
+* a :class:`jax.tree_util.Partial` -- ``Partial(fn, params)`` with ``fn(params, x, t) -> score`` --
+  is the recommended form: ``params`` are traced data (not constants baked into the program) and the
+  compiled sampler is cached on ``fn`` (compared with ``==``), the SDE, the shape, the dtype and the
+  static options.  Repeated calls with the same ``fn`` and new parameters of the same shapes compile
+  ONCE.
+* a plain callable is wrapped as ``Partial(score_fn)``: it is cached on the function object itself,
+  so calling again with the *same* function is free, but a *new* lambda in every notebook cell
+  (``pc_sample(lambda x, t: ..., ...)``) compiles every time, with whatever it closes over embedded
+  as constants.
 
-:func:`get_pc_sampler` packages the recommended form: ``sampler = get_pc_sampler(sde, shape, fn, ...)`` once, then
-``sampler(params, rng)`` any number of times (e.g. training snapshots with the current EMA parameters).
+:func:`get_pc_sampler` packages the recommended form: ``sampler = get_pc_sampler(sde, shape, fn,
+...)`` once, then ``sampler(params, rng)`` any number of times (e.g. training snapshots with the
+current EMA parameters).
 
-Arrays, not host values, come back: ``SampleResult(x, nfe)`` with ``nfe`` a scalar int array.  The loop runs the
-official order -- at each of the ``N = sde.N`` times ``linspace(T, eps, N)``, ``n_steps`` corrector steps, then one
-predictor step -- with per-step keys ``fold_in(rng_steps, i)``.  Data parallelism: call it inside a ``jax.jit`` with
-the batch of ``x_init`` sharded over a mesh (or let the output be sharded); the batch-mean norms of the Langevin
-corrector then are global means automatically.
+Arrays, not host values, come back: ``SampleResult(x, nfe)`` with ``nfe`` a scalar int array.  The
+loop runs the official order -- at each of the ``N = sde.N`` times ``linspace(T, eps, N)``,
+``n_steps`` corrector steps, then one predictor step -- with per-step keys ``fold_in(rng_steps,
+i)``.  Data parallelism: call it inside a ``jax.jit`` with the batch of ``x_init`` sharded over a
+mesh (or let the output be sharded); the batch-mean norms of the Langevin corrector then are global
+means automatically.
 """
 
 from __future__ import annotations
@@ -49,30 +54,37 @@ class SampleResult(NamedTuple):
     nfe: jax.Array
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # shared argument handling (used by ode.py and fast.py too)
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def as_score_pytree(score_fn: Any) -> Partial:
-    """``score_fn`` as a pytree that ``jax.jit`` can take as an argument (see the module docstring)."""
+    """``score_fn`` as a pytree that ``jax.jit`` can take as an argument (see the module
+    docstring)."""
     if isinstance(score_fn, Partial):
         return score_fn
     if callable(score_fn):
         return Partial(score_fn)
-    raise TypeError(f"score_fn must be a callable score_fn(x, t) -> score or a jax.tree_util.Partial, got "
-                    f"{type(score_fn).__name__}.")
+    raise TypeError(
+        f"score_fn must be a callable score_fn(x, t) -> score or a jax.tree_util.Partial, got "
+        f"{type(score_fn).__name__}."
+    )
 
 
 def check_sde(sde: Any) -> None:
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got {type(sde).__name__}; "
-                        "build one with scoresde_jax.sde.get_sde(config).")
+        raise TypeError(
+            f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
+            f"{type(sde).__name__}; build one with scoresde_jax.sde.get_sde(config)."
+        )
 
 
-def check_shape_dtype(shape: Sequence[int], x_init: jax.Array | None, dtype) -> tuple[tuple[int, ...], Any]:
+def check_shape_dtype(
+    shape: Sequence[int], x_init: jax.Array | None, dtype
+) -> tuple[tuple[int, ...], Any]:
     """Normalize ``shape`` to a tuple, check ``x_init`` against it and pick the floating dtype.
 
-    The dtype is ``dtype`` if given, else that of ``x_init``, else the default float (float32, or float64 under
-    ``jax_enable_x64``).
+    The dtype is ``dtype`` if given, else that of ``x_init``, else the default float (float32, or
+    float64 under ``jax_enable_x64``).
     """
     try:
         shape = tuple(int(s) for s in shape)
@@ -82,11 +94,15 @@ def check_shape_dtype(shape: Sequence[int], x_init: jax.Array | None, dtype) -> 
         raise ValueError(f"shape must be (B, *D) with positive sizes, got {shape}.")
     if x_init is not None:
         if tuple(x_init.shape) != shape:
-            raise ValueError(f"x_init has shape {tuple(x_init.shape)} but shape={shape}; pass matching shapes.")
+            raise ValueError(
+                f"x_init has shape {tuple(x_init.shape)} but shape={shape}; pass matching shapes."
+            )
         if dtype is None:
             dtype = x_init.dtype
     # canonicalize: float64 requested without jax_enable_x64 runs (and returns) float32, as jnp does
-    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.result_type(float) if dtype is None else dtype))
+    dtype = jnp.dtype(
+        jax.dtypes.canonicalize_dtype(jnp.result_type(float) if dtype is None else dtype)
+    )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"samplers need a floating dtype, got {dtype}.")
     return shape, dtype
@@ -104,18 +120,45 @@ def _lookup(table: dict, name: Any, kind: str) -> Callable:
         return name
     key = "none" if name is None else str(name).lower()
     if key not in table:
-        raise ValueError(f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
-                         f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean).")
+        raise ValueError(
+            f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
+            f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean)."
+        )
     return table[key]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # predictor-corrector loop
-# ---------------------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "predictor", "corrector", "n_steps",
-                                             "probability_flow", "denoise"))
-def _pc_sample(score, rng, x_init, snr, eps, *, sde, shape, dtype, predictor, corrector, n_steps,
-               probability_flow, denoise):
+# --------------------------------------------------------------------------------------------------
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "sde",
+        "shape",
+        "dtype",
+        "predictor",
+        "corrector",
+        "n_steps",
+        "probability_flow",
+        "denoise",
+    ),
+)
+def _pc_sample(
+    score,
+    rng,
+    x_init,
+    snr,
+    eps,
+    *,
+    sde,
+    shape,
+    dtype,
+    predictor,
+    corrector,
+    n_steps,
+    probability_flow,
+    denoise,
+):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     timesteps = jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(eps, dtype), sde.N)
@@ -128,6 +171,7 @@ def _pc_sample(score, rng, x_init, snr, eps, *, sde, shape, dtype, predictor, co
         t = jnp.full((shape[0],), timesteps[i], dtype)
         k_corr, k_pred = jax.random.split(jax.random.fold_in(k_steps, i))
         if use_corrector:
+
             def corrector_step(j, c):
                 z = jax.random.normal(jax.random.fold_in(k_corr, j), shape, dtype)
                 return corrector(score, c[0], t, z, sde=sde, snr=snr)
@@ -139,46 +183,89 @@ def _pc_sample(score, rng, x_init, snr, eps, *, sde, shape, dtype, predictor, co
         return x, x_mean
 
     x, x_mean = jax.lax.fori_loop(0, sde.N, step, (x, x))
-    nfe = sde.N * (getattr(predictor, "nfe", 1) * use_predictor
-                   + n_steps * getattr(corrector, "nfe", 1) * use_corrector)
+    nfe = sde.N * (
+        getattr(predictor, "nfe", 1) * use_predictor
+        + n_steps * getattr(corrector, "nfe", 1) * use_corrector
+    )
     return SampleResult(x_mean if denoise else x, jnp.asarray(nfe, jnp.int32))
 
 
-def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
-              predictor: str | Callable = "reverse_diffusion", corrector: str | Callable = "langevin",
-              snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, denoise: bool = True,
-              eps: float = 1e-3, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+def pc_sample(
+    score_fn: ScoreFn | Partial,
+    sde: SDE,
+    shape: Sequence[int],
+    rng: jax.Array,
+    *,
+    predictor: str | Callable = "reverse_diffusion",
+    corrector: str | Callable = "langevin",
+    snr: float = 0.16,
+    n_steps: int = 1,
+    probability_flow: bool = False,
+    denoise: bool = True,
+    eps: float = 1e-3,
+    x_init: jax.Array | None = None,
+    dtype=None,
+) -> SampleResult:
     """Predictor-corrector sampler (paper algorithm 1 / official ``pc_sampler``).
 
     Starting from ``x_init`` (or a prior draw), for each ``t_i`` in ``linspace(T, eps, sde.N)``:
-    ``n_steps`` corrector steps, then one predictor step.  ``predictor`` / ``corrector`` are names of
-    :data:`PREDICTORS` / :data:`CORRECTORS` (``"none"`` for predictor-only or corrector-only sampling; corrector
-    ``"ald"`` with predictor ``"none"`` is NCSN's annealed Langevin dynamics) or functions with their signature.
-    With ``denoise`` the noise-free mean of the last step is returned (official ``noise_removal``).
+    ``n_steps`` corrector steps, then one predictor step.  ``predictor`` / ``corrector`` are names
+    of :data:`PREDICTORS` / :data:`CORRECTORS` (``"none"`` for predictor-only or corrector-only
+    sampling; corrector ``"ald"`` with predictor ``"none"`` is NCSN's annealed Langevin dynamics) or
+    functions with their signature. With ``denoise`` the noise-free mean of the last step is
+    returned (official ``noise_removal``).
 
     Returns ``SampleResult(x, nfe)``, ``nfe = N (predictor + n_steps corrector evaluations)``.
-    ``score_fn(x, t)`` may be a :class:`jax.tree_util.Partial` to pass parameters as data; compilation caching
-    is explained in the module docstring.  ``dtype`` defaults to that of ``x_init`` or the default float.
+    ``score_fn(x, t)`` may be a :class:`jax.tree_util.Partial` to pass parameters as data;
+    compilation caching is explained in the module docstring.  ``dtype`` defaults to that of
+    ``x_init`` or the default float.
     """
     check_sde(sde)
     pred = _lookup(PREDICTORS, predictor, "predictor")
     corr = _lookup(CORRECTORS, corrector, "corrector")
     if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
-        raise ValueError("ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
-                         "or 'euler_maruyama' with probability_flow=True.")
+        raise ValueError(
+            "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
+            "or 'euler_maruyama' with probability_flow=True."
+        )
     if int(n_steps) != n_steps or n_steps < 0:
-        raise ValueError(f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}.")
+        raise ValueError(
+            f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}."
+        )
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
-    return _pc_sample(as_score_pytree(score_fn), rng, x_init, snr, eps, sde=sde, shape=shape, dtype=dtype,
-                      predictor=pred, corrector=corr, n_steps=int(n_steps),
-                      probability_flow=bool(probability_flow), denoise=bool(denoise))
+    return _pc_sample(
+        as_score_pytree(score_fn),
+        rng,
+        x_init,
+        snr,
+        eps,
+        sde=sde,
+        shape=shape,
+        dtype=dtype,
+        predictor=pred,
+        corrector=corr,
+        n_steps=int(n_steps),
+        probability_flow=bool(probability_flow),
+        denoise=bool(denoise),
+    )
 
 
-def get_pc_sampler(sde: SDE, shape: Sequence[int], param_score_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
-                   *, predictor: str | Callable = "reverse_diffusion", corrector: str | Callable = "langevin",
-                   snr: float = 0.16, n_steps: int = 1, probability_flow: bool = False, denoise: bool = True,
-                   eps: float = 1e-3, dtype=None) -> Callable[..., SampleResult]:
-    """A PC sampler ``sampler(params, rng, x_init=None) -> SampleResult`` with the parameters as data.
+def get_pc_sampler(
+    sde: SDE,
+    shape: Sequence[int],
+    param_score_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
+    *,
+    predictor: str | Callable = "reverse_diffusion",
+    corrector: str | Callable = "langevin",
+    snr: float = 0.16,
+    n_steps: int = 1,
+    probability_flow: bool = False,
+    denoise: bool = True,
+    eps: float = 1e-3,
+    dtype=None,
+) -> Callable[..., SampleResult]:
+    """A PC sampler ``sampler(params, rng, x_init=None) -> SampleResult`` with the parameters as
+    data.
 
     ``param_score_fn(params, x, t) -> score``, e.g. for a flax model trained on ``sde``::
 
@@ -188,13 +275,22 @@ def get_pc_sampler(sde: SDE, shape: Sequence[int], param_score_fn: Callable[[Any
         sampler = get_pc_sampler(sde, (64, 32, 32, 3), param_score_fn)
         x, nfe = sampler(state.params_ema, jax.random.fold_in(rng, step))
 
-    The sampler compiles on its first call and never again for parameters and keys of the same shapes.
+    The sampler compiles on its first call and never again for parameters and keys of the same
+    shapes.
     """
     check_sde(sde)
     if not callable(param_score_fn):
         raise TypeError("param_score_fn must be a callable (params, x, t) -> score.")
-    options = dict(predictor=predictor, corrector=corrector, snr=snr, n_steps=n_steps,
-                   probability_flow=probability_flow, denoise=denoise, eps=eps, dtype=dtype)
+    options = dict(
+        predictor=predictor,
+        corrector=corrector,
+        snr=snr,
+        n_steps=n_steps,
+        probability_flow=probability_flow,
+        denoise=denoise,
+        eps=eps,
+        dtype=dtype,
+    )
     # Validate names now rather than at the first call.
     _lookup(PREDICTORS, predictor, "predictor")
     _lookup(CORRECTORS, corrector, "corrector")
