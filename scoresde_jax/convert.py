@@ -193,12 +193,12 @@ def map_official_params(official: Mapping, expected: Any, *, what: str = "checkp
 
 
 def load_official_checkpoint(path: str | Path, config: Any, ema: bool = True, *,
-                             step: Optional[int] = None) -> dict:
+                             step: Optional[int] = None, model: Any = None) -> dict:
     """This library's parameters for ``create_model(config)`` from an official checkpoint.
 
     ``path``: a ``checkpoint_<step>`` file, or a directory (newest checkpoint, or ``step``).
     ``ema=True`` returns ``params_ema`` (what the paper evaluates), ``ema=False`` the raw
-    ``optimizer.target``.
+    ``optimizer.target``. ``model``: the module to load into (default ``create_model(config)``).
     """
     state = read_official_checkpoint(path, step)
     if ema:
@@ -207,7 +207,13 @@ def load_official_checkpoint(path: str | Path, config: Any, ema: bool = True, *,
         tree = state.params_ema
     else:
         tree = state.params
-    expected = models.param_shapes(config)
+    if model is None:
+        expected = models.param_shapes(config)
+    else:
+        x, labels = models.dummy_inputs(config, 1, model)
+        expected = jax.eval_shape(lambda: model.init(
+            {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, labels,
+            train=False))["params"]
     name = getattr(config.model, "name", "?")
     return map_official_params(tree, expected, what=f"checkpoint {state.path}",
                                model_desc=f"config.model.name={name!r} "

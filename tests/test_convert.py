@@ -103,6 +103,8 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
     np.testing.assert_array_equal(apply(config, loaded_ema, X), apply(config, ema, X))
     np.testing.assert_array_equal(apply(config, loaded_raw, X), apply(config, raw, X))
     assert not np.array_equal(apply(config, loaded_raw, X), apply(config, loaded_ema, X))
+    again = convert.load_official_checkpoint(path, config, model=create_model(config, remat=True))
+    assert jax.tree.structure(again) == jax.tree.structure(loaded_ema)
 
 
 def test_directory_picks_newest_and_step(tmp_path):
