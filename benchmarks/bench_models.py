@@ -107,9 +107,9 @@ def main(argv=None):
             for remat in ([False, True] if args.remat else [False]):
                 r = bench_one(name, args.batch, dtype, remat, args.repeats)
                 rows.append(r)
+                compile_s = r["forward_compile_and_first_s"] + r["fwd_bwd_compile_and_first_s"]
                 print(f"{name:34s} {dtype:9s} {str(remat):5s} {r['params']:>11,d} "
-                      f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
-                      f"{r['forward_compile_and_first_s'] + r['fwd_bwd_compile_and_first_s']:10.1f}",
+                      f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} {compile_s:10.1f}",
                       flush=True)
     dev = jax.devices()[0]
     meta = {
@@ -124,7 +124,8 @@ def main(argv=None):
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": "median of repeats after one warm-up call; loss = mean((model(x) - z)^2)",
     }
-    out = pathlib.Path(args.out) if args.out else RESULTS / f"bench_models_{jax.default_backend()}.json"
+    default = RESULTS / f"bench_models_{jax.default_backend()}.json"
+    out = pathlib.Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -1,4 +1,4 @@
-"""Load checkpoints of the official score_sde code (github.com/yang-song/score_sde) into this library.
+"""Load checkpoints of the official score_sde code (github.com/yang-song/score_sde).
 
 The official code saved ``flax.serialization.msgpack_serialize`` of its training state in files
 named ``checkpoint_<step>`` (``flax.training.checkpoints``). The state is a dict with::
@@ -9,8 +9,9 @@ named ``checkpoint_<step>`` (``flax.training.checkpoints``). The state is a dict
 and the parameter tree uses flax auto-names (``ResnetBlockBigGANpp_0``, ``AttnBlockpp_0``,
 ``NIN_0/W``, ``Conv2d_0/weight``, ``GaussianFourierProjection_0/W``, ...). This library's modules
 use the same names, so the mapping is name-for-name (``OFFICIAL_RENAMES`` lists the exceptions);
-every entry's shape is checked against ``create_model(config)`` and missing or unexpected entries are
-reported by name. Nothing is unpickled: the file is read with ``flax.serialization.msgpack_restore``.
+every entry's shape is checked against ``create_model(config)`` and missing or unexpected entries
+are reported by name. Nothing is unpickled: the file is read with
+``flax.serialization.msgpack_restore``.
 
 Usage::
 
@@ -63,7 +64,8 @@ def find_official_checkpoint(path: str | Path, step: Optional[int] = None) -> Pa
     if not p.exists():
         raise FileNotFoundError(f"official checkpoint {str(p)!r} does not exist; pass a "
                                 "checkpoint_<step> file or the directory that holds them")
-    found = {int(m.group(1)): f for f in p.iterdir() if f.is_file() and (m := _CKPT_RE.match(f.name))}
+    found = {int(m.group(1)): f for f in p.iterdir()
+             if f.is_file() and (m := _CKPT_RE.match(f.name))}
     if not found:
         raise FileNotFoundError(f"no checkpoint_<step> files in directory {str(p)!r}")
     if step is None:

@@ -209,7 +209,7 @@ def test_remat_same_output_and_grads_ddpm():
                                num_groups=4, remat=r, dropout=0.2))
 
 
-# --------------------------------------------------------------------------- DDPM, NCSNv2, classifier
+# ------------------------------------------------------------------------ DDPM, NCSNv2, classifier
 
 @pytest.mark.parametrize("conditional,scale", [(True, False), (False, True)])
 def test_ddpm_tiny_forward(conditional, scale):
@@ -220,7 +220,8 @@ def test_ddpm_tiny_forward(conditional, scale):
     assert ("Dense_0" in params) == conditional
 
 
-@pytest.mark.parametrize("depth,size,norm", [("64", 8, "InstanceNorm++"), ("128", 16, "InstanceNorm"),
+@pytest.mark.parametrize("depth,size,norm", [("64", 8, "InstanceNorm++"),
+                                             ("128", 16, "InstanceNorm"),
                                              ("256", 16, "VarianceNorm")])
 def test_ncsnv2_tiny_forward(depth, size, norm):
     model = NCSNv2(nf=8, depth=depth, normalization=norm, num_scales=10)

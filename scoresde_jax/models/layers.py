@@ -37,7 +37,8 @@ def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
     try:
         return ACTIVATIONS[name.lower()]
     except KeyError:
-        raise ValueError(f"unknown nonlinearity {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+        raise ValueError(
+            f"unknown nonlinearity {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
 def default_init(scale: float = 1.0):
@@ -81,7 +82,8 @@ def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int,
     """
     if timesteps.ndim != 1:
         raise ValueError(f"timesteps must have shape (B,), got {timesteps.shape}")
-    ftype = timesteps.dtype if jnp.issubdtype(timesteps.dtype, jnp.floating) else jnp.result_type(float)
+    is_float = jnp.issubdtype(timesteps.dtype, jnp.floating)
+    ftype = timesteps.dtype if is_float else jnp.result_type(float)
     half = embedding_dim // 2
     freqs = jnp.exp(jnp.arange(half, dtype=ftype) * -(math.log(max_positions) / (half - 1)))
     emb = timesteps.astype(ftype)[:, None] * freqs[None, :]
@@ -125,7 +127,7 @@ class NIN(nn.Module):
 
 
 class Combine(nn.Module):
-    """Combine a skip input ``x`` with ``y``: 1x1 conv of ``x`` to ``y``'s channels, then sum/cat."""
+    """Combine skip input ``x`` with ``y``: 1x1 conv of ``x`` to ``y``'s channels, then sum/cat."""
 
     method: str = "cat"
     dtype: Optional[Dtype] = None

@@ -1,4 +1,4 @@
-"""NCSNv2 (Song & Ermon 2020): the RefineNet of the SMLD baseline (``config.model.name='ncsnv2_*'``).
+"""NCSNv2 (Song & Ermon 2020): RefineNet of the SMLD baseline (``config.model.name='ncsnv2_*'``).
 
 A dilated ResNet encoder and RefineNet decoder. ``labels`` are SMLD noise indices (integers,
 index 0 = sigma_max); with ``scale_by_sigma`` the output is divided by ``sigmas[labels]``, the
@@ -59,7 +59,8 @@ class InstanceNorm2dPlus(nn.Module):
         m = jnp.mean(means, axis=-1, keepdims=True)
         v = jnp.var(means, axis=-1, keepdims=True)
         means_plus = (means - m) / jnp.sqrt(v + 1e-5)
-        h = (xf - means[:, None, None, :]) / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        std = jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        h = (xf - means[:, None, None, :]) / std
         alpha = self.param("alpha", _one_plus_normal, (1, 1, 1, c))
         gamma = self.param("gamma", _one_plus_normal, (1, 1, 1, c))
         h = h + means_plus[:, None, None, :] * alpha

@@ -6,7 +6,7 @@ NCSN++ (VE, CIFAR-10): ``resblock_type='biggan'``, ``fir=True``, ``progressive_i
 
 Conditioning (as in the official code):
   * ``embedding_type='fourier'``: ``labels`` are noise levels sigma(t); the embedding is
-    ``GaussianFourierProjection(log sigma)``; with ``scale_by_sigma`` the output is divided by sigma.
+    ``GaussianFourierProjection(log sigma)``; ``scale_by_sigma`` divides the output by sigma.
   * ``embedding_type='positional'``: ``labels`` are (continuous or integer) time steps
     (``(N-1) t`` for VP, the SMLD noise index for discrete VE); with ``scale_by_sigma`` the output
     is divided by ``sigmas[labels]`` with ``sigmas = geometric_sigmas(sigma_min, sigma_max, N)``.
@@ -157,8 +157,9 @@ class NCSNpp(nn.Module):
                 else:
                     h = resnet(down=True)(hs[-1], temb, train)
                 if progressive_input == "input_skip":
-                    input_pyramid = layers.Downsample(with_conv=False, fir=self.fir,
-                                                      fir_kernel=fir_kernel, dtype=dt)(input_pyramid)
+                    pyramid_down = layers.Downsample(with_conv=False, fir=self.fir,
+                                                     fir_kernel=fir_kernel, dtype=dt)
+                    input_pyramid = pyramid_down(input_pyramid)
                     h = layers.Combine(method=combine_method, dtype=dt)(input_pyramid, h)
                 elif progressive_input == "residual":
                     input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True,
