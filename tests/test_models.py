@@ -344,3 +344,22 @@ def test_separable_fir_path_equals_2d_kernel(up, down, pad0, pad1):
     a = up_down.upfirdn_2d(x, k1, up=up, down=down, pad0=pad0, pad1=pad1)
     b = up_down.upfirdn_2d(x, np.outer(k1, k1), up=up, down=down, pad0=pad0, pad1=pad1)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [
+    lambda dt: DDPM(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), num_groups=4,
+                    dropout=0.0, dtype=dt),
+    lambda dt: NCSNv2(nf=8, depth="64", num_scales=10, dtype=dt),
+    lambda dt: NoiseConditionalClassifier(num_classes=4, nf=16, ch_mult=(1, 2), dtype=dt),
+], ids=["ddpm", "ncsnv2", "classifier"])
+def test_bfloat16_other_models(make):
+    m32, m16 = make(None), make(jnp.bfloat16)
+    labels = jnp.array([1, 8]) if not isinstance(m32, NoiseConditionalClassifier) else \
+        jnp.array([0.1, 5.0])
+    params = fake_params(m16, X8, labels)
+    y32 = m32.apply({"params": params}, X8, labels)
+    y16 = m16.apply({"params": params}, X8, labels)
+    assert y16.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(y16)))
+    rel = float(jnp.linalg.norm(y16 - y32) / jnp.linalg.norm(y32))
+    assert rel < 0.05, rel
