@@ -22,12 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
     training.reduce_mean = True
     training.likelihood_weighting = False
     training.batch_size = 64
-    training.n_iters = 3000
+    training.n_iters = 1500  # FID ~2.8 vs held-out digits (real digits ~2, noise ~90)
     training.n_jitted_steps = 1  # >1 uses lax.scan: ~30x slower on XLA:CPU, use 5 on GPU/TPU
     training.log_freq = 100
-    training.eval_freq = 500
-    training.snapshot_freq = 1000
-    training.snapshot_freq_for_preemption = 500
+    training.eval_freq = 250
+    training.snapshot_freq = 500
+    training.snapshot_freq_for_preemption = 250
     training.snapshot_sampling = True
     training.snapshot_num_samples = 64
     training.keep_checkpoints = 3

@@ -82,14 +82,16 @@ class Checkpointer:
     def __init__(self, workdir: str, *, max_to_keep: int | None = None, async_save: bool = True):
         self.workdir = os.path.abspath(workdir)
         opts = dict(create=True, enable_async_checkpointing=async_save)
-        self.snapshots = ocp.CheckpointManager(
-            os.path.join(self.workdir, SNAPSHOT_DIR),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep or None, **opts),
-        )
-        self.preemption = ocp.CheckpointManager(
-            os.path.join(self.workdir, PREEMPTION_DIR),
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts),
-        )
+
+        def manager(sub: str, keep: int | None) -> ocp.CheckpointManager:
+            return ocp.CheckpointManager(
+                os.path.join(self.workdir, sub),
+                item_handlers={"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()},
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts),
+            )
+
+        self.snapshots = manager(SNAPSHOT_DIR, max_to_keep or None)
+        self.preemption = manager(PREEMPTION_DIR, 1)
 
     def save(self, step: int, state: Any, data_state: Any = None, *, preemption: bool = False) -> str:
         """Save (asynchronously) into the snapshot or the preemption manager; returns the directory."""

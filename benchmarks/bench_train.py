@@ -1,0 +1,108 @@
+"""Training throughput: steps/s of the jitted train step for the embedded digits config and the CIFAR-10
+configs, on 1 device and on 8 forced host devices (data parallel over a 'data' mesh axis).
+
+    .venv/bin/python benchmarks/bench_train.py [--configs digits_ddpmpp vp/cifar10_ddpmpp_continuous ...]
+        [--devices 1 8] [--batch 8] [--steps 3] [--out benchmarks/results/bench_train_cpu.json]
+
+Each (config, devices) cell runs in a fresh subprocess (XLA_FLAGS must be set before JAX starts), times
+compilation + the first step, then ``--steps`` more steps, and reports the median step time. Prints a
+table and writes JSON. On a GPU machine pass ``--devices 1`` (the forced host devices are CPU only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = ["digits_ddpmpp", "vp/cifar10_ddpmpp_continuous", "ve/cifar10_ncsnpp_continuous"]
+
+CELL = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import jax, numpy as np
+from scoresde_jax import config_utils, distributed, train as T
+cfg = config_utils.load_config({config!r})
+cfg.training.batch_size = {batch}
+cfg.training.n_jitted_steps = 1
+s = T.setup(cfg)
+st = T.init_state(cfg, s)
+fn = T.make_train_fn(T.get_loss_fn(cfg, s, train=True), s.mesh)
+rng = np.random.default_rng(0)
+def batch():
+    x = rng.random((1,) + s.input_shape, dtype=np.float32) * 2 - 1
+    return distributed.global_batch(x, s.mesh, leading=1)
+t0 = time.perf_counter(); st, m = fn(st, batch()); m.loss.block_until_ready()
+first = time.perf_counter() - t0
+times = []
+for _ in range({steps}):
+    xb = batch()
+    t0 = time.perf_counter(); st, m = fn(st, xb); m.loss.block_until_ready(); times.append(time.perf_counter() - t0)
+assert fn._cache_size() == 1
+print(json.dumps(dict(params=int(sum(x.size for x in jax.tree.leaves(st.params))), devices=jax.device_count(),
+                      platform=jax.devices()[0].platform, compile_and_first_s=first,
+                      step_s=float(np.median(times)), all_step_s=times, loss=float(m.loss[-1]))))
+"""
+
+
+def run_cell(config: str, devices: int, batch: int, steps: int, timeout: int) -> dict:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["JAX_PLATFORMS"] = "cpu"
+    path = config if config.endswith(".py") else os.path.join("configs", config + ".py")
+    code = CELL.format(root=ROOT, config=path, batch=batch, steps=steps)
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(config=config, devices=devices, batch=batch, error=f"timeout after {timeout}s")
+    if r.returncode != 0:
+        return dict(config=config, devices=devices, batch=batch, error=r.stderr.strip().splitlines()[-1])
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    row.update(config=config, batch=batch, steps_per_s=1.0 / row["step_s"],
+               images_per_s=batch / row["step_s"], wall_s=time.perf_counter() - t0)
+    return row
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    p.add_argument("--devices", nargs="+", type=int, default=[1, 8])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "bench_train_cpu.json"))
+    args = p.parse_args(argv)
+    rows = []
+    hdr = f"{'config':34s} {'dev':>3s} {'batch':>5s} {'params':>10s} {'compile+1st s':>13s} {'step s':>8s} {'steps/s':>8s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for config in args.configs:
+        for d in args.devices:
+            row = run_cell(config, d, args.batch, args.steps, args.timeout)
+            rows.append(row)
+            if "error" in row:
+                print(f"{config:34s} {d:3d} {args.batch:5d}  ERROR {row['error']}")
+            else:
+                print(f"{config:34s} {d:3d} {args.batch:5d} {row['params']:10d} {row['compile_and_first_s']:13.1f} "
+                      f"{row['step_s']:8.3f} {row['steps_per_s']:8.2f}", flush=True)
+    meta = dict(benchmark="bench_train", machine=platform.machine(), cpu_count=os.cpu_count(),
+                load_average_1m=os.getloadavg()[0], time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                note="median step time after compile; n_jitted_steps=1; batch sharded over 'data' on the devices")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=2)
+    print(f"wrote {args.out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
