@@ -230,6 +230,24 @@ def test_ncsnv2_tiny_forward(depth, size, norm):
     assert y.shape == x.shape and bool(jnp.all(jnp.isfinite(y)))
 
 
+def test_ncsnv1_is_noise_conditional():
+    model = NCSNv2(nf=8, depth="64", conditional=True, num_scales=10, scale_by_sigma=False)
+    params, y = run(model, X8, jnp.array([0, 0]))
+    assert params["ConditionalResidualBlock_0"]["ConditionalInstanceNorm2dPlus_0"]["Embed_0"][
+        "embedding"].shape == (10, 3 * 8)
+    assert "CondRefineBlock_0" in params
+    _, y2 = run(model, X8, jnp.array([0, 7]), params)
+    np.testing.assert_allclose(y[0], y2[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(y[1], y2[1])
+    remat = NCSNv2(nf=8, depth="64", conditional=True, num_scales=10, scale_by_sigma=False,
+                   remat=True)
+    _, y3 = run(remat, X8, jnp.array([0, 7]), params)
+    np.testing.assert_allclose(y3, y2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="InstanceNorm"):
+        run(NCSNv2(nf=8, conditional=True, normalization="GroupNorm", num_scales=10), X8,
+            jnp.array([0, 1]))
+
+
 def test_classifier_logits_and_input_gradient():
     clf = NoiseConditionalClassifier(num_classes=5, nf=16, ch_mult=(1, 2))
     sig = jnp.array([0.1, 10.0])
@@ -259,6 +277,7 @@ def test_create_model_reads_official_keys_and_options():
     assert create_model(config).dtype == jnp.bfloat16
     assert isinstance(create_model(load_config("configs/ve/ncsnv2/bedroom.py")), NCSNv2)
     assert create_model(load_config("configs/ve/ncsnv2/bedroom.py")).depth == "128"
+    assert create_model(load_config("configs/ve/ncsn/cifar10.py")).conditional
 
 
 def test_create_model_errors():

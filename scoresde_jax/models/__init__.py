@@ -3,7 +3,8 @@
 Modules (they take plain arguments, never the config):
   * ``NCSNpp`` (``unet.py``): NCSN++ and DDPM++, one configurable U-Net.
   * ``DDPM`` (``ddpm.py``): the DDPM U-Net.
-  * ``NCSNv2`` (``ncsnv2.py``): the SMLD baseline (RefineNet), variants ``depth='64'|'128'|'256'``.
+  * ``NCSNv2`` (``ncsnv2.py``): the SMLD baseline (RefineNet), variants ``depth='64'|'128'|'256'``;
+    with ``conditional=True`` it is NCSNv1 (``config.model.name='ncsn'``).
   * ``NoiseConditionalClassifier`` (``classifier.py``): time-dependent classifier for
     controllable generation.
 
@@ -41,7 +42,7 @@ __all__ = [
     "init_model", "param_shapes", "count_params", "dummy_inputs", "uses_sigma_labels",
 ]
 
-MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256")
+MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -77,7 +78,7 @@ def create_model(config: Any, *, dtype: Any = None, remat: Optional[bool] = None
     """Build the network described by ``config.model.*`` / ``config.data.*`` (official keys).
 
     ``config.model.name``: 'ncsnpp' (NCSN++ / DDPM++), 'ddpm', 'ncsnv2_64' | 'ncsnv2_128' |
-    'ncsnv2_256'. ``dtype`` / ``remat`` override ``config.model.dtype`` / ``config.model.remat``.
+    'ncsnv2_256', 'ncsn' (NCSNv1). ``dtype`` / ``remat`` override ``config.model.dtype`` / ``config.model.remat``.
     Besides the official keys, ``config.model.num_groups`` (DDPM GroupNorm groups, default 32)
     is read when present, for toy widths below 32 channels.
     """
@@ -134,6 +135,16 @@ def create_model(config: Any, *, dtype: Any = None, remat: Optional[bool] = None
             resamp_with_conv=bool(_get(m, "resamp_with_conv", True)),
             conditional=bool(_get(m, "conditional", True)),
             num_groups=int(_get(m, "num_groups", 32)),
+            **common,
+        )
+    if name == "ncsn":
+        common["nonlinearity"] = str(_get(m, "nonlinearity", "elu"))
+        return NCSNv2(
+            nf=int(_require(m, "nf", "model")),
+            depth="64",
+            conditional=True,
+            normalization=str(_get(m, "normalization", "InstanceNorm++")),
+            interpolation=str(_get(m, "interpolation", "bilinear")),
             **common,
         )
     if name.startswith("ncsnv2"):

@@ -5,7 +5,10 @@ index 0 = sigma_max); with ``scale_by_sigma`` the output is divided by ``sigmas[
 network itself is not conditioned on the noise level (NCSNv2 technique 3).
 
 ``depth`` picks the official variant: ``'64'`` (images < 96 px), ``'128'`` (96..128 px),
-``'256'`` (up to 256 px). Parameter names equal the official flax auto-names.
+``'256'`` (up to 256 px). ``conditional=True`` is NCSNv1 (Song & Ermon 2019,
+``config.model.name='ncsn'``): the same network with noise-conditional InstanceNorm++ everywhere.
+Parameter names equal the official flax auto-names (``ResidualBlock_k``, ``RefineBlock_k``,
+``ConditionalResidualBlock_k``, ``CondRefineBlock_k``, ...).
 """
 
 from __future__ import annotations
@@ -70,6 +73,41 @@ class InstanceNorm2dPlus(nn.Module):
         return h.astype(self.dtype or x.dtype)
 
 
+class ConditionalInstanceNorm2dPlus(nn.Module):
+    """InstanceNorm++ whose ``gamma, alpha, beta`` are looked up per noise level ``y`` (NCSNv1).
+
+    Parameter ``Embed_0/embedding`` of shape ``(num_classes, 3C)`` (``2C`` without bias).
+    """
+
+    num_classes: int = 10
+    bias: bool = True
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        means = jnp.mean(xf, axis=(1, 2))
+        m = jnp.mean(means, axis=-1, keepdims=True)
+        v = jnp.var(means, axis=-1, keepdims=True)
+        means_plus = (means - m) / jnp.sqrt(v + 1e-5)
+        std = jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+        h = (xf - means[:, None, None, :]) / std
+        n_out = 3 if self.bias else 2
+
+        def init(key, shape, dtype=jnp.float32):
+            scale = _one_plus_normal(key, (shape[0], 2 * c), dtype)
+            return jnp.concatenate([scale, jnp.zeros((shape[0], shape[1] - 2 * c), dtype)], -1)
+
+        emb = nn.Embed(self.num_classes, n_out * c, embedding_init=init)(y.astype(jnp.int32))
+        parts = jnp.split(emb, n_out, axis=-1)
+        gamma, alpha = parts[0][:, None, None, :], parts[1][:, None, None, :]
+        h = gamma * (h + means_plus[:, None, None, :] * alpha)
+        if self.bias:
+            h = h + parts[2][:, None, None, :]
+        return h.astype(self.dtype or x.dtype)
+
+
 class InstanceNorm2d(nn.Module):
     """Instance normalization with scale and bias."""
 
@@ -127,8 +165,16 @@ class ConvMeanPool(nn.Module):
         return (y[:, ::2, ::2] + y[:, 1::2, ::2] + y[:, ::2, 1::2] + y[:, 1::2, 1::2]) / 4.0
 
 
+def _norm(normalization: Callable[..., nn.Module], x: jax.Array, y: Optional[jax.Array]):
+    """Apply a fresh normalization module; noise-conditional ones (NCSNv1) also take ``y``."""
+    return normalization()(x) if y is None else normalization()(x, y)
+
+
 class ResidualBlock(nn.Module):
-    """NCSNv2 ResNet block; ``resample='down'`` halves the size unless ``dilation > 1``."""
+    """NCSNv2 ResNet block; ``resample='down'`` halves the size unless ``dilation > 1``.
+
+    Called with ``y`` (noise-level indices) when ``normalization`` is noise-conditional (NCSNv1).
+    """
 
     output_dim: int
     normalization: Callable[..., nn.Module]
@@ -138,12 +184,12 @@ class ResidualBlock(nn.Module):
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         dt, d = self.dtype, self.dilation
-        h = self.act(self.normalization()(x))
+        h = self.act(_norm(self.normalization, x, y))
         if self.resample == "down":
             h = ncsn_conv(h, h.shape[-1], dilation=d, dtype=dt)
-            h = self.act(self.normalization()(h))
+            h = self.act(_norm(self.normalization, h, y))
             if d > 1:
                 h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
                 shortcut = ncsn_conv(x, self.output_dim, dilation=d, dtype=dt)
@@ -155,81 +201,114 @@ class ResidualBlock(nn.Module):
                 shortcut = x if self.output_dim == x.shape[-1] else ncsn_conv(
                     x, self.output_dim, dilation=d, dtype=dt)
                 h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
-                h = self.act(self.normalization()(h))
+                h = self.act(_norm(self.normalization, h, y))
                 h = ncsn_conv(h, self.output_dim, dilation=d, dtype=dt)
             else:
                 shortcut = x if self.output_dim == x.shape[-1] else ncsn_conv(
                     x, self.output_dim, kernel=1, dtype=dt)
                 h = ncsn_conv(h, self.output_dim, dtype=dt)
-                h = self.act(self.normalization()(h))
+                h = self.act(_norm(self.normalization, h, y))
                 h = ncsn_conv(h, self.output_dim, dtype=dt)
         else:
             raise ValueError(f"resample must be None or 'down', got {self.resample!r}")
         return h + shortcut
 
 
+class ConditionalResidualBlock(ResidualBlock):
+    """The NCSNv1 residual block (noise-conditional normalization; official name)."""
+
+
 class CRPBlock(nn.Module):
-    """Chained residual pooling: ``n_stages`` of (5x5 max-pool, 3x3 conv) added to the input."""
+    """Chained residual pooling: ``n_stages`` of (5x5 pool, 3x3 conv) added to the input.
+
+    NCSNv2 max-pools; the noise-conditional NCSNv1 version (``normalizer`` given) normalizes and
+    average-pools.
+    """
 
     features: int
     n_stages: int
     act: Act = nn.relu
+    normalizer: Optional[Callable[..., nn.Module]] = None
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         x = self.act(x)
         path = x
         for _ in range(self.n_stages):
-            path = nn.max_pool(path, window_shape=(5, 5), strides=(1, 1), padding="SAME")
+            if self.normalizer is None:
+                path = nn.max_pool(path, window_shape=(5, 5), strides=(1, 1), padding="SAME")
+            else:
+                path = _norm(self.normalizer, path, y)
+                path = nn.avg_pool(path, window_shape=(5, 5), strides=(1, 1), padding="SAME")
             path = ncsn_conv(path, self.features, bias=False, dtype=self.dtype)
             x = path + x
         return x
 
 
+class CondCRPBlock(CRPBlock):
+    """NCSNv1 chained residual pooling (official name)."""
+
+
 class RCUBlock(nn.Module):
-    """Residual conv units: ``n_blocks`` x (``n_stages`` x (act, 3x3 conv)) + identity."""
+    """Residual conv units: ``n_blocks`` x (``n_stages`` x ([norm], act, 3x3 conv)) + identity."""
 
     features: int
     n_blocks: int
     n_stages: int
     act: Act = nn.relu
+    normalizer: Optional[Callable[..., nn.Module]] = None
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, y: Optional[jax.Array] = None) -> jax.Array:
         for _ in range(self.n_blocks):
             residual = x
             for _ in range(self.n_stages):
+                if self.normalizer is not None:
+                    x = _norm(self.normalizer, x, y)
                 x = ncsn_conv(self.act(x), self.features, bias=False, dtype=self.dtype)
             x = x + residual
         return x
 
 
+class CondRCUBlock(RCUBlock):
+    """NCSNv1 residual conv units (official name)."""
+
+
 class MSFBlock(nn.Module):
-    """Multi-resolution fusion: conv each input, resize to ``shape``, sum."""
+    """Multi-resolution fusion: ([norm], conv) each input, resize to ``shape``, sum."""
 
     shape: Sequence[int]
     features: int
     interpolation: str = "bilinear"
+    normalizer: Optional[Callable[..., nn.Module]] = None
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array]) -> jax.Array:
+    def __call__(self, xs: Sequence[jax.Array], y: Optional[jax.Array] = None) -> jax.Array:
         methods = {"bilinear": "bilinear", "nearest_neighbor": "nearest"}
         if self.interpolation not in methods:
             raise ValueError(f"interpolation {self.interpolation!r} not in {sorted(methods)}")
         total = None
         for x in xs:
-            h = ncsn_conv(x, self.features, dtype=self.dtype)
+            h = x if self.normalizer is None else _norm(self.normalizer, x, y)
+            h = ncsn_conv(h, self.features, dtype=self.dtype)
             h = jax.image.resize(h, (h.shape[0], *self.shape, h.shape[-1]),
                                  methods[self.interpolation])
             total = h if total is None else total + h
         return total
 
 
+class CondMSFBlock(MSFBlock):
+    """NCSNv1 multi-resolution fusion (official name)."""
+
+
 class RefineBlock(nn.Module):
-    """RefineNet block: RCU per input, multi-resolution fusion, chained pooling, output RCU."""
+    """RefineNet block: RCU per input, multi-resolution fusion, chained pooling, output RCU.
+
+    With ``normalizer`` (NCSNv1) the noise-conditional sub-blocks are used and ``y`` is passed on.
+    """
 
     output_shape: Sequence[int]
     features: int
@@ -237,20 +316,27 @@ class RefineBlock(nn.Module):
     interpolation: str = "bilinear"
     start: bool = False
     end: bool = False
+    normalizer: Optional[Callable[..., nn.Module]] = None
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array]) -> jax.Array:
-        hs = [RCUBlock(x.shape[-1], n_blocks=2, n_stages=2, act=self.act, dtype=self.dtype)(x)
-              for x in xs]
+    def __call__(self, xs: Sequence[jax.Array], y: Optional[jax.Array] = None) -> jax.Array:
+        cond = self.normalizer is not None
+        rcu, msf, crp = (CondRCUBlock, CondMSFBlock, CondCRPBlock) if cond else \
+            (RCUBlock, MSFBlock, CRPBlock)
+        kw = dict(normalizer=self.normalizer, dtype=self.dtype)
+        hs = [rcu(x.shape[-1], n_blocks=2, n_stages=2, act=self.act, **kw)(x, y) for x in xs]
         if self.start:
             h = hs[0]
         else:
-            h = MSFBlock(tuple(self.output_shape), self.features, self.interpolation,
-                         dtype=self.dtype)(hs)
-        h = CRPBlock(self.features, n_stages=2, act=self.act, dtype=self.dtype)(h)
-        return RCUBlock(self.features, n_blocks=3 if self.end else 1, n_stages=2, act=self.act,
-                        dtype=self.dtype)(h)
+            h = msf(tuple(self.output_shape), self.features, self.interpolation, **kw)(hs, y)
+        h = crp(self.features, n_stages=2, act=self.act, **kw)(h, y)
+        return rcu(self.features, n_blocks=3 if self.end else 1, n_stages=2, act=self.act,
+                   **kw)(h, y)
+
+
+class CondRefineBlock(RefineBlock):
+    """NCSNv1 RefineNet block (official name)."""
 
 
 # Encoder plans: (multiplier of nf, resample, dilation) per block after the first conv.
@@ -268,10 +354,15 @@ _REFINE = {"64": (2, 2, 2, 1), "128": (4, 2, 2, 1, 1), "256": (4, 2, 2, 2, 1, 1)
 
 
 class NCSNv2(nn.Module):
-    """NCSNv2 score network ``(x: (B,H,W,C), labels: (B,) int) -> (B,H,W,C)``."""
+    """NCSNv2 score network ``(x: (B,H,W,C), labels: (B,) int) -> (B,H,W,C)``.
+
+    ``conditional=True`` gives NCSNv1 (``config.model.name='ncsn'``): every normalization is the
+    noise-conditional InstanceNorm++ with one embedding row per noise level (``num_scales``).
+    """
 
     nf: int = 128
     depth: str = "64"
+    conditional: bool = False
     normalization: str = "InstanceNorm++"
     nonlinearity: str = "elu"
     interpolation: str = "bilinear"
@@ -290,7 +381,13 @@ class NCSNv2(nn.Module):
         if x.ndim != 4 or labels.shape != (x.shape[0],):
             raise ValueError(f"NCSNv2 expects x (B, H, W, C) and labels (B,), got {x.shape} and "
                              f"{labels.shape}")
-        if self.normalization == "GroupNorm":
+        if self.conditional:
+            if self.normalization != "InstanceNorm++":
+                raise ValueError("the noise-conditional NCSN (v1) supports normalization "
+                                 f"'InstanceNorm++' only, got {self.normalization!r}")
+            norm = functools.partial(ConditionalInstanceNorm2dPlus, num_classes=self.num_scales,
+                                     dtype=self.dtype)
+        elif self.normalization == "GroupNorm":
             norm = functools.partial(nn.GroupNorm, num_groups=32, dtype=self.dtype)
         elif self.normalization in NORMALIZATIONS:
             norm = functools.partial(NORMALIZATIONS[self.normalization], dtype=self.dtype)
@@ -300,7 +397,11 @@ class NCSNv2(nn.Module):
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
         in_dtype = x.dtype
-        res_cls = nn.remat(ResidualBlock) if self.remat else ResidualBlock
+        y = labels.astype(jnp.int32) if self.conditional else None
+        res_base = ConditionalResidualBlock if self.conditional else ResidualBlock
+        res_cls = nn.remat(res_base) if self.remat else res_base
+        refine_cls = CondRefineBlock if self.conditional else RefineBlock
+        refine_kw = dict(normalizer=norm) if self.conditional else {}
 
         h = x if self.centered else 2 * x - 1.0
         if dt is not None:
@@ -309,17 +410,17 @@ class NCSNv2(nn.Module):
         skips = []
         for i, (mult, resample, dilation) in enumerate(_PLANS[self.depth]):
             h = res_cls(mult * nf, normalization=norm, resample=resample, act=act,
-                        dilation=dilation, dtype=dt, name=f"ResidualBlock_{i}")(h)
+                        dilation=dilation, dtype=dt, name=f"{res_base.__name__}_{i}")(h, y)
             if resample is None and i % 2 == 1:
                 skips.append(h)
         widths = _REFINE[self.depth]
         ref = None
         for j, (skip, width) in enumerate(zip(reversed(skips), widths)):
             inputs = [skip] if ref is None else [skip, ref]
-            ref = RefineBlock(skip.shape[1:3], width * nf, act=act,
-                              interpolation=self.interpolation, start=ref is None,
-                              end=j == len(widths) - 1, dtype=dt)(inputs)
-        h = act(norm()(ref))
+            ref = refine_cls(skip.shape[1:3], width * nf, act=act,
+                             interpolation=self.interpolation, start=ref is None,
+                             end=j == len(widths) - 1, dtype=dt, **refine_kw)(inputs, y)
+        h = act(_norm(norm, ref, y))
         h = ncsn_conv(h, x.shape[-1], dtype=dt)
         h = h.astype(in_dtype)
         if self.scale_by_sigma:
