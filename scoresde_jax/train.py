@@ -439,9 +439,10 @@ def train(
                 eval_loss = float(distributed.to_host(eval_fn(state, xb)))
                 metrics["eval/loss"] = eval_loss
                 writer.write_scalars(step, {"eval/loss": eval_loss})
-            if preempt_freq and step % preempt_freq == 0 and step != end:
-                ckpt.save(step, state, _iter_state(train_iter), preemption=True)
-            if step % snapshot_freq == 0 or step == end:
+            snapshot = step % snapshot_freq == 0 or step == n_iters
+            if not snapshot and ((preempt_freq and step % preempt_freq == 0) or step == end):
+                ckpt.save(step, state, _iter_state(train_iter), preemption=True)  # also when stopped early
+            if snapshot:
                 ckpt.save(step, state, _iter_state(train_iter))
                 if sample_fn is not None:
                     path = _snapshot_samples(sample_fn, state, step, workdir, writer)

@@ -50,6 +50,21 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
         cli.main(["frobnicate"])
 
 
+def test_train_writes_checkpoints_and_logs_and_resumes(tmp_path, capsys):
+    wd = tmp_path / "run"
+    fast = [*TINY, "--config.training.snapshot_sampling=False", "--config.training.eval_freq=0"]
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", "--no_evaluate",
+                     *fast]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+    assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
+    assert os.path.exists(wd / "metrics.jsonl")
+    # Training again is a no-op resume from the last checkpoint.
+    assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", "--no_evaluate",
+                     *fast]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+
+
+@pytest.mark.slow
 def test_train_end_to_end_writes_checkpoints_logs_samples_and_metric(tmp_path, capsys):
     wd = tmp_path / "run"
     assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", *TINY]) == 0
@@ -59,10 +74,6 @@ def test_train_end_to_end_writes_checkpoints_logs_samples_and_metric(tmp_path, c
     assert os.path.exists(wd / "samples" / "iter_4" / "sample.png")
     assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
     assert os.path.exists(wd / "metrics.jsonl") and os.path.exists(wd / "eval" / "results.json")
-    # Training again is a no-op resume from the last checkpoint.
-    assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", "--no_evaluate",
-                     *TINY]) == 0
-    assert json.loads(capsys.readouterr().out)["step"] == 4
 
 
 @pytest.mark.slow
