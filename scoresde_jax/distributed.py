@@ -117,10 +117,3 @@ def to_host(x: Any) -> Any:
 
     return jax.tree.map(get, x)
 
-
-def sync(name: str) -> None:
-    """Barrier across processes (no-op for one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)

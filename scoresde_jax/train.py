@@ -590,13 +590,12 @@ def import_official_checkpoint(config: Any, checkpoint: str, workdir: str, *, mo
     official = convert.read_official_checkpoint(checkpoint)
     ema = convert.load_official_checkpoint(checkpoint, config, ema=True)
     raw = convert.load_official_checkpoint(checkpoint, config, ema=False)
-    state = init_state(config, s)
-    rep = distributed.replicated(s.mesh)
-    state = state.replace(
-        step=jnp.asarray(official.step, jnp.int32),
-        params=jax.device_put(raw, rep),
-        ema_params=jax.device_put(ema, rep),
-        opt_state=s.tx.init(jax.device_put(raw, rep)),
+    params = distributed.put_replicated(raw, s.mesh)
+    state = init_state(config, s).replace(
+        step=distributed.put_replicated(np.int32(official.step), s.mesh),
+        params=params,
+        ema_params=distributed.put_replicated(ema, s.mesh),
+        opt_state=jax.jit(s.tx.init, out_shardings=distributed.replicated(s.mesh))(params),
     )
     with Checkpointer(workdir, async_save=False) as ckpt:
         path = ckpt.save(int(official.step), state, {})

@@ -9,7 +9,7 @@ The key stored in the state is the *base* key; step ``s`` of a random stream use
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -89,11 +89,3 @@ def create_train_state(
         )
     return TrainState.create(params=variables["params"], tx=tx, rng=base, ema_rate=ema_rate)
 
-
-def init_fn_for(
-    model: flax.linen.Module, tx: optax.GradientTransformation, *, input_shape, ema_rate: float
-) -> Callable[[jax.Array], TrainState]:
-    """``rng -> TrainState``, to be jitted with replicated ``out_shardings`` (same result on every host)."""
-    return lambda rng: create_train_state(
-        rng, model, tx, input_shape=input_shape, ema_rate=ema_rate
-    )

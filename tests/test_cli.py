@@ -89,3 +89,27 @@ def test_experiments_main_and_sample_subcommand(tmp_path):
     assert cli.main(["sample", "--config", CONFIG, "--workdir", str(wd), "--num_samples", "4",
                      "--out", str(png), *TINY]) == 0
     assert png.exists()
+
+
+def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
+    import jax
+    import numpy as np
+    from test_convert import official_state, write_checkpoint
+
+    from scoresde_jax import train as T
+    from scoresde_jax.checkpoint import restore_params
+    from scoresde_jax.models import param_shapes
+
+    config = cli.load_config(CONFIG, [a[len("--config."):] for a in TINY])
+    rng = np.random.default_rng(0)
+    raw, ema = (jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), param_shapes(config))
+                for _ in range(2))
+    ckpt = write_checkpoint(tmp_path / "official", official_state(raw, ema, step=12), step=12)
+    wd = tmp_path / "run"
+    assert cli.main(["convert", "--config", CONFIG, "--workdir", str(wd), "--checkpoint", str(ckpt), *TINY]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 12
+    s = T.setup(config)
+    params, step = restore_params(str(wd), T.abstract_state(config, s))
+    assert step == 12
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ema)):
+        np.testing.assert_array_equal(np.asarray(a), b)
