@@ -54,8 +54,8 @@ def test_score_fn_from_exact_noise_predictor():
 
 
 def test_discrete_vp_uses_ddpm_table():
-    sde = sde_lib.VPSDE(N=10)
-    t = jnp.array([0.0, 5 / 9, 1.0])
+    sde = sde_lib.VPSDE(N=50)
+    t = jnp.array([0.0, 25 / 49, 1.0])
     out = jnp.ones((3, 2))
     score = param.output_to_score(sde, out, t, continuous=False)
-    np.testing.assert_allclose(np.asarray(score[:, 0]), -1.0 / sde.sqrt_1m_alphas_cumprod[[0, 5, 9]], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(score[:, 0]), -1.0 / sde.sqrt_1m_alphas_cumprod[[0, 25, 49]], rtol=1e-5)
