@@ -60,13 +60,13 @@ def test_sliced_wasserstein_of_shifted_gaussians():
     """SW_2 between a sample set and its shift by m: each projection is shifted by theta^T m, so
     SW_2^2 = E (theta^T m)^2 = |m|^2 / D; between independent sets it approaches the same value as n grows."""
     k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
-    x = jax.random.normal(k1, (5000, 2))
+    x = jax.random.normal(k1, (2000, 2))
     m = jnp.array([1.0, 0.0])
     sw = float(analytic.sliced_wasserstein(x, x + m, k3, n_projections=2048))
     np.testing.assert_allclose(sw, np.sqrt(0.5), rtol=0.03)  # MC error over projections ~1%
-    y = jax.random.normal(k2, (5000, 2)) + m
+    y = jax.random.normal(k2, (2000, 2)) + m
     sw_indep = float(analytic.sliced_wasserstein(x, y, k3, n_projections=2048))
-    assert sw < sw_indep < sw + 0.1
+    assert sw < sw_indep < sw + 0.15
     assert float(analytic.sliced_wasserstein(x, x, k3)) == 0.0
 
 
