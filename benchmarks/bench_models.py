@@ -31,8 +31,17 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 DEFAULT_CONFIGS = ["ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous"]
 
 
-def _time(fn, *args, repeats):
+def _temp_bytes(compiled):
+    try:
+        return int(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # backends without memory analysis
+        return None
+
+
+def _time(jitted, *args, repeats):
+    """Compile ahead of time (to read the memory analysis), then time ``repeats`` calls."""
     t0 = time.perf_counter()
+    fn = jitted.lower(*args).compile()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
     times = []
@@ -40,7 +49,7 @@ def _time(fn, *args, repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), times
+    return first, statistics.median(times), times, _temp_bytes(fn)
 
 
 def bench_one(name, batch, dtype, remat, repeats):
@@ -67,9 +76,9 @@ def bench_one(name, batch, dtype, remat, repeats):
 
         return jax.value_and_grad(loss)(p)
 
-    f_first, f_med, f_all = _time(forward, params, x, labels, repeats=repeats)
-    b_first, b_med, b_all = _time(forward_backward, params, x, labels, jax.random.key(3),
-                                  repeats=repeats)
+    f_first, f_med, f_all, f_mem = _time(forward, params, x, labels, repeats=repeats)
+    b_first, b_med, b_all, b_mem = _time(forward_backward, params, x, labels, jax.random.key(3),
+                                         repeats=repeats)
     return {
         "config": name,
         "model": config.model.name,
@@ -82,10 +91,12 @@ def bench_one(name, batch, dtype, remat, repeats):
         "forward_s": round(f_med, 4),
         "forward_all_s": [round(t, 4) for t in f_all],
         "forward_images_per_s": round(batch / f_med, 2),
+        "forward_temp_mib": None if f_mem is None else round(f_mem / 2**20, 1),
         "fwd_bwd_compile_and_first_s": round(b_first, 3),
         "fwd_bwd_s": round(b_med, 4),
         "fwd_bwd_all_s": [round(t, 4) for t in b_all],
         "fwd_bwd_images_per_s": round(batch / b_med, 2),
+        "fwd_bwd_temp_mib": None if b_mem is None else round(b_mem / 2**20, 1),
     }
 
 
@@ -101,7 +112,7 @@ def main(argv=None):
 
     rows = []
     print(f"{'config':34s} {'dtype':9s} {'remat':5s} {'params':>11s} {'fwd s':>8s} "
-          f"{'fwd+bwd s':>10s} {'compile s':>10s}")
+          f"{'fwd+bwd s':>10s} {'bwd MiB':>8s} {'compile s':>10s}")
     for name in args.configs:
         for dtype in args.dtypes:
             for remat in ([False, True] if args.remat else [False]):
@@ -109,7 +120,8 @@ def main(argv=None):
                 rows.append(r)
                 compile_s = r["forward_compile_and_first_s"] + r["fwd_bwd_compile_and_first_s"]
                 print(f"{name:34s} {dtype:9s} {str(remat):5s} {r['params']:>11,d} "
-                      f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} {compile_s:10.1f}",
+                      f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
+                      f"{r['fwd_bwd_temp_mib'] or float('nan'):8.0f} {compile_s:10.1f}",
                       flush=True)
     dev = jax.devices()[0]
     meta = {
@@ -122,7 +134,8 @@ def main(argv=None):
         "cpu_count": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": "median of repeats after one warm-up call; loss = mean((model(x) - z)^2)",
+        "note": "median of repeats after one warm-up call; loss = mean((model(x) - z)^2); "
+                "*_temp_mib: XLA temporary buffers of the compiled step (activation memory)",
     }
     default = RESULTS / f"bench_models_{jax.default_backend()}.json"
     out = pathlib.Path(args.out) if args.out else default
