@@ -197,3 +197,11 @@ def test_train_and_evaluate_samples_a_png_grid(tmp_path):
     assert np.isfinite(out["quality"]["fid"]) and out["quality"]["num_samples"] == 4
     with open(tmp_path / "eval" / "results.json") as f:
         assert json.load(f)["step"] == 4
+
+
+def test_likelihood_of_a_trained_workdir(tmp_path):
+    cfg = tiny_config(n_iters=2, snapshot_freq=2, eval_freq=0, batch_size=8)
+    cfg.eval.batch_size = 8
+    T.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    out = T.likelihood(cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
+    assert out["step"] == 2 and out["num_examples"] == 8 and np.isfinite(out["bpd"])
