@@ -187,7 +187,7 @@ def setup(config: Any, *, model: Any = None, mesh: jax.sharding.Mesh | None = No
             f"({mesh.devices.size}) so every micro-batch splits evenly."
         )
     n_jit = int(t.get("n_jitted_steps", 1))
-    for key in ("n_iters", "snapshot_freq", "log_freq", "eval_freq", "snapshot_freq_for_preemption"):
+    for key in ("snapshot_freq", "log_freq", "eval_freq", "snapshot_freq_for_preemption"):
         if key in t and int(t[key]) % n_jit:
             raise ValueError(
                 f"training.{key}={t[key]} is not a multiple of training.n_jitted_steps={n_jit}; "
@@ -403,7 +403,10 @@ def train(
     t0 = time.perf_counter()
     try:
         while step < end:
-            chunk = [scaler(_images(next(train_iter))) for _ in range(n_jit)]
+            # Dispatches end on multiples of n_jitted_steps; the last one may be shorter (n_iters = 1300001
+            # in the paper's configs), as may the first after resuming from an early stop: one more compile.
+            k = min(n_jit - step % n_jit, end - step)
+            chunk = [scaler(_images(next(train_iter))) for _ in range(k)]
             for x in chunk:
                 if x.shape[0] != local_bs:
                     raise ValueError(
@@ -424,9 +427,9 @@ def train(
                 )
                 log.error(msg)
                 raise NonFiniteLossError(msg)
-            step += n_jit
+            step += len(chunk)
             if bar is not None:
-                bar.update(n_jit)
+                bar.update(len(chunk))
                 bar.set_postfix(loss=f"{float(losses[-1]):.4g}", refresh=False)
             if step % log_freq == 0 or step == end:
                 norms = distributed.to_host(m.grad_norm)

@@ -205,3 +205,13 @@ def test_likelihood_of_a_trained_workdir(tmp_path):
     T.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
     out = T.likelihood(cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
     assert out["step"] == 2 and out["num_examples"] == 8 and np.isfinite(out["bpd"])
+
+
+def test_n_iters_need_not_be_a_multiple_of_n_jitted_steps(tmp_path):
+    # The paper's configs train 1300001 steps in dispatches of 5: the last dispatch is shorter.
+    cfg = tiny_config(n_iters=5, n_jitted_steps=2, snapshot_freq=4, log_freq=2, eval_freq=0,
+                      snapshot_freq_for_preemption=2)
+    res = T.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    assert res.step == 5 and int(res.state.step) == 5
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "5"]
+    assert [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [2, 4, 5]
