@@ -59,7 +59,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from scoresde_jax.samplers.correctors import CORRECTORS
-from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, pc_sample
+from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, lookup_step_fn, pc_sample
 from scoresde_jax.samplers.predictors import PREDICTORS
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
@@ -221,18 +221,6 @@ def couple_colors(y: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------------
 # PC with replacement of the known part
 # --------------------------------------------------------------------------------------------------
-def _lookup(table: dict, name: Any, kind: str) -> Callable:
-    if callable(name):
-        return name
-    key = "none" if name is None else str(name).lower()
-    if key not in table:
-        raise ValueError(
-            f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
-            f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean)."
-        )
-    return table[key]
-
-
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -324,8 +312,8 @@ def _check_common(sde, predictor, corrector, n_steps, probability_flow):
             "sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
             f"{type(sde).__name__}."
         )
-    pred = _lookup(PREDICTORS, predictor, "predictor")
-    corr = _lookup(CORRECTORS, corrector, "corrector")
+    pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
+    corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
     if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
         raise ValueError(
             "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "

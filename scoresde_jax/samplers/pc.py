@@ -115,7 +115,8 @@ def initial_state(sde: SDE, shape, dtype, key, x_init):
     return sde.prior_sampling(key, shape, dtype=dtype)
 
 
-def _lookup(table: dict, name: Any, kind: str) -> Callable:
+def lookup_step_fn(table: dict, name: Any, kind: str) -> Callable:
+    """A predictor or corrector by name from ``table`` (or ``name`` itself when it is a function)."""
     if callable(name):
         return name
     key = "none" if name is None else str(name).lower()
@@ -221,8 +222,8 @@ def pc_sample(
     ``x_init`` or the default float.
     """
     check_sde(sde)
-    pred = _lookup(PREDICTORS, predictor, "predictor")
-    corr = _lookup(CORRECTORS, corrector, "corrector")
+    pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
+    corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
     if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
         raise ValueError(
             "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
@@ -292,8 +293,8 @@ def get_pc_sampler(
         dtype=dtype,
     )
     # Validate names now rather than at the first call.
-    _lookup(PREDICTORS, predictor, "predictor")
-    _lookup(CORRECTORS, corrector, "corrector")
+    lookup_step_fn(PREDICTORS, predictor, "predictor")
+    lookup_step_fn(CORRECTORS, corrector, "corrector")
 
     def sampler(params: Any, rng: jax.Array, x_init: jax.Array | None = None) -> SampleResult:
         return pc_sample(Partial(param_score_fn, params), sde, shape, rng, x_init=x_init, **options)
