@@ -193,8 +193,7 @@ def setup(config: Any, *, model: Any = None, mesh: jax.sharding.Mesh | None = No
                 f"training.{key}={t[key]} is not a multiple of training.n_jitted_steps={n_jit}; "
                 f"checkpoints, logs and the end of training happen between dispatches of {n_jit} steps."
             )
-    d = config.data
-    shape = (int(t.batch_size), int(d.image_size), int(d.image_size), int(d.num_channels))
+    shape = (int(t.batch_size),) + data_shape(config)
     return Setup(sde, sampling_eps, model, get_optimizer(config), mesh, shape)
 
 
@@ -239,15 +238,36 @@ def abstract_state(config: Any, s: Setup) -> TrainState:
 # --- data ----------------------------------------------------------------------------------------
 
 
+def is_vector_data(config: Any) -> bool:
+    """True for vector (non-image) datasets: the 2-D ``TOY_*`` mixtures, batches ``(B, D)``."""
+    from scoresde_jax import data
+
+    return str(config.data.dataset).upper() in data.TOY_DISTRIBUTIONS
+
+
+def data_shape(config: Any) -> tuple[int, ...]:
+    """Shape of one example: ``(H, W, C)`` for images, ``(D,)`` for vector (``TOY_*``) data."""
+    from scoresde_jax import data
+
+    d = config.data
+    if is_vector_data(config):
+        return (int(data.get_toy_distribution(str(d.dataset).upper()).dim),)
+    return (int(d.image_size), int(d.image_size), int(d.num_channels))
+
+
 def _data_scaler(config: Any) -> Callable[[np.ndarray], np.ndarray]:
     from scoresde_jax import data
 
+    if is_vector_data(config):  # toy data are already in their natural units (no [0, 1] range)
+        return lambda x: x
     return data.get_data_scaler(bool(config.data.centered))
 
 
 def _inverse_scaler(config: Any) -> Callable[[Any], Any]:
     from scoresde_jax import data
 
+    if is_vector_data(config):
+        return lambda x: x
     return data.get_data_inverse_scaler(bool(config.data.centered))
 
 
@@ -295,14 +315,15 @@ def _images(batch: Any) -> np.ndarray:
 
 
 def make_sample_fn(config: Any, s: Setup, *, num_samples: int) -> Callable[[Any, jax.Array], jax.Array]:
-    """Jitted ``(params, rng) -> samples`` in data space ``[0, 1]`` with the config's sampler
-    (``samplers.get_sampling_fn``: ``config.sampling.method`` 'pc', 'ode', 'ddim', ...). Compiles once."""
+    """Jitted ``(params, rng) -> samples`` in data space (images in ``[0, 1]``, toy vectors unclipped)
+    with the config's sampler (``samplers.get_sampling_fn``: ``config.sampling.method`` 'pc', 'ode', 'ddim', ...). Compiles once."""
     from scoresde_jax.parameterization import get_score_fn
     from scoresde_jax.samplers import get_sampling_fn
 
     shape = (int(num_samples),) + tuple(s.input_shape[1:])
     continuous = _bool(config, "training", "continuous", True)
     inverse = _inverse_scaler(config)
+    vector = is_vector_data(config)
     sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps)
 
     def sample(params, rng):
@@ -310,6 +331,8 @@ def make_sample_fn(config: Any, s: Setup, *, num_samples: int) -> Callable[[Any,
             return s.model.apply({"params": params}, x, labels, train=False)
 
         res = sampling_fn(rng, get_score_fn(s.sde, model_fn, continuous=continuous))
+        if vector:
+            return inverse(res.x)
         return jnp.clip(inverse(res.x), 0.0, 1.0)
 
     return jax.jit(sample, out_shardings=distributed.replicated(s.mesh))
@@ -464,13 +487,46 @@ def train(
     return TrainResult(state, step, metrics, workdir)
 
 
+def _save_samples_png(samples: np.ndarray, path: str) -> None:
+    """An image grid for images ``(N, H, W, C)``; a scatter plot for 2-D vectors ``(N, 2)``."""
+    if samples.ndim == 2:
+        _scatter_png(samples, path)
+    else:
+        save_image_grid(samples, path, scale=max(1, 64 // samples.shape[1]))
+
+
+def _scatter_png(points: np.ndarray, path: str) -> None:
+    if points.shape[1] != 2:
+        log.warning("No PNG for %d-D vector samples (only 2-D is plotted); see the .npy file.", points.shape[1])
+        return
+    try:
+        from experiments.toy2d import scatter_png
+    except ImportError:  # the experiments package is not installed with scoresde_jax
+        from PIL import Image, ImageDraw
+
+        def scatter_png(panels, out, size=320, lim=3.5):
+            img = Image.new("RGB", (size, size), "white")
+            draw = ImageDraw.Draw(img)
+            for pts in panels.values():
+                uv = (np.asarray(pts, np.float64) + lim) / (2 * lim) * (size - 1)
+                for u, v in uv:
+                    draw.point((float(u), float(size - 1 - v)), fill=(30, 80, 200))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            img.save(out)
+
+    from pathlib import Path
+
+    scatter_png({"samples": points}, Path(path), lim=3.5)  # the TOY_* mixtures lie within [-3, 3]^2
+
+
 def _snapshot_samples(sample_fn, state: TrainState, step: int, workdir: str, writer: MetricWriter) -> str:
     images = distributed.to_host(sample_fn(state.ema_params, stream_key(state.rng, SAMPLE_STREAM, step)))
     path = os.path.join(workdir, "samples", f"iter_{step}", "sample.png")
     if distributed.is_main_process():
-        save_image_grid(images, path, scale=max(1, 64 // images.shape[1]))
+        _save_samples_png(images, path)
         np.save(os.path.join(os.path.dirname(path), "sample.npy"), images)
-        writer.write_images(step, {"samples": images})
+        if images.ndim == 4:
+            writer.write_images(step, {"samples": images})
     return path
 
 
@@ -486,9 +542,10 @@ def sample(
     seed: int = 0,
     model: Any = None,
 ) -> tuple[np.ndarray, str]:
-    """Sample ``num_samples`` images with the latest EMA parameters of ``workdir``; write a PNG grid.
+    """Sample ``num_samples`` images with the latest EMA parameters of ``workdir``; write a PNG grid
+    (a scatter plot for 2-D toy data).
 
-    Returns ``(images (N, H, W, C) in [0, 1], png_path)``.
+    Returns ``(images (N, H, W, C) in [0, 1], png_path)``; for ``TOY_*`` data ``(samples (N, D), png_path)``.
     """
     from scoresde_jax.checkpoint import restore_params
 
@@ -498,14 +555,45 @@ def sample(
     images = distributed.to_host(sample_fn(params, jax.random.PRNGKey(seed)))
     out = out or os.path.join(os.path.abspath(workdir), "samples", f"final_{step}", "sample.png")
     if distributed.is_main_process():
-        save_image_grid(images, out, scale=max(1, 64 // images.shape[1]))
+        _save_samples_png(images, out)
         np.save(os.path.splitext(out)[0] + ".npy", images)
         log.info("Wrote %d samples of step %d to %s", num_samples, step, out)
     return images, out
 
 
+def toy_metrics(dataset: str, samples: np.ndarray, *, seed: int = 0, n_projections: int = 256) -> dict:
+    """Sliced Wasserstein distances (``analytic.sliced_wasserstein``) for a ``TOY_*`` dataset.
+
+    ``swd``: samples vs as many exact target samples; ``swd_floor``: between two exact sets of that
+    size (the sampling-noise floor); ``swd_prior``: N(0, I) samples vs the target (an untrained VP
+    model's samples). All use the same projections.
+    """
+    from scoresde_jax import analytic, data
+
+    mix = data.get_toy_distribution(str(dataset).upper())
+    x = jnp.asarray(np.asarray(samples, np.float32).reshape(len(samples), -1))
+    k_a, k_b, k_p, k_proj = jax.random.split(jax.random.PRNGKey(int(seed)), 4)
+    n = x.shape[0]
+    ref = analytic.sample_mixture(mix, k_a, n, dtype=x.dtype).reshape(n, -1)
+    ref2 = analytic.sample_mixture(mix, k_b, n, dtype=x.dtype).reshape(n, -1)
+    prior = jax.random.normal(k_p, x.shape, x.dtype)
+
+    def swd(a, b):
+        return float(analytic.sliced_wasserstein(a, b, k_proj, n_projections=n_projections))
+
+    finite = bool(np.all(np.isfinite(np.asarray(x))))
+    return {
+        "swd": swd(x, ref) if finite else float("inf"),
+        "swd_floor": swd(ref2, ref),
+        "swd_prior": swd(prior, ref),
+    }
+
+
 def quality_metrics(config: Any, images: np.ndarray) -> dict:
-    """Sample-quality metrics for the embedded datasets (``evaluation.digits_metrics`` for DIGITS)."""
+    """Sample-quality metrics for the embedded datasets (``evaluation.digits_metrics`` for DIGITS,
+    :func:`toy_metrics` (sliced Wasserstein distance to exact target samples) for ``TOY_*``)."""
+    if is_vector_data(config):
+        return toy_metrics(str(config.data.dataset), images, seed=int(config.seed))
     if str(config.data.dataset).upper() != "DIGITS":
         return {}
     from scoresde_jax import evaluation
@@ -517,7 +605,8 @@ def quality_metrics(config: Any, images: np.ndarray) -> dict:
 def train_and_evaluate(
     config: Any, workdir: str, *, num_samples: int | None = None, **train_kwargs
 ) -> dict:
-    """Train, sample a PNG grid with the EMA parameters and compute the quality metric; one entry point.
+    """Train, sample a PNG grid (2-D toy data: a scatter plot) with the EMA parameters and compute the
+    quality metric; one entry point.
 
     Returns ``{'step', 'train': last train metrics, 'samples': png path, 'quality': metrics,
     'seconds': wall time}`` and writes it to ``<workdir>/eval/results.json``.

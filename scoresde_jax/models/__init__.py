@@ -1,6 +1,7 @@
 """Score networks of the paper as flax.linen modules, and ``create_model(config)``.
 
 Modules (they take plain arguments, never the config):
+  * ``MLP`` (``mlp.py``): a time-conditioned MLP for vector data ``(B, D)`` (2-D toy datasets).
   * ``NCSNpp`` (``unet.py``): NCSN++ and DDPM++, one configurable U-Net.
   * ``DDPM`` (``ddpm.py``): the DDPM U-Net.
   * ``NCSNv2`` (``ncsnv2.py``): the SMLD baseline (RefineNet), variants ``depth='64'|'128'|'256'``;
@@ -34,15 +35,16 @@ import jax.numpy as jnp
 
 from scoresde_jax.models.classifier import NoiseConditionalClassifier
 from scoresde_jax.models.ddpm import DDPM
+from scoresde_jax.models.mlp import MLP
 from scoresde_jax.models.ncsnv2 import NCSNv2
 from scoresde_jax.models.unet import NCSNpp
 
 __all__ = [
-    "NCSNpp", "DDPM", "NCSNv2", "NoiseConditionalClassifier", "MODEL_NAMES", "create_model",
+    "NCSNpp", "DDPM", "NCSNv2", "MLP", "NoiseConditionalClassifier", "MODEL_NAMES", "create_model",
     "init_model", "param_shapes", "count_params", "dummy_inputs", "uses_sigma_labels",
 ]
 
-MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn")
+MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn", "mlp")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -78,7 +80,8 @@ def create_model(config: Any, *, dtype: Any = None, remat: Optional[bool] = None
     """Build the network described by ``config.model.*`` / ``config.data.*`` (official keys).
 
     ``config.model.name``: 'ncsnpp' (NCSN++ / DDPM++), 'ddpm', 'ncsnv2_64' | 'ncsnv2_128' |
-    'ncsnv2_256', 'ncsn' (NCSNv1). ``dtype`` / ``remat`` override ``config.model.dtype`` / ``config.model.remat``.
+    'ncsnv2_256', 'ncsn' (NCSNv1), 'mlp' (vector data, e.g. the 2-D ``TOY_*`` datasets).
+    ``dtype`` / ``remat`` override ``config.model.dtype`` / ``config.model.remat``.
     Besides the official keys, ``config.model.num_groups`` (DDPM GroupNorm groups, default 32)
     is read when present, for toy widths below 32 channels.
     """
@@ -87,6 +90,17 @@ def create_model(config: Any, *, dtype: Any = None, remat: Optional[bool] = None
     dtype = _resolve_dtype(dtype if dtype is not None else _get(m, "dtype"))
     if dtype is not None and jnp.dtype(dtype) == jnp.float32:
         dtype = None  # float32 computation is the default; follow the inputs (x64 stays x64).
+    if name == "mlp":
+        # Vector data (B, D): config.model.hidden_sizes / embedding_type / embedding_dim.
+        return MLP(
+            hidden_sizes=tuple(int(h) for h in _get(m, "hidden_sizes", (128, 128, 128))),
+            embedding_type=str(_get(m, "embedding_type", "positional")).lower(),
+            embedding_dim=int(_get(m, "embedding_dim", 64)),
+            fourier_scale=float(_get(m, "fourier_scale", 16.0)),
+            nonlinearity=str(_get(m, "nonlinearity", "swish")),
+            dropout=float(_get(m, "dropout", 0.0)),
+            dtype=dtype,
+        )
     remat = bool(remat if remat is not None else _get(m, "remat", False))
     common = dict(
         centered=bool(_require(data, "centered", "data")),
@@ -172,11 +186,18 @@ def uses_sigma_labels(model: nn.Module) -> bool:
 
 
 def dummy_inputs(config: Any, batch_size: int = 1, model: Optional[nn.Module] = None):
-    """Zero images ``(B, H, W, C)`` and valid labels ``(B,)`` for initialization / shape checks."""
-    size = int(config.data.image_size)
-    channels = int(_get(config.data, "num_channels", 3))
-    x = jnp.zeros((batch_size, size, size, channels), jnp.float32)
+    """Zero images ``(B, H, W, C)`` (vectors ``(B, D)`` for ``TOY_*`` data) and valid labels
+    ``(B,)`` for initialization / shape checks."""
     model = model if model is not None else create_model(config)
+    from scoresde_jax.data import TOY_DISTRIBUTIONS, get_toy_distribution
+
+    dataset = str(_get(config.data, "dataset", "")).upper()
+    if dataset in TOY_DISTRIBUTIONS:
+        x = jnp.zeros((batch_size, get_toy_distribution(dataset).dim), jnp.float32)
+    else:
+        size = int(config.data.image_size)
+        channels = int(_get(config.data, "num_channels", 3))
+        x = jnp.zeros((batch_size, size, size, channels), jnp.float32)
     if uses_sigma_labels(model):
         labels = jnp.ones((batch_size,), jnp.float32)
     else:
