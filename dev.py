@@ -79,7 +79,11 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     bootstrap()
-    return _run([*TARGETS[argv[0]], *argv[1:]])
+    rc = _run([*TARGETS[argv[0]], *argv[1:]])
+    if argv[0] in ("test", "slow") and rc == 5:
+        print("pytest collected no tests: treating that as a failure", file=sys.stderr)
+        return 1
+    return rc
 
 
 if __name__ == "__main__":
