@@ -58,9 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.correctors import CORRECTORS
-from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, lookup_step_fn, pc_sample
-from scoresde_jax.samplers.predictors import PREDICTORS
+from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, pc_sample, resolve_pc_steps
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -306,26 +304,6 @@ def _pc_replace(
     return SampleResult(out, jnp.asarray(nfe, jnp.int32))
 
 
-def _check_common(sde, predictor, corrector, n_steps, probability_flow):
-    if not isinstance(sde, SDE):
-        raise TypeError(
-            "sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
-            f"{type(sde).__name__}."
-        )
-    pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
-    corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
-    if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
-        raise ValueError(
-            "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
-            "or 'euler_maruyama' with probability_flow=True."
-        )
-    if int(n_steps) != n_steps or n_steps < 0:
-        raise ValueError(
-            f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}."
-        )
-    return pred, corr
-
-
 def _check_data(name, x):
     if not hasattr(x, "ndim") or x.ndim < 2:
         raise ValueError(
@@ -358,7 +336,7 @@ def pc_inpaint(
     at time ``t``: ``x = x (1 - mask) + (a(t) data + s(t) z) mask``.  The returned samples equal
     ``data`` on the mask. Returns ``SampleResult(x, nfe)`` in the dtype of ``data``.
     """
-    pred, corr = _check_common(sde, predictor, corrector, n_steps, probability_flow)
+    pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("data", data)
     mask = jnp.asarray(mask, data.dtype)
     try:
@@ -408,7 +386,7 @@ def pc_colorize(
     known and replaced by its forward-perturbed copy after every step.  The returned RGB samples
     have channel mean exactly ``gray``.
     """
-    pred, corr = _check_common(sde, predictor, corrector, n_steps, probability_flow)
+    pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("gray", gray)
     if gray.shape[-1] not in (1, 3):
         raise ValueError(

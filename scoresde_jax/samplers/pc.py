@@ -191,6 +191,26 @@ def _pc_sample(
     return SampleResult(x_mean if denoise else x, jnp.asarray(nfe, jnp.int32))
 
 
+def resolve_pc_steps(
+    sde: SDE, predictor: Any, corrector: Any, n_steps: int, probability_flow: bool
+) -> tuple[Callable, Callable]:
+    """Check the options of a predictor-corrector loop and return ``(predictor, corrector)``
+    functions (shared by :func:`pc_sample`, :func:`get_pc_sampler` and the controllable samplers)."""
+    check_sde(sde)
+    pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
+    corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
+    if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
+        raise ValueError(
+            "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
+            "or 'euler_maruyama' with probability_flow=True."
+        )
+    if int(n_steps) != n_steps or n_steps < 0:
+        raise ValueError(
+            f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}."
+        )
+    return pred, corr
+
+
 def pc_sample(
     score_fn: ScoreFn | Partial,
     sde: SDE,
@@ -221,18 +241,7 @@ def pc_sample(
     compilation caching is explained in the module docstring.  ``dtype`` defaults to that of
     ``x_init`` or the default float.
     """
-    check_sde(sde)
-    pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
-    corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
-    if pred is PREDICTORS["ancestral_sampling"] and probability_flow:
-        raise ValueError(
-            "ancestral_sampling has no probability-flow version; use predictor='reverse_diffusion' "
-            "or 'euler_maruyama' with probability_flow=True."
-        )
-    if int(n_steps) != n_steps or n_steps < 0:
-        raise ValueError(
-            f"n_steps (corrector steps per level) must be a non-negative integer, got {n_steps!r}."
-        )
+    pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
     return _pc_sample(
         as_score_pytree(score_fn),
@@ -279,7 +288,6 @@ def get_pc_sampler(
     The sampler compiles on its first call and never again for parameters and keys of the same
     shapes.
     """
-    check_sde(sde)
     if not callable(param_score_fn):
         raise TypeError("param_score_fn must be a callable (params, x, t) -> score.")
     options = dict(
@@ -292,9 +300,8 @@ def get_pc_sampler(
         eps=eps,
         dtype=dtype,
     )
-    # Validate names now rather than at the first call.
-    lookup_step_fn(PREDICTORS, predictor, "predictor")
-    lookup_step_fn(CORRECTORS, corrector, "corrector")
+    # Validate the options now rather than at the first call.
+    resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
 
     def sampler(params: Any, rng: jax.Array, x_init: jax.Array | None = None) -> SampleResult:
         return pc_sample(Partial(param_score_fn, params), sde, shape, rng, x_init=x_init, **options)
