@@ -268,3 +268,30 @@ def test_digits_metrics_input_errors():
         ev.digits_metrics(np.zeros((4, 8, 8, 3)))
     with pytest.raises(ValueError, match="NaN"):
         ev.digits_metrics(np.full((4, 8, 8, 1), np.nan))
+
+
+# ---------------------------------------------------------------------------------- toy SWD
+
+
+def test_toy_metrics_exact_samples_sit_at_the_floor():
+    import jax
+
+    from scoresde_jax import analytic
+    from scoresde_jax.data import get_toy_distribution
+
+    mix = get_toy_distribution("TOY_8GAUSSIANS")
+    exact = np.asarray(analytic.sample_mixture(mix, jax.random.key(3), 1000))
+    m = ev.toy_metrics(mix, exact, seed=0)
+    assert set(m) == {"swd", "swd_floor", "swd_prior"}
+    # Exact samples sit at the sampling-noise floor (noisy: mode counts fluctuate); N(0, I) is
+    # far away (swd_prior ~ 0.56 vs a floor of ~0.15 at N = 1000).
+    assert m["swd"] < 2 * m["swd_floor"] + 0.05
+    assert m["swd_prior"] > 2 * m["swd"]
+    assert m["swd_prior"] > 3 * m["swd_floor"]
+    # A dataset name gives the same numbers; non-finite samples score inf.
+    assert ev.toy_metrics("toy_8gaussians", exact, seed=0) == m
+    bad = exact.copy()
+    bad[0, 0] = np.nan
+    assert ev.toy_metrics(mix, bad, seed=0)["swd"] == float("inf")
+    with pytest.raises(TypeError, match="GaussianMixture"):
+        ev.toy_metrics(3, exact)
