@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.parameterization import get_score_fn
-from scoresde_jax.sde import SDE, VESDE, VPSDE, subVPSDE
+from scoresde_jax.sde import SDE, VESDE, VPSDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "ddpm_loss_from_key",
     "get_loss_fn",
     "LossAux",
+    "DISCRETE_LOSSES",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -83,7 +84,7 @@ def ddpm_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, 
               reduce_mean: bool = False) -> jax.Array:
     """Discrete DDPM loss (Ho et al. 2020), per example: ``reduce(|| eps_theta(x_i, i) - z ||^2)`` with
     ``x_i = sqrt(alphabar_i) x + sqrt(1 - alphabar_i) z``."""
-    if not isinstance(sde, VPSDE) or isinstance(sde, subVPSDE):
+    if not isinstance(sde, VPSDE):
         raise TypeError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}; use smld_loss for VE and the "
                         "continuous dsm_loss for sub-VP.")
     a = jnp.asarray(sde.sqrt_alphas_cumprod, x.dtype)[labels]
@@ -123,6 +124,10 @@ def ddpm_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: 
     return ddpm_loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
 
 
+DISCRETE_LOSSES = {"ve": smld_loss_from_key, "vp": ddpm_loss_from_key}
+"""The discrete-time loss ``loss(model_fn, x, rng, *, sde, reduce_mean)`` of each ``sde.kind`` (sub-VP has none)."""
+
+
 # --- the objective of a flax model ---------------------------------------------------------------
 
 
@@ -153,8 +158,10 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     """
     apply = _apply_fn(model)
     if not continuous:
-        if isinstance(sde, subVPSDE):
+        if getattr(sde, "kind", None) == "subvp":
             raise ValueError("Discrete training is not defined for sub-VP; set config.training.continuous=True.")
+        if getattr(sde, "kind", None) not in DISCRETE_LOSSES:
+            raise TypeError(f"No discrete loss for {type(sde).__name__}.")
         if likelihood_weighting:
             raise ValueError("likelihood_weighting needs continuous training; set config.training.continuous=True "
                              "or config.training.likelihood_weighting=False.")
@@ -172,12 +179,8 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
             score_fn = get_score_fn(sde, model_fn, continuous=True)
             losses = dsm_loss_from_key(score_fn, x, k_loss, sde=sde, eps=eps,
                                        likelihood_weighting=likelihood_weighting, reduce_mean=reduce_mean)
-        elif isinstance(sde, VESDE):
-            losses = smld_loss_from_key(model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
-        elif isinstance(sde, VPSDE):
-            losses = ddpm_loss_from_key(model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
         else:
-            raise TypeError(f"No discrete loss for {type(sde).__name__}.")
+            losses = DISCRETE_LOSSES[sde.kind](model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
         return jnp.mean(losses), LossAux(per_example=losses)
 
     return loss_fn

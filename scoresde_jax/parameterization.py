@@ -15,20 +15,26 @@ VP, discrete (DDPM)        ``(N - 1) t`` (integer levels)   ``-output / sqrt(1 -
 =========================  ===============================  ======================================
 
 The official code hard-codes the continuous VP label as ``999 t``, which equals ``(N - 1) t`` for its
-``N = 1000`` configurations; sub-VP is always treated as continuous.
+``N = 1000`` configurations; sub-VP is always treated as continuous.  The table is
+:data:`PARAMETERIZATIONS`, keyed on ``(sde.kind, continuous)``: small named functions chosen once by
+:func:`get_parameterization`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import SDE, VESDE, VPSDE, subVPSDE
+from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
+    "Parameterization",
+    "PARAMETERIZATIONS",
+    "get_parameterization",
     "network_labels",
     "output_to_score",
     "score_to_output",
@@ -40,55 +46,113 @@ ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _is_continuous(sde: SDE, continuous: bool) -> bool:
-    return bool(continuous) or isinstance(sde, subVPSDE)
+class Parameterization(NamedTuple):
+    """One row of the module table: ``labels(sde, t)``, ``output_to_score(sde, output, t)`` and its
+    inverse ``score_to_output(sde, score, t)``."""
+
+    labels: Callable[[SDE, jax.Array], jax.Array]
+    output_to_score: Callable[[SDE, jax.Array, jax.Array], jax.Array]
+    score_to_output: Callable[[SDE, jax.Array, jax.Array], jax.Array]
 
 
-def network_labels(sde: SDE, t: jax.Array, *, continuous: bool = True) -> jax.Array:
-    """The label fed to the network at time ``t`` (see the module table)."""
-    t = jnp.asarray(t)
-    if isinstance(sde, VESDE):
-        if continuous:
-            return sde.marginal_std(t)
-        return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
-    if isinstance(sde, VPSDE):
-        return t * (sde.N - 1)
-    raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}; "
-                    "use VESDE, VPSDE or subVPSDE.")
+# --- labels ---------------------------------------------------------------------------------------
+def _sigma_label(sde: SDE, t: jax.Array) -> jax.Array:
+    """``sigma(t)``."""
+    return sde.marginal_std(t)
 
 
-def _vp_std(sde: VPSDE, t: jax.Array, dtype, continuous: bool) -> jax.Array:
-    if _is_continuous(sde, continuous):
-        return sde.marginal_std(jnp.asarray(t, dtype))
+def _descending_level_label(sde: SDE, t: jax.Array) -> jax.Array:
+    """``round((T - t) (N - 1))``, an index into the descending noise levels of NCSN."""
+    return jnp.round((sde.T - t) * (sde.N - 1)).astype(jnp.int32)
+
+
+def _scaled_time_label(sde: SDE, t: jax.Array) -> jax.Array:
+    """``(N - 1) t``."""
+    return t * (sde.N - 1)
+
+
+# --- output <-> score -----------------------------------------------------------------------------
+def _identity(sde: SDE, value: jax.Array, t: jax.Array) -> jax.Array:
+    """The network output is the score."""
+    del sde, t
+    return value
+
+
+def _marginal_std(sde: SDE, t: jax.Array, dtype) -> jax.Array:
+    """``s(t)`` of the continuous perturbation kernel."""
+    return sde.marginal_std(jnp.asarray(t, dtype))
+
+
+def _ddpm_std(sde: SDE, t: jax.Array, dtype) -> jax.Array:
+    """``sqrt(1 - alphas_cumprod[i])`` at the DDPM level ``i = floor((N - 1) t)``."""
     idx = (jnp.asarray(t) * (sde.N - 1)).astype(jnp.int32)
     return jnp.asarray(sde.sqrt_1m_alphas_cumprod, dtype)[idx]
 
 
+def _noise_to_score(std_fn, sde: SDE, output: jax.Array, t: jax.Array) -> jax.Array:
+    """The output predicts the noise ``z`` of ``x = a x_0 + s z``: ``score = -output / s``."""
+    return batch_mul(-1.0 / std_fn(sde, t, output.dtype), output)
+
+
+def _score_to_noise(std_fn, sde: SDE, score: jax.Array, t: jax.Array) -> jax.Array:
+    """``output = -s score``."""
+    return batch_mul(-std_fn(sde, t, score.dtype), score)
+
+
+_CONTINUOUS_NOISE = Parameterization(
+    _scaled_time_label,
+    functools.partial(_noise_to_score, _marginal_std),
+    functools.partial(_score_to_noise, _marginal_std),
+)
+
+PARAMETERIZATIONS: dict[tuple[str, bool], Parameterization] = {
+    ("ve", True): Parameterization(_sigma_label, _identity, _identity),
+    ("ve", False): Parameterization(_descending_level_label, _identity, _identity),
+    ("vp", True): _CONTINUOUS_NOISE,
+    ("vp", False): Parameterization(
+        _scaled_time_label,
+        functools.partial(_noise_to_score, _ddpm_std),
+        functools.partial(_score_to_noise, _ddpm_std),
+    ),
+    # sub-VP has no discrete chain: its networks are always continuous-time.
+    ("subvp", True): _CONTINUOUS_NOISE,
+    ("subvp", False): _CONTINUOUS_NOISE,
+}
+"""The module table, keyed on ``(sde.kind, continuous)``."""
+
+
+def get_parameterization(sde: SDE, continuous: bool = True) -> Parameterization:
+    """The :class:`Parameterization` of networks trained on ``sde`` (continuous or discrete time)."""
+    key = (getattr(sde, "kind", None), bool(continuous))
+    if key not in PARAMETERIZATIONS:
+        raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}; "
+                        "use VESDE, VPSDE or subVPSDE.")
+    return PARAMETERIZATIONS[key]
+
+
+def network_labels(sde: SDE, t: jax.Array, *, continuous: bool = True) -> jax.Array:
+    """The label fed to the network at time ``t`` (see the module table)."""
+    return get_parameterization(sde, continuous).labels(sde, jnp.asarray(t))
+
+
 def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, *, continuous: bool = True) -> jax.Array:
     """Turn a network output at time ``t`` into a score (see the module table)."""
-    if isinstance(sde, VESDE):
-        return output
-    if isinstance(sde, VPSDE):
-        return batch_mul(-1.0 / _vp_std(sde, t, output.dtype, continuous), output)
-    raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}.")
+    return get_parameterization(sde, continuous).output_to_score(sde, output, t)
 
 
 def score_to_output(sde: SDE, score: jax.Array, t: jax.Array, *, continuous: bool = True) -> jax.Array:
     """Inverse of :func:`output_to_score` (e.g. the noise prediction ``-s(t) score`` for VP)."""
-    if isinstance(sde, VESDE):
-        return score
-    if isinstance(sde, VPSDE):
-        return batch_mul(-_vp_std(sde, t, score.dtype, continuous), score)
-    raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}.")
+    return get_parameterization(sde, continuous).score_to_output(sde, score, t)
 
 
 def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool = True) -> ScoreFn:
     """Wrap a network ``model_fn(x, labels) -> output`` into ``score_fn(x, t) -> score``."""
 
+    param = get_parameterization(sde, continuous)
+
     def score_fn(x, t):
         t = jnp.asarray(t, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(t)
-        labels = network_labels(sde, t, continuous=continuous)
-        return output_to_score(sde, model_fn(x, labels), t, continuous=continuous)
+        return param.output_to_score(sde, model_fn(x, param.labels(sde, t)), t)
 
     return score_fn
 

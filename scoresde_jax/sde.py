@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,7 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "subVPSDE",
+    "LinearBetaSDE",
     "ReverseSDE",
     "get_sde",
     "SDES",
@@ -65,6 +66,9 @@ class SDE(abc.ABC):
 
     N: int
     T: float = 1.0
+    kind: ClassVar[str]
+    """Name of the SDE family (``"ve"``, ``"vp"``, ``"subvp"``): the key of the network parameterization
+    (:func:`scoresde_jax.parameterization.get_parameterization`) and of the discrete losses."""
 
     # --- scalar functions of t ----------------------------------------------------------------
     @abc.abstractmethod
@@ -142,6 +146,8 @@ class VESDE(SDE):
     with ``sigma_{-1} = 0``, on the geometric grid ``discrete_sigmas``.
     """
 
+    kind: ClassVar[str] = "ve"
+
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     N: int = 1000
@@ -189,13 +195,12 @@ class VESDE(SDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class VPSDE(SDE):
-    """Variance-preserving SDE (DDPM).
+class LinearBetaSDE(SDE):
+    """The linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)`` shared by VP and sub-VP.
 
-    ``beta(t) = beta_min + t (beta_max - beta_min)``, ``f = -beta(t) x / 2``, ``g = sqrt(beta(t))``,
-    ``log a(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``, ``s(t) = sqrt(1 - a(t)^2)``, prior ``N(0, I)``.
-    Discretization (DDPM): ``beta_i = beta_min / N + i (beta_max - beta_min) / (N (N - 1))``,
-    ``f_i = (sqrt(1 - beta_i) - 1) x``, ``G_i = sqrt(beta_i)``.
+    Drift ``f = -beta(t) x / 2``, hence ``log a(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``,
+    prior ``N(0, I)``.  Subclasses give ``s(t)`` and ``g(t)``; the discretization is Euler-Maruyama
+    unless a subclass defines its own chain (VP: DDPM).
     """
 
     beta_min: float = 0.1
@@ -208,9 +213,41 @@ class VPSDE(SDE):
         if not 0 <= self.beta_min < self.beta_max:
             raise ValueError(f"{type(self).__name__} needs 0 <= beta_min < beta_max, got "
                              f"beta_min={self.beta_min}, beta_max={self.beta_max}.")
-        self._check_ddpm_tables()
 
-    def _check_ddpm_tables(self):
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def beta(self, t):
+        """``beta(t) = beta_min + t (beta_max - beta_min)``."""
+        return self.beta_min + _as_t(t) * (self.beta_max - self.beta_min)
+
+    def log_mean_coeff(self, t):
+        """``log a(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``."""
+        t = _as_t(t)
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def mean_coeff(self, t):
+        return jnp.exp(self.log_mean_coeff(t))
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+
+@dataclasses.dataclass(frozen=True)
+class VPSDE(LinearBetaSDE):
+    """Variance-preserving SDE (DDPM).
+
+    ``beta(t) = beta_min + t (beta_max - beta_min)``, ``f = -beta(t) x / 2``, ``g = sqrt(beta(t))``,
+    ``log a(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``, ``s(t) = sqrt(1 - a(t)^2)``, prior ``N(0, I)``.
+    Discretization (DDPM): ``beta_i = beta_min / N + i (beta_max - beta_min) / (N (N - 1))``,
+    ``f_i = (sqrt(1 - beta_i) - 1) x``, ``G_i = sqrt(beta_i)``.
+    """
+
+    kind: ClassVar[str] = "vp"
+
+    def __post_init__(self):
+        super().__post_init__()
         # The DDPM chain needs every discrete beta_i = beta(t_i) / N below 1 (else alphas_cumprod hits 0).
         if self.beta_max / self.N >= 1.0:
             raise ValueError(f"VPSDE with N={self.N} and beta_max={self.beta_max} has a discrete beta of "
@@ -238,28 +275,9 @@ class VPSDE(SDE):
     def sqrt_1m_alphas_cumprod(self) -> np.ndarray:
         return np.sqrt(1.0 - self.alphas_cumprod)
 
-    @property
-    def prior_std(self) -> float:
-        return 1.0
-
-    def beta(self, t):
-        """``beta(t) = beta_min + t (beta_max - beta_min)``."""
-        return self.beta_min + _as_t(t) * (self.beta_max - self.beta_min)
-
-    def log_mean_coeff(self, t):
-        """``log a(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2``."""
-        t = _as_t(t)
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
-
-    def mean_coeff(self, t):
-        return jnp.exp(self.log_mean_coeff(t))
-
     def marginal_std(self, t):
         # sqrt(1 - a^2) = sqrt(-expm1(2 log a)), accurate for small t.
         return jnp.sqrt(-jnp.expm1(2.0 * self.log_mean_coeff(t)))
-
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
 
     def diffusion_coeff(self, t):
         return jnp.sqrt(self.beta(t))
@@ -273,16 +291,15 @@ class VPSDE(SDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class subVPSDE(VPSDE):
+class subVPSDE(LinearBetaSDE):
     """Sub-variance-preserving SDE (the paper's new SDE, eq. 29 of the appendix).
 
     Same drift as VP; ``g(t) = sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds)))``; ``s(t) = 1 - a(t)^2``
-    (no square root); prior ``N(0, I)``.  Discretization: Euler-Maruyama with ``dt = T / N``.
-    The DDPM tables are inherited for the network time labels of discrete-time models.
+    (no square root); prior ``N(0, I)``.  Discretization: Euler-Maruyama with ``dt = T / N`` (it has no
+    DDPM chain, and networks trained on it are always continuous-time).
     """
 
-    def _check_ddpm_tables(self):
-        pass  # sub-VP discretizes by Euler-Maruyama; the DDPM tables only label discrete times.
+    kind: ClassVar[str] = "subvp"
 
     def marginal_std(self, t):
         # 1 - a^2 = -expm1(2 log a)
@@ -292,9 +309,6 @@ class subVPSDE(VPSDE):
         # int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2 = -2 log a(t)
         discount = -jnp.expm1(4.0 * self.log_mean_coeff(t))
         return jnp.sqrt(self.beta(t) * discount)
-
-    def discretize(self, x, t):
-        return SDE.discretize(self, x, t)
 
 
 @dataclasses.dataclass(frozen=True)
