@@ -26,13 +26,15 @@ CELL = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 import jax, numpy as np
-from scoresde_jax import config_utils, distributed, train as T
-cfg = config_utils.load_config({config!r})
+from scoresde_jax import config as C
+from scoresde_jax import training
+from scoresde_jax.training import distributed
+cfg = C.load_config({config!r})
 cfg.training.batch_size = {batch}
 cfg.training.n_jitted_steps = 1
-s = T.setup(cfg)
-st = T.init_state(cfg, s)
-fn = T.make_train_fn(T.get_loss_fn(cfg, s, train=True), s.mesh)
+s = C.setup(cfg)
+st = s.init_state()
+fn = training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh)
 rng = np.random.default_rng(0)
 def batch():
     x = rng.random((1,) + s.input_shape, dtype=np.float32) * 2 - 1

@@ -1,4 +1,5 @@
-"""Thin absl entry point (as the official ``main.py``): parse flags, call one library function.
+"""Thin absl entry point (as the official ``main.py``): parse flags, call one function of
+:mod:`scoresde_jax.commands`.
 
     python -m experiments.main --config configs/digits_ddpmpp.py --workdir runs/digits \
         --config.training.n_iters=2000 [--mode train|eval|sample]
@@ -10,6 +11,9 @@ import logging
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from scoresde_jax import commands
+from scoresde_jax.training import distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Training configuration (ml_collections file).", lock_config=False)
@@ -24,18 +28,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    from scoresde_jax import distributed, train
-
     distributed.initialize()
     config = FLAGS.config
     if FLAGS.mode == "train" and FLAGS.evaluate:
-        print(train.train_and_evaluate(config, FLAGS.workdir, num_samples=FLAGS.num_samples,
-                                       data_dir=FLAGS.data_dir))
+        print(commands.train_and_evaluate(config, FLAGS.workdir, num_samples=FLAGS.num_samples,
+                                          data_dir=FLAGS.data_dir))
     elif FLAGS.mode == "train":
-        train.train(config, FLAGS.workdir, data_dir=FLAGS.data_dir)
+        commands.train(config, FLAGS.workdir, data_dir=FLAGS.data_dir)
+    elif FLAGS.mode == "eval":
+        print(commands.evaluate(config, FLAGS.workdir, num_samples=FLAGS.num_samples))
     else:
-        images, path = train.sample(config, FLAGS.workdir, num_samples=FLAGS.num_samples or 64)
-        print({"samples": path, **({"quality": train.quality_metrics(config, images)} if FLAGS.mode == "eval" else {})})
+        print({"samples": commands.sample(config, FLAGS.workdir,
+                                          num_samples=FLAGS.num_samples or 64)[1]})
 
 
 if __name__ == "__main__":

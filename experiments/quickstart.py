@@ -17,7 +17,8 @@ import logging
 import sys
 import time
 
-from scoresde_jax import config_utils, train
+from scoresde_jax import commands
+from scoresde_jax import config as config_lib
 
 REFERENCE = "real held-out digits ~2, uniform noise ~90, blurred blobs ~80-100"
 
@@ -31,9 +32,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
-    config = config_utils.load_config(args.config, overrides=args.set)
+    config = config_lib.load_config(args.config, overrides=args.set)
     t0 = time.perf_counter()
-    result = train.train_and_evaluate(config, args.workdir)
+    result = commands.train_and_evaluate(config, args.workdir)
     q = result["quality"]
     print()
     print("=" * 78)

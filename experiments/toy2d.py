@@ -15,27 +15,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw
 
 from scoresde_jax import analytic, samplers
 from scoresde_jax import sde as sde_lib
-
-
-def scatter_png(panels: dict[str, np.ndarray], path: Path, size: int = 320, lim: float = 3.5) -> None:
-    """Draw side-by-side scatter plots with Pillow (no plotting dependency)."""
-    img = Image.new("RGB", (size * len(panels), size + 20), "white")
-    draw = ImageDraw.Draw(img)
-    for k, (title, pts) in enumerate(panels.items()):
-        x0 = k * size
-        draw.rectangle([x0 + 1, 21, x0 + size - 2, size + 18], outline=(180, 180, 180))
-        draw.text((x0 + 8, 4), title, fill="black")
-        uv = (np.asarray(pts, np.float64) + lim) / (2 * lim) * (size - 4)
-        for u, v in uv:
-            if 0 <= u < size - 4 and 0 <= v < size - 4:
-                cx, cy = x0 + 2 + u, 20 + size - 2 - v
-                draw.ellipse([cx - 1, cy - 1, cx + 1, cy + 1], fill=(30, 80, 200))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+from scoresde_jax.metrics_io import scatter_png
 
 
 def main(argv=None) -> dict:

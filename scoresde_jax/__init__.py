@@ -11,9 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "analytic", "checkpoint", "cli", "config_utils", "controllable", "convert", "data", "distributed",
-    "evaluation", "likelihood", "losses", "models", "optim", "parameterization", "samplers", "sde", "train",
-    "train_state", "utils",
+    "analytic", "cli", "commands", "config", "config_utils", "controllable", "convert", "data",
+    "evaluation", "likelihood", "losses", "metrics_io", "models", "parameterization", "samplers",
+    "sde", "training", "utils",
 )
 
 

@@ -1,4 +1,5 @@
-"""``scoresde train | sample | eval | likelihood | convert``.
+"""``scoresde train | sample | eval | likelihood | convert``: a thin parser over
+:mod:`scoresde_jax.commands` (one function per command).
 
 Configs are ml_collections files (official score_sde layout) given with ``--config PATH``; any key can be
 overridden as with absl ``config_flags``: ``--config.training.n_iters=2000``. Examples::
@@ -17,13 +18,11 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-# training.* keys this library reads that the official configs do not define.
-OPTIONAL_KEYS = {
-    "training.grad_accum_steps", "training.keep_checkpoints", "training.snapshot_num_samples", "training.eps",
-    "data.digits_resize",
-}
+from scoresde_jax import commands
+from scoresde_jax import config as config_lib
+from scoresde_jax.training import NonFiniteLossError, distributed
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -48,25 +47,9 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def load_config(path: str, overrides: Sequence[str]) -> Any:
-    """Load a config file and apply ``a.b=value`` overrides; unknown keys are an error naming the section."""
-    from scoresde_jax import config_utils
-
-    config = config_utils.load_config(path)
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            if part not in node:
-                raise ValueError(f"--config.{key}: the config has no section {part!r}.")
-            node = node[part]
-        if leaf not in node and key not in OPTIONAL_KEYS:
-            raise ValueError(
-                f"--config.{key}: unknown key {leaf!r}; {'.'.join(parents) or 'the config'} has "
-                f"{sorted(node.keys())}."
-            )
-        config_utils.apply_override(config, item)
-    return config
+    """Load a config file and apply ``a.b=value`` overrides; unknown keys are an error naming the
+    section's keys (:func:`scoresde_jax.config.load_config`)."""
+    return config_lib.load_config(path, overrides)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -79,67 +62,42 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _init_distributed(args) -> None:
-    from scoresde_jax import distributed
-
-    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
-
-
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
 def cmd_train(args, config) -> int:
-    from scoresde_jax import train
-
     kw = dict(data_dir=args.data_dir, progress=not args.no_progress)
     if args.no_evaluate:
-        res = train.train(config, args.workdir, **kw)
+        res = commands.train(config, args.workdir, **kw)
         _print({"step": res.step, "train": res.metrics, "workdir": res.workdir})
     else:
-        _print(train.train_and_evaluate(config, args.workdir, num_samples=args.num_samples, **kw))
+        _print(commands.train_and_evaluate(config, args.workdir, num_samples=args.num_samples, **kw))
     return 0
 
 
 def cmd_sample(args, config) -> int:
-    from scoresde_jax import train
-
-    _, path = train.sample(config, args.workdir, num_samples=args.num_samples or 64, out=args.out, seed=args.seed)
+    _, path = commands.sample(config, args.workdir, num_samples=args.num_samples or 64,
+                              out=args.out, seed=args.seed)
     _print({"samples": path})
     return 0
 
 
 def cmd_eval(args, config) -> int:
-    from scoresde_jax import train
-
-    images, path = train.sample(config, args.workdir, num_samples=args.num_samples or
-                                int(config.eval.get("num_samples", 256)), out=args.out, seed=args.seed)
-    _print({"samples": path, "quality": train.quality_metrics(config, images)})
+    _print(commands.evaluate(config, args.workdir, num_samples=args.num_samples, out=args.out,
+                             seed=args.seed))
     return 0
 
 
 def cmd_likelihood(args, config) -> int:
-    from scoresde_jax import train
-
-    _print(train.likelihood(config, args.workdir, num_batches=args.num_batches, data_dir=args.data_dir,
-                            seed=args.seed))
+    _print(commands.likelihood(config, args.workdir, num_batches=args.num_batches,
+                               data_dir=args.data_dir, seed=args.seed))
     return 0
 
 
 def cmd_convert(args, config) -> int:
-    from scoresde_jax import train
-
-    _print(train.import_official_checkpoint(config, args.checkpoint, args.workdir))
+    _print(commands.convert(config, args.checkpoint, args.workdir))
     return 0
-
-
-COMMANDS = {
-    "train": (cmd_train, "train (and by default sample + evaluate) a score model"),
-    "sample": (cmd_sample, "sample a PNG grid with the latest EMA checkpoint of a workdir"),
-    "eval": (cmd_eval, "sample and compute quality metrics (digits: classifier accuracy / Frechet distance)"),
-    "likelihood": (cmd_likelihood, "bits/dim via the probability-flow ODE"),
-    "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint in --workdir"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,11 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, overrides = split_overrides(argv)
     args = build_parser().parse_args(rest)
     _setup_logging(args.verbose)
-    from scoresde_jax.train import NonFiniteLossError
-
     try:
         config = load_config(args.config, overrides)
-        _init_distributed(args)
+        distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
         return COMMANDS[args.command][0](args, config)
     except NonFiniteLossError as e:
         print(f"scoresde {args.command}: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Metric and image writers: a JSONL file, TensorBoard event files (tensorboardX) and PNG grids.
+"""Metric and image writers: a JSONL file, TensorBoard event files (tensorboardX), PNG grids of
+image samples and scatter plots of 2-D samples.
 
 Only the main process writes (``jax.process_index() == 0``); on the others the writer is a no-op, so
 multi-host runs produce one set of logs.
@@ -12,7 +13,10 @@ import os
 import time
 from typing import Any, Mapping
 
+import logging
+
 import numpy as np
+from PIL import Image, ImageDraw
 
 
 def image_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -35,14 +39,49 @@ def image_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2)
 
 def save_image_grid(images: np.ndarray, path: str, *, nrow: int | None = None, scale: int = 1) -> str:
     """Write a PNG grid of ``(N, H, W, C)`` images in ``[0, 1]``; ``scale`` upsamples small images."""
-    from PIL import Image
-
     grid = image_grid(images, nrow=nrow)
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     img.save(path)
+    return path
+
+
+def scatter_png(panels: Mapping[str, np.ndarray], path: str, *, size: int = 320,
+                lim: float = 3.5) -> str:
+    """Side-by-side titled scatter plots of 2-D point sets (``panels[title] = (N, 2)``) on
+    ``[-lim, lim]^2``, drawn with Pillow (no plotting dependency)."""
+    img = Image.new("RGB", (size * len(panels), size + 20), "white")
+    draw = ImageDraw.Draw(img)
+    for k, (title, pts) in enumerate(panels.items()):
+        x0 = k * size
+        draw.rectangle([x0 + 1, 21, x0 + size - 2, size + 18], outline=(180, 180, 180))
+        draw.text((x0 + 8, 4), title, fill="black")
+        uv = (np.asarray(pts, np.float64) + lim) / (2 * lim) * (size - 4)
+        for u, v in uv:
+            if 0 <= u < size - 4 and 0 <= v < size - 4:
+                cx, cy = x0 + 2 + u, 20 + size - 2 - v
+                draw.ellipse([cx - 1, cy - 1, cx + 1, cy + 1], fill=(30, 80, 200))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img.save(path)
+    return path
+
+
+def save_samples(samples: np.ndarray, path: str) -> str:
+    """Samples as a PNG (a grid for images ``(N, H, W, C)`` in ``[0, 1]``, a scatter plot for 2-D
+    vectors ``(N, 2)``) plus the raw array beside it (``.npy``); returns the PNG path."""
+    samples = np.asarray(samples)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.save(os.path.splitext(path)[0] + ".npy", samples)
+    if samples.ndim == 2 and samples.shape[1] == 2:
+        scatter_png({"samples": samples}, path)  # the TOY_* mixtures lie within [-3, 3]^2
+    elif samples.ndim == 2:
+        logging.getLogger(__name__).warning(
+            "No PNG for %d-D vector samples (only 2-D is plotted); see the .npy file.",
+            samples.shape[1])
+    else:
+        save_image_grid(samples, path, scale=max(1, 64 // samples.shape[1]))
     return path
 
 

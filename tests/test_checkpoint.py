@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax.checkpoint import Checkpointer, restore_params
-from scoresde_jax.optim import make_optimizer
-from scoresde_jax.train_state import TrainState
+from scoresde_jax.training.checkpoint import Checkpointer, restore_params
+from scoresde_jax.training.optimizer import make_optimizer
+from scoresde_jax.training.state import TrainState
 
 
 def _state(width=4, seed=0):
@@ -62,11 +62,12 @@ KILL_SCRIPT = """
 import os, sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from test_train import TinyScoreNet, tiny_config
-from scoresde_jax import train as T
+from scoresde_jax import commands, training
+from scoresde_jax import config as C
 
 cfg = tiny_config(n_iters={n_iters}, snapshot_freq={n_iters}, snapshot_freq_for_preemption=2, log_freq=2,
                   eval_freq=0, n_jitted_steps=2)
-res = T.train(cfg, sys.argv[1], model=TinyScoreNet(), progress=False)
+res = commands.train(cfg, sys.argv[1], model=TinyScoreNet(), progress=False)
 import numpy as np, jax
 np.savez(os.path.join(sys.argv[1], "final.npz"),
          **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves((res.state.params, res.state.ema_params)))}})

@@ -96,8 +96,9 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     import numpy as np
     from test_convert import official_state, write_checkpoint
 
-    from scoresde_jax import train as T
-    from scoresde_jax.checkpoint import restore_params
+    from scoresde_jax import commands, training
+from scoresde_jax import config as C
+    from scoresde_jax.training.checkpoint import restore_params
     from scoresde_jax.models import param_shapes
 
     config = cli.load_config(CONFIG, [a[len("--config."):] for a in TINY])
@@ -108,8 +109,8 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     wd = tmp_path / "run"
     assert cli.main(["convert", "--config", CONFIG, "--workdir", str(wd), "--checkpoint", str(ckpt), *TINY]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 12
-    s = T.setup(config)
-    params, step = restore_params(str(wd), T.abstract_state(config, s))
+    s = C.setup(config)
+    params, step = restore_params(str(wd), s.abstract_state())
     assert step == 12
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ema)):
         np.testing.assert_array_equal(np.asarray(a), b)

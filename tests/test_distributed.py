@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from scoresde_jax import distributed
+from scoresde_jax.training import distributed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(ROOT, "tests")
@@ -27,7 +27,9 @@ sys.path[:0] = [{ROOT!r}, {TESTS!r}]
 import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 import numpy as np
-from scoresde_jax import distributed, train as T
+from scoresde_jax import commands, training
+from scoresde_jax import config as C
+from scoresde_jax.training import distributed
 from test_train import TinyScoreNet, tiny_config
 
 def batches(n=3, bs=16):
@@ -35,9 +37,9 @@ def batches(n=3, bs=16):
 
 def run_steps(mesh, xs, cfg=None):
     cfg = cfg or tiny_config()
-    s = T.setup(cfg, model=TinyScoreNet(), mesh=mesh)
-    fn = T.make_train_fn(T.get_loss_fn(cfg, s, train=True), mesh)
-    st, m = fn(T.init_state(cfg, s), xs)
+    s = C.setup(cfg, model=TinyScoreNet(), mesh=mesh)
+    fn = training.make_train_fn(C.get_loss_fn(cfg, s, train=True), mesh)
+    st, m = fn(s.init_state(), xs)
     return st, m
 """
 
@@ -69,7 +71,7 @@ def test_eight_devices_equal_one_device():
     diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                for a, b in zip(jax.tree.leaves(st1.params), jax.tree.leaves(st8.params)))
     try:
-        T.setup(tiny_config(batch_size=12), model=TinyScoreNet(), mesh=eight)
+        C.setup(tiny_config(batch_size=12), model=TinyScoreNet(), mesh=eight)
         err = ""
     except ValueError as e:
         err = str(e)
@@ -105,7 +107,7 @@ def test_two_processes_train_together_and_agree(tmp_path, full_loop):
     if {full_loop}:
         # The full loop: per-host data shards, Orbax checkpoints, logs from process 0 only.
         cfg = tiny_config(n_iters=4, snapshot_freq=4, snapshot_freq_for_preemption=2, log_freq=2, eval_freq=0)
-        res = T.train(cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False)
+        res = commands.train(cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False)
         out.update(step=res.step, loop_sum=float(np.sum(distributed.to_host(res.state.params["Dense_0"]["kernel"]))))
     print(json.dumps(out))
     """
@@ -115,13 +117,14 @@ def test_two_processes_train_together_and_agree(tmp_path, full_loop):
     # The same global batches on one process and one device give the same numbers.
     from test_train import TinyScoreNet, tiny_config
 
-    from scoresde_jax import train as T
+    from scoresde_jax import commands, training
+from scoresde_jax import config as C
 
     xs = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 8, 8, 1))) * 2 - 1
     cfg = tiny_config()
     mesh = distributed.make_mesh(jax.devices()[:1])
-    s = T.setup(cfg, model=TinyScoreNet(), mesh=mesh)
-    st, m = T.make_train_fn(T.get_loss_fn(cfg, s, train=True), mesh)(T.init_state(cfg, s), xs)
+    s = C.setup(cfg, model=TinyScoreNet(), mesh=mesh)
+    st, m = training.make_train_fn(C.get_loss_fn(cfg, s, train=True), mesh)(s.init_state(), xs)
     np.testing.assert_allclose(r0["loss"], np.asarray(m.loss), rtol=1e-5)
     np.testing.assert_allclose(r0["kernel"], np.asarray(st.params["Dense_0"]["kernel"]), atol=1e-5)
     if full_loop:

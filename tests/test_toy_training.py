@@ -1,4 +1,4 @@
-"""Training on the 2-D toy datasets: the MLP score network through ``train.train_and_evaluate``."""
+"""Training on the 2-D toy datasets: the MLP score network through ``commands.train_and_evaluate``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax import models, train
+from scoresde_jax import commands, evaluation, models
+from scoresde_jax import config as C
 from scoresde_jax.config_utils import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,7 @@ def test_mlp_shapes_and_create_model():
     labels = jnp.linspace(0.0, 499.0, 5)
     out = model.apply({"params": params}, x, labels, train=False)
     assert out.shape == (5, 2) and out.dtype == x.dtype
-    assert train.data_shape(config) == (2,)
+    assert C.example_shape(config) == (2,)
     config.model.embedding_type = "fourier"
     fourier = models.create_model(config)
     p = fourier.init(jax.random.key(1), x, jnp.full((5,), 0.5))["params"]
@@ -43,7 +44,7 @@ def test_toy_metrics_orders_exact_and_prior_samples():
 
     mix = data.get_toy_distribution("TOY_8GAUSSIANS")
     exact = np.asarray(analytic.sample_mixture(mix, jax.random.key(3), 1000))
-    m = train.toy_metrics("TOY_8GAUSSIANS", exact, seed=0)
+    m = evaluation.toy_metrics("TOY_8GAUSSIANS", exact, seed=0)
     assert m["swd"] < 2 * m["swd_floor"] + 0.05
     assert m["swd_prior"] > 2 * m["swd"]  # the floor is noisy: mode counts fluctuate
 
@@ -61,7 +62,7 @@ def test_short_toy_training_beats_the_prior(tmp_path):
     config.model.num_scales = 200
     config.model.ema_rate = 0.99
     config.optim.warmup = 50
-    res = train.train_and_evaluate(config, str(tmp_path), num_samples=1000, progress=False)
+    res = commands.train_and_evaluate(config, str(tmp_path), num_samples=1000, progress=False)
     assert res["step"] == 400
     q = res["quality"]
     assert set(q) == {"swd", "swd_floor", "swd_prior"}
@@ -79,6 +80,6 @@ def test_short_toy_training_beats_the_prior(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["configs/toy_8gaussians.py", "configs/toy_checkerboard.py"])
 def test_toy_configs_reach_the_floor(tmp_path, path):
-    res = train.train_and_evaluate(_config(path), str(tmp_path), progress=False)
+    res = commands.train_and_evaluate(_config(path), str(tmp_path), progress=False)
     q = res["quality"]
     assert q["swd"] < q["swd_floor"] + 0.1, q

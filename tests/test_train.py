@@ -12,8 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from scoresde_jax import distributed
-from scoresde_jax import train as T
+from scoresde_jax.training import distributed
+from scoresde_jax import commands, training
+from scoresde_jax import config as C
 from scoresde_jax.metrics_io import read_metrics
 
 
@@ -55,7 +56,7 @@ def tiny_config(**training) -> ml_collections.ConfigDict:
 
 
 def _setup(config):
-    return T.setup(config, model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
+    return C.setup(config, model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
 
 
 def _batches(n, bs=16, seed=0):
@@ -84,9 +85,9 @@ def test_every_loss_trains_and_eval_uses_ema(sde, continuous, likelihood_weighti
     cfg = tiny_config(sde=sde, continuous=continuous, likelihood_weighting=likelihood_weighting,
                       reduce_mean=reduce_mean)
     s = _setup(cfg)
-    state = T.init_state(cfg, s)
-    train_fn = T.make_train_fn(T.get_loss_fn(cfg, s, train=True), s.mesh)
-    eval_fn = T.make_eval_fn(T.get_loss_fn(cfg, s, train=False), s.mesh)
+    state = s.init_state()
+    train_fn = training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh)
+    eval_fn = training.make_eval_fn(C.get_loss_fn(cfg, s, train=False), s.mesh)
     state, m = train_fn(state, _batches(3))
     assert int(state.step) == 3 and m.loss.shape == (3,)
     assert np.all(np.isfinite(m.loss)) and np.all(np.asarray(m.grad_norm) > 0)
@@ -100,14 +101,14 @@ def test_every_loss_trains_and_eval_uses_ema(sde, continuous, likelihood_weighti
 def test_train_fn_compiles_once_and_scan_equals_single_steps():
     cfg = tiny_config()
     s = _setup(cfg)
-    loss_fn = T.get_loss_fn(cfg, s, train=True)
-    fn = T.make_train_fn(loss_fn, s.mesh)
-    st = T.init_state(cfg, s)
+    loss_fn = C.get_loss_fn(cfg, s, train=True)
+    fn = training.make_train_fn(loss_fn, s.mesh)
+    st = s.init_state()
     xs = _batches(4)
     for i in range(4):
         st, _ = fn(st, xs[i : i + 1])
     assert fn._cache_size() == 1, "the train step recompiled between calls"
-    st2, m = T.make_train_fn(loss_fn, s.mesh)(T.init_state(cfg, s), xs)  # n_jitted_steps = 4
+    st2, m = training.make_train_fn(loss_fn, s.mesh)(s.init_state(), xs)  # n_jitted_steps = 4
     assert int(st2.step) == 4
     _leaves_equal(st.params, st2.params, rtol=1e-5, atol=1e-6)
     _leaves_equal(st.ema_params, st2.ema_params, rtol=1e-5, atol=1e-6)
@@ -116,12 +117,12 @@ def test_train_fn_compiles_once_and_scan_equals_single_steps():
 def test_gradient_accumulation_matches_mean_gradient_of_micro_batches():
     cfg = tiny_config(grad_accum_steps=2)
     s = _setup(cfg)
-    loss_fn = T.get_loss_fn(cfg, s, train=True)
-    st = T.init_state(cfg, s)
+    loss_fn = C.get_loss_fn(cfg, s, train=True)
+    st = s.init_state()
     x = _batches(1)[0]
-    new, _ = jax.jit(T.make_step_fn(loss_fn, grad_accum_steps=2))(st, x)
+    new, _ = jax.jit(training.make_step_fn(loss_fn, grad_accum_steps=2))(st, x)
     # Reference: micro-batch j = rows j, j+2, ...; key fold_in(step key, j); one update on the mean grad.
-    key = T.stream_key(st.rng, T.TRAIN_STREAM, 0)
+    key = training.stream_key(st.rng, training.TRAIN_STREAM, 0)
     grads = [jax.grad(lambda p, j=j: loss_fn(p, x[j::2], jax.random.fold_in(key, j))[0])(st.params)
              for j in range(2)]
     mean = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
@@ -148,10 +149,10 @@ def test_config_errors_name_the_fix():
 
 def test_loop_resume_equals_unbroken_run_and_writes_logs(tmp_path):
     cfg = tiny_config(n_jitted_steps=2, log_freq=2, snapshot_freq=4, snapshot_freq_for_preemption=2, n_iters=8)
-    full = T.train(cfg, str(tmp_path / "full"), model=TinyScoreNet(), progress=False)
-    part = T.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), stop_at=6, progress=False)
+    full = commands.train(cfg, str(tmp_path / "full"), model=TinyScoreNet(), progress=False)
+    part = commands.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), stop_at=6, progress=False)
     assert part.step == 6
-    resumed = T.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), progress=False)
+    resumed = commands.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), progress=False)
     assert full.step == resumed.step == 8
     _leaves_equal(full.state.params, resumed.state.params)
     _leaves_equal(full.state.ema_params, resumed.state.ema_params)
@@ -181,9 +182,9 @@ class _PoisonedDigits:
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(n_iters=8, snapshot_freq=8, snapshot_freq_for_preemption=2, eval_freq=0)
-    tr, ev = T.get_datasets(cfg)
-    with pytest.raises(T.NonFiniteLossError, match=r"step 5\b.*last good checkpoint is step 4"):
-        T.train(cfg, str(tmp_path), model=TinyScoreNet(), datasets=(_PoisonedDigits(tr, 5), ev), progress=False)
+    tr, ev = commands._datasets(cfg, None)
+    with pytest.raises(training.NonFiniteLossError, match=r"step 5\b.*last good checkpoint is step 4"):
+        commands.train(cfg, str(tmp_path), model=TinyScoreNet(), datasets=(_PoisonedDigits(tr, 5), ev), progress=False)
     assert sorted(os.listdir(tmp_path / "checkpoints-meta")) == ["4"]
 
 
@@ -191,7 +192,7 @@ def test_train_and_evaluate_samples_a_png_grid(tmp_path):
     cfg = tiny_config(n_iters=4, snapshot_freq=4, snapshot_sampling=True, eval_freq=0)
     cfg.training.snapshot_num_samples = 4
     cfg.model.num_scales = 25
-    out = T.train_and_evaluate(cfg, str(tmp_path), num_samples=4, model=TinyScoreNet(), progress=False)
+    out = commands.train_and_evaluate(cfg, str(tmp_path), num_samples=4, model=TinyScoreNet(), progress=False)
     assert os.path.exists(out["samples"]) and out["samples"].endswith(".png")
     assert os.path.exists(tmp_path / "samples" / "iter_4" / "sample.png")
     assert np.isfinite(out["quality"]["fid"]) and out["quality"]["num_samples"] == 4
@@ -202,8 +203,8 @@ def test_train_and_evaluate_samples_a_png_grid(tmp_path):
 def test_likelihood_of_a_trained_workdir(tmp_path):
     cfg = tiny_config(n_iters=2, snapshot_freq=2, eval_freq=0, batch_size=8)
     cfg.eval.batch_size = 8
-    T.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
-    out = T.likelihood(cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
+    commands.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    out = commands.likelihood(cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
     assert out["step"] == 2 and out["num_examples"] == 8 and np.isfinite(out["bpd"])
 
 
@@ -211,7 +212,7 @@ def test_n_iters_need_not_be_a_multiple_of_n_jitted_steps(tmp_path):
     # The paper's configs train 1300001 steps in dispatches of 5: the last dispatch is shorter.
     cfg = tiny_config(n_iters=5, n_jitted_steps=2, snapshot_freq=4, log_freq=2, eval_freq=0,
                       snapshot_freq_for_preemption=2)
-    res = T.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    res = commands.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
     assert res.step == 5 and int(res.state.step) == 5
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "5"]
     assert [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [2, 4, 5]

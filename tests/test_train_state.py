@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from scoresde_jax.optim import get_optimizer, learning_rate_schedule, make_optimizer
-from scoresde_jax.train_state import TrainState, ema_update
+from scoresde_jax.training.optimizer import get_optimizer, learning_rate_schedule, make_optimizer
+from scoresde_jax.training.state import TrainState, ema_update
 
 
 def _optim_config(**kw):

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import optax
 
+from scoresde_jax.utils import config_reexports
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": lambda lr, *, b1, eps, weight_decay: (
         optax.adam(lr, b1=b1, b2=0.999, eps=eps)
@@ -67,16 +69,4 @@ def make_optimizer(
     return tx
 
 
-def get_optimizer(config: Any) -> optax.GradientTransformation:
-    """Build the optax chain from ``config.optim`` (official score_sde keys) and ``config.training``."""
-    o = config.optim
-    return make_optimizer(
-        optimizer=o.get("optimizer", "Adam"),
-        lr=float(o.lr),
-        warmup=int(o.get("warmup", 0)),
-        grad_clip=float(o.get("grad_clip", -1.0)),
-        beta1=float(o.get("beta1", 0.9)),
-        eps=float(o.get("eps", 1e-8)),
-        weight_decay=float(o.get("weight_decay", 0.0)),
-        grad_accum_steps=int(config.training.get("grad_accum_steps", 1)),
-    )
+__getattr__ = config_reexports(__name__, "get_optimizer")  # official name; reads config.optim

@@ -5,7 +5,7 @@
 ``<workdir>/checkpoints-meta``  the preemption checkpoint every ``training.snapshot_freq_for_preemption``
                                 steps, only the latest kept.
 
-Each checkpoint is a Composite of ``state`` (the :class:`~scoresde_jax.train_state.TrainState` pytree)
+Each checkpoint is a Composite of ``state`` (the :class:`~scoresde_jax.training.state.TrainState` pytree)
 and ``data`` (the data iterator's JSON state), so a resumed run continues with the same parameters,
 the same RNG (``fold_in(rng, step)``) and the same data order. Orbax writes into a temporary directory
 and renames it when complete, so a process killed mid-save leaves the previous checkpoint intact.

@@ -1,9 +1,9 @@
 """Train state: params, EMA params, optax state, step and the run's base RNG key.
 
 The EMA follows score_sde: ``ema <- ema * rate + (1 - rate) * params`` after every optimizer update
-(rate ``config.model.ema_rate``, 0.9999 for the paper's CIFAR-10 runs, 0.999 for small ones).
+(rate ``ema_rate``, ``config.model.ema_rate`` in the configs: 0.9999 for the paper's CIFAR-10 runs, 0.999 for small ones).
 The key stored in the state is the *base* key; step ``s`` of a random stream uses
-``fold_in(fold_in(rng, stream), s)`` (:func:`scoresde_jax.train.stream_key`), so a run resumed at step
+``fold_in(fold_in(rng, stream), s)`` (:func:`scoresde_jax.training.steps.stream_key`), so a run resumed at step
 ``s`` draws exactly what an unbroken run would.
 """
 
@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from scoresde_jax.training import distributed
 
 
 class TrainState(struct.PyTreeNode):
@@ -89,3 +91,41 @@ def create_train_state(
         )
     return TrainState.create(params=variables["params"], tx=tx, rng=base, ema_rate=ema_rate)
 
+
+
+def init_state(
+    rng: jax.Array,
+    model: flax.linen.Module,
+    tx: optax.GradientTransformation,
+    *,
+    example_shape: tuple[int, ...],
+    ema_rate: float,
+    mesh: jax.sharding.Mesh,
+) -> TrainState:
+    """The step-0 state computed under jit straight into the replicated sharding of ``mesh`` (the
+    same on every host); ``example_shape`` is the shape of one example, ``(H, W, C)`` or ``(D,)``."""
+    init = jax.jit(
+        lambda key: create_train_state(key, model, tx, input_shape=(1, *example_shape),
+                                       ema_rate=ema_rate),
+        out_shardings=distributed.replicated(mesh),
+    )
+    return init(rng)
+
+
+def abstract_state(
+    model: flax.linen.Module,
+    tx: optax.GradientTransformation,
+    *,
+    example_shape: tuple[int, ...],
+    ema_rate: float,
+    mesh: jax.sharding.Mesh,
+) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of :func:`init_state`'s result, without computing
+    it: the target of a checkpoint restore."""
+    rep = distributed.replicated(mesh)
+    shapes = jax.eval_shape(
+        lambda key: create_train_state(key, model, tx, input_shape=(1, *example_shape),
+                                       ema_rate=ema_rate),
+        jax.random.PRNGKey(0),
+    )
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)

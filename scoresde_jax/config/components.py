@@ -1,0 +1,235 @@
+"""Config -> components: the SDE, the network and the data pipeline of a config.
+
+Part of the config boundary (:mod:`scoresde_jax.config`); a key the config does not set is not
+passed, so the signature of the function it configures holds the only default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scoresde_jax import data as data_lib
+from scoresde_jax import sde as sde_lib
+from scoresde_jax.models import DDPM, MLP, NCSNpp, NCSNv2, uses_sigma_labels
+
+
+def _given(section: Any, names: Mapping[str, str] | Sequence[str]) -> dict:
+    """``{argument: section[key]}`` for the keys ``section`` sets (``names``: argument -> key)."""
+    pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
+    return {arg: section[key] for arg, key in pairs if section is not None and key in section}
+
+
+def _required(section: Any, key: str, where: str, reader: str) -> Any:
+    if key not in section:
+        raise ValueError(f"config.{where}.{key} is required by {reader}; add it to the config.")
+    return section[key]
+
+
+def _section(config: Any, name: str) -> Any:
+    section = config.get(name) if hasattr(config, "get") else getattr(config, name, None)
+    if section is None:
+        raise ValueError(f"the config has no `{name}` section; see configs/default_cifar10_configs.py.")
+    return section
+
+
+# --- SDE -------------------------------------------------------------------------------------------
+
+_SAMPLING_EPS = {"vesde": 1e-5, "vpsde": 1e-3, "subvpsde": 1e-3}
+
+
+def get_sde(config: Any) -> tuple[sde_lib.SDE, float]:
+    """The SDE of ``config.training.sde`` (``vesde`` | ``vpsde`` | ``subvpsde``) with the noise scales
+    of ``config.model`` (``sigma_min, sigma_max`` or ``beta_min, beta_max``; ``num_scales`` as ``N``),
+    and its sampling epsilon (1e-5 for VE, 1e-3 for VP and sub-VP, as the paper)."""
+    name = str(_section(config, "training").sde).lower()
+    if name not in sde_lib.SDES:
+        raise ValueError(f"Unknown config.training.sde={config.training.sde!r}; use one of "
+                         f"{sorted(sde_lib.SDES)}.")
+    m = _section(config, "model")
+    keys = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
+    kwargs = {k: float(m[k]) for k in keys if k in m}
+    if "num_scales" in m:
+        kwargs["N"] = int(m.num_scales)
+    return sde_lib.SDES[name](**kwargs), _SAMPLING_EPS[name]
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_SCALES = ("scale_by_sigma", "sigma_min", "sigma_max", "num_scales", "nonlinearity")
+_UNET = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv",
+         "conditional")
+# config.model.name -> (module, keys it reads, keys it requires)
+_MODELS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
+    "ncsnpp": (NCSNpp, _UNET + _SCALES + (
+        "fir", "fir_kernel", "skip_rescale", "resblock_type", "progressive", "progressive_input",
+        "progressive_combine", "embedding_type", "fourier_scale", "init_scale"), _UNET[:4]),
+    "ddpm": (DDPM, _UNET + _SCALES + ("num_groups",), _UNET[:4]),
+    "ncsnv2": (NCSNv2, _SCALES + ("nf", "normalization", "interpolation"), ("nf",)),
+    "ncsn": (NCSNv2, _SCALES + ("nf", "normalization", "interpolation"), ("nf",)),
+    "mlp": (MLP, ("hidden_sizes", "embedding_type", "embedding_dim", "fourier_scale",
+                  "nonlinearity", "dropout"), ()),
+}
+_LOWERCASE = {"embedding_type", "resblock_type", "progressive", "progressive_input",
+              "progressive_combine"}
+MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn", "mlp")
+
+
+def _typed(value: Any, default: Any, key: str) -> Any:
+    """A config value in the type of the module attribute's default (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, (int, float)):
+        return type(default)(value)
+    if isinstance(default, str):
+        return str(value).lower() if key in _LOWERCASE else str(value)
+    return value
+
+
+def _module_kwargs(cls: type, section: Any, keys: Sequence[str]) -> dict:
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    return {k: _typed(section[k], defaults.get(k), k) for k in keys if k in section}
+
+
+def _resolve_dtype(dtype: Any) -> Any:
+    if dtype is None or not isinstance(dtype, str):
+        return None if dtype is not None and jnp.dtype(dtype) == jnp.float32 else dtype
+    if dtype.lower() not in _DTYPES:
+        raise ValueError(f"config.model.dtype={dtype!r} not in {sorted(_DTYPES)}.")
+    return _DTYPES[dtype.lower()]
+
+
+def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -> nn.Module:
+    """The network of ``config.model.name`` with the sizes of ``config.model`` (official keys).
+
+    Names: ``ncsnpp`` (NCSN++ / DDPM++), ``ddpm``, ``ncsnv2_64`` | ``ncsnv2_128`` | ``ncsnv2_256``
+    (``ncsnv2`` picks the depth from ``data.image_size``), ``ncsn`` (NCSNv1), ``mlp`` (vector data).
+    ``dtype`` / ``remat`` override ``config.model.dtype`` ('float32' | 'bfloat16') and
+    ``config.model.remat``. Keys the config leaves out take the module's defaults.
+    """
+    m, d = _section(config, "model"), _section(config, "data")
+    full = str(_required(m, "name", "model", "create_model")).lower()
+    name = "ncsnv2" if full.startswith("ncsnv2") else full
+    if name not in _MODELS:
+        raise ValueError(f"config.model.name={full!r} is not a known model; choose one of "
+                         f"{MODEL_NAMES}.")
+    cls, keys, required = _MODELS[name]
+    for key in required:
+        _required(m, key, "model", "create_model")
+    kwargs = _module_kwargs(cls, m, keys)
+    kwargs["dtype"] = _resolve_dtype(dtype if dtype is not None else m.get("dtype"))
+    if cls is MLP:
+        return cls(**kwargs)
+    kwargs["centered"] = bool(_required(d, "centered", "data", "create_model"))
+    kwargs["remat"] = bool(remat if remat is not None else m.get("remat", False))
+    if name == "ncsnpp" and kwargs.get("embedding_type", "fourier") == "fourier" and \
+            not bool(_section(config, "training").get("continuous", True)):
+        raise ValueError("Fourier embeddings take noise levels and need continuous training; "
+                         "set config.model.embedding_type='positional' for discrete training.")
+    if name == "ncsn":
+        kwargs.update(depth="64", conditional=True)
+    elif name == "ncsnv2":
+        depth = full.split("_")[-1] if "_" in full else None
+        if depth is None:
+            size = int(d.get("image_size", 32))
+            depth = "64" if size < 96 else "128" if size <= 128 else "256"
+        if depth not in ("64", "128", "256"):
+            raise ValueError(f"config.model.name={full!r}: use ncsnv2_64, ncsnv2_128 or ncsnv2_256.")
+        kwargs["depth"] = depth
+    return cls(**kwargs)
+
+
+def is_vector_data(config: Any) -> bool:
+    """True for vector (non-image) datasets (the 2-D ``TOY_*`` mixtures): batches ``(B, D)``."""
+    return data_lib.is_vector_dataset(str(_section(config, "data").dataset))
+
+
+def example_shape(config: Any) -> tuple[int, ...]:
+    """Shape of one example: ``(H, W, C)`` for images, ``(D,)`` for vector data."""
+    d = _section(config, "data")
+    return data_lib.example_shape(str(d.dataset), image_size=int(d.get("image_size", 0)),
+                                  num_channels=int(d.get("num_channels", 3)))
+
+
+def dummy_inputs(config: Any, batch_size: int = 1, model: nn.Module | None = None):
+    """Zero inputs ``(B, *example_shape)`` and valid labels ``(B,)`` for init and shape checks."""
+    model = model if model is not None else create_model(config)
+    x = jnp.zeros((batch_size,) + example_shape(config), jnp.float32)
+    if uses_sigma_labels(model):
+        labels = jnp.ones((batch_size,), jnp.float32)
+    else:
+        labels = jnp.zeros((batch_size,), jnp.int32)
+    return x, labels
+
+
+def init_model(rng: jax.Array, config: Any, batch_size: int = 1, **model_kwargs) -> Any:
+    """The float32 parameters of ``create_model(config)`` (jitted init)."""
+    model = create_model(config, **model_kwargs)
+    x, labels = dummy_inputs(config, batch_size, model)
+    p_rng, d_rng = jax.random.split(rng)
+    init = jax.jit(lambda p, d: model.init({"params": p, "dropout": d}, x, labels,
+                                           train=False)["params"])
+    return init(p_rng, d_rng)
+
+
+def param_shapes(config: Any, batch_size: int = 1, **model_kwargs) -> Any:
+    """The parameter ``ShapeDtypeStruct`` tree of ``create_model(config)`` (``jax.eval_shape``)."""
+    model = create_model(config, **model_kwargs)
+    x, labels = dummy_inputs(config, batch_size, model)
+    keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    return jax.eval_shape(lambda: model.init(keys, x, labels, train=False))["params"]
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+_DATA_KEYS = ("image_size", "num_channels", "random_flip", "uniform_dequantization", "category",
+              "tfds_name", "digits_resize")
+
+
+def get_dataset(config: Any, *, split: str = "train", seed: int | None = None,
+                batch_size: int | None = None, uniform_dequantization: bool | None = None,
+                **kwargs) -> data_lib.DataIterator:
+    """Iterator of numpy batches ``{'image', 'label'}`` of ``config.data`` (official
+    ``datasets.get_dataset``): :func:`scoresde_jax.data.make_dataset` with the dataset, sizes and
+    augmentation of ``config.data``, the global batch size of ``config.training`` (train split) or
+    ``config.eval``, and ``config.seed``. Other keyword arguments (``shard``, ``data_dir``,
+    ``shuffle``, ``num_epochs``, ``start_step``, ``num_threads``, ``backend``) go to
+    ``make_dataset``."""
+    d = _section(config, "data")
+    options = _given(d, _DATA_KEYS)
+    if batch_size is None:
+        batch_size = int(_section(config, "training" if split == "train" else "eval").batch_size)
+    if uniform_dequantization is not None:
+        options["uniform_dequantization"] = uniform_dequantization
+    seed = run_seed(config) if seed is None else int(seed)
+    return data_lib.make_dataset(str(d.dataset), split=split, batch_size=int(batch_size),
+                                 seed=seed, **options, **kwargs)
+
+
+def _centered(config_or_centered: Any) -> bool:
+    if isinstance(config_or_centered, (bool, np.bool_)):
+        return bool(config_or_centered)
+    return bool(_section(config_or_centered, "data").centered)
+
+
+def get_data_scaler(config_or_centered: Any) -> Callable[[Any], Any]:
+    """``x -> 2x - 1`` when ``config.data.centered`` (or ``centered=True``), else the identity;
+    vector data are never rescaled."""
+    if not isinstance(config_or_centered, (bool, np.bool_)) and is_vector_data(config_or_centered):
+        return lambda x: x
+    return data_lib.scaler(_centered(config_or_centered))
+
+
+def get_data_inverse_scaler(config_or_centered: Any) -> Callable[[Any], Any]:
+    """Inverse of :func:`get_data_scaler`."""
+    if not isinstance(config_or_centered, (bool, np.bool_)) and is_vector_data(config_or_centered):
+        return lambda x: x
+    return data_lib.inverse_scaler(_centered(config_or_centered))

@@ -1,0 +1,139 @@
+"""Config files: load ml_collections configs (official score_sde layout) by path and apply
+``section.key=value`` overrides, rejecting keys that no reader knows.
+
+Config files import their defaults as ``from configs.default_cifar10_configs import
+get_default_configs``, so the directory that contains ``configs/`` (the repository root) has to be
+importable: ``load_config`` puts it on ``sys.path`` first.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import ml_collections
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# Keys this library reads that the official configs do not define (accepted as overrides).
+OPTIONAL_KEYS = frozenset({
+    "training.grad_accum_steps", "training.keep_checkpoints", "training.snapshot_num_samples",
+    "training.eps", "data.digits_resize", "data.tfds_name", "data.category", "model.dtype",
+    "model.remat", "model.num_groups", "sampling.method", "sampling.num_steps", "sampling.eta",
+    "sampling.rtol", "sampling.atol", "sampling.ode_solver",
+})
+
+
+
+
+def _root_for(path: Path) -> Path:
+    """The directory holding the outermost ``configs`` folder on ``path`` (else the repo root)."""
+    parts = path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "configs":
+            return Path(*parts[:i]) if i > 0 else Path(os.sep)
+    return REPO_ROOT
+
+
+def _ensure_on_path(root: Path) -> None:
+    root_s = str(root)
+    if root_s not in sys.path:
+        sys.path.insert(0, root_s)
+    # A different ``configs`` package imported earlier would shadow this one's defaults.
+    mod = sys.modules.get("configs")
+    if mod is not None:
+        locations = [str(Path(p).resolve()) for p in getattr(mod, "__path__", [])]
+        if str((root / "configs").resolve()) not in locations:
+            for name in [n for n in sys.modules if n == "configs" or n.startswith("configs.")]:
+                del sys.modules[name]
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """The config file for ``path``: as given, or relative to the repository's ``configs/``."""
+    p = Path(path).expanduser()
+    candidates = [p]
+    if not p.is_absolute():
+        candidates += [REPO_ROOT / p, CONFIG_DIR / p]
+    candidates += [c.with_suffix(".py") for c in candidates if c.suffix != ".py"]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    shipped = ", ".join(list_configs()[:6])
+    raise FileNotFoundError(
+        f"config file {str(path)!r} does not exist (also looked in {CONFIG_DIR}). Pass the path "
+        f"of a config .py file with get_config(), e.g. configs/ve/cifar10_ncsnpp_continuous.py; "
+        f"shipped configs include: {shipped}, ...")
+
+
+def load_config(path: str | os.PathLike, overrides: Optional[Iterable[str]] = None
+                ) -> ml_collections.ConfigDict:
+    """Run ``get_config()`` of the config file at ``path`` and return the ConfigDict.
+
+    ``overrides``: optional ``"section.key=value"`` strings (values parsed as Python literals when
+    possible), e.g. ``["training.batch_size=8", "model.nf=64"]``; a key the config does not have
+    (and that is not in :data:`OPTIONAL_KEYS`) is a ValueError naming the keys it has.
+    """
+    file = resolve_config_path(path)
+    _ensure_on_path(_root_for(file))
+    module_name = "_scoresde_config_" + "_".join(file.with_suffix("").parts[-3:]).replace("-", "_")
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import config file {file}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {file} defines no get_config(); a config file must define "
+                         "get_config() returning an ml_collections.ConfigDict")
+    config = module.get_config()
+    for item in overrides or ():
+        check_override_key(config, item)
+        apply_override(config, item)
+    return config
+
+
+def check_override_key(config: ml_collections.ConfigDict, item: str) -> None:
+    """Raise ValueError when the key of a ``"a.b=value"`` override is not in ``config`` (nor in
+    :data:`OPTIONAL_KEYS`), naming the keys its section has."""
+    key = item.split("=", 1)[0].strip()
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise ValueError(f"--config.{key}: the config has no section {part!r}.")
+        node = node[part]
+    if leaf not in node and key not in OPTIONAL_KEYS:
+        raise ValueError(f"--config.{key}: unknown key {leaf!r}; {'.'.join(parents) or 'the config'}"
+                         f" has {sorted(node.keys())}.")
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+    """Apply one ``"a.b.c=value"`` override in place (value parsed with ``ast.literal_eval``)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value: Any = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    *parents, leaf = key.strip().split(".")
+    node = config
+    for part in parents:
+        if part not in node:
+            raise ValueError(f"override {item!r}: config has no section {part!r}")
+        node = node[part]
+    node[leaf] = value
+
+
+def list_configs() -> list[str]:
+    """Shipped paper configs, relative to the repository root (``configs/ve/...`` etc.)."""
+    out = []
+    for sub in ("ve", "vp", "subvp"):
+        for f in sorted((CONFIG_DIR / sub).rglob("*.py")):
+            if f.name != "__init__.py":
+                out.append(str(f.relative_to(REPO_ROOT)))
+    return out

@@ -1,0 +1,228 @@
+"""Config -> a run: the optimizer, the train setup and objective, the loop's cadence, the
+sampler and the evaluation functions of a config.
+
+Part of the config boundary (:mod:`scoresde_jax.config`); a key the config does not set is not
+passed, so the signature of the function it configures holds the only default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from scoresde_jax import evaluation, likelihood, losses, samplers
+from scoresde_jax import sde as sde_lib
+from scoresde_jax.config.components import (
+    _given,
+    _required,
+    _section,
+    create_model,
+    example_shape,
+    get_data_inverse_scaler,
+    get_sde,
+    is_vector_data,
+)
+from scoresde_jax.parameterization import get_model_fn, get_score_fn
+from scoresde_jax.training import distributed
+from scoresde_jax.training.loop import LoopOptions
+from scoresde_jax.training.optimizer import make_optimizer
+from scoresde_jax.training.state import TrainState, abstract_state, init_state
+
+
+# --- optimization and the training objective -------------------------------------------------------
+
+_OPTIM_KEYS = ("optimizer", "lr", "warmup", "grad_clip", "beta1", "eps", "weight_decay")
+
+
+def get_optimizer(config: Any) -> optax.GradientTransformation:
+    """The optax chain of ``config.optim`` (clip -> Adam with warmup; ``optax.MultiSteps`` when
+    ``config.training.grad_accum_steps > 1``)."""
+    kwargs = _given(_section(config, "optim"), _OPTIM_KEYS)
+    kwargs.update(_given(_section(config, "training"), ("grad_accum_steps",)))
+    return make_optimizer(**kwargs)
+
+
+class Setup(NamedTuple):
+    """What a config turns into, shared by training, sampling and evaluation."""
+
+    sde: sde_lib.SDE
+    sampling_eps: float
+    model: Any
+    tx: optax.GradientTransformation
+    mesh: jax.sharding.Mesh
+    input_shape: tuple[int, ...]  # the global training batch shape
+    ema_rate: float
+    seed: int
+    continuous: bool
+    grad_accum_steps: int  # the micro-batches of one step (tx is an optax.MultiSteps when > 1)
+
+    def init_state(self) -> TrainState:
+        """The step-0 train state, replicated over the mesh (same on every host)."""
+        return init_state(jax.random.PRNGKey(self.seed), self.model, self.tx,
+                          example_shape=self.input_shape[1:], ema_rate=self.ema_rate,
+                          mesh=self.mesh)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the train state (for restoring)."""
+        return abstract_state(self.model, self.tx, example_shape=self.input_shape[1:],
+                              ema_rate=self.ema_rate, mesh=self.mesh)
+
+
+def setup(config: Any, *, model: Any = None, mesh: jax.sharding.Mesh | None = None) -> Setup:
+    """SDE, model, optimizer and mesh of a config, after checking it for the usual mistakes
+    (batch sizes against the devices, frequencies against ``n_jitted_steps``, sampler names)."""
+    sde, eps = get_sde(config)
+    model = model if model is not None else create_model(config)
+    mesh = mesh or distributed.make_mesh()
+    t = _section(config, "training")
+    batch_size = int(t.batch_size)
+    distributed.check_batch_size(batch_size, mesh)
+    if int(t.get("eval_freq", 0)) > 0 and "eval" in config and "batch_size" in config.eval:
+        distributed.check_batch_size(int(config.eval.batch_size), mesh, name="eval.batch_size")
+    accum = int(t.get("grad_accum_steps", 1))
+    if batch_size % (accum * mesh.devices.size):
+        raise ValueError(
+            f"training.batch_size={batch_size} must be a multiple of grad_accum_steps ({accum}) x "
+            f"devices ({mesh.devices.size}) so every micro-batch splits evenly.")
+    loop_options(config)
+    if "sampling" in config:
+        sampler_options(config)
+    m = _section(config, "model")
+    return Setup(sde, eps, model, get_optimizer(config), mesh, (batch_size,) + example_shape(config),
+                 float(_required(m, "ema_rate", "model", "setup")), run_seed(config),
+                 bool(t.get("continuous", True)), accum)
+
+
+def get_loss_fn(config: Any, s: Setup, *, train: bool) -> Callable:
+    """``loss_fn(params, batch, rng) -> (loss, aux)`` of ``config.training`` (continuous,
+    likelihood_weighting, reduce_mean, eps) for the setup's SDE and model."""
+    kwargs = _given(_section(config, "training"),
+                    ("continuous", "likelihood_weighting", "reduce_mean", "eps"))
+    return losses.get_loss_fn(s.sde, s.model, train=train, **kwargs)
+
+
+_LOOP_KEYS = tuple(f.name for f in dataclasses.fields(LoopOptions))
+
+
+def loop_options(config: Any) -> LoopOptions:
+    """The training loop's cadence from ``config.training`` (checked by ``LoopOptions``)."""
+    t = _section(config, "training")
+    return LoopOptions(**{k: int(v) for k, v in _given(t, _LOOP_KEYS).items()})
+
+
+# --- sampling --------------------------------------------------------------------------------------
+
+# config.sampling key -> sampler argument, per method (SAMPLERS' signatures hold the defaults).
+_SAMPLER_KEYS = {
+    "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr",
+           "n_steps": "n_steps_each", "probability_flow": "probability_flow"},
+    "ode": {"rtol": "rtol", "atol": "atol", "solver": "ode_solver"},
+    "ddim": {"num_steps": "num_steps", "eta": "eta"},
+    "dpm_solver_pp": {"num_steps": "num_steps"},
+    "heun": {"num_steps": "num_steps"},
+}
+
+
+def sampler_options(config: Any) -> tuple[str, dict]:
+    """``(method, options)`` of ``config.sampling``: the method (a key of ``samplers.SAMPLERS``,
+    default 'pc') and the keyword options the config sets, ``noise_removal`` as ``denoise``."""
+    s = _section(config, "sampling")
+    method = str(s.get("method", "pc")).lower()
+    if method not in samplers.SAMPLERS:
+        raise ValueError(f"Unknown config.sampling.method={method!r}; use one of "
+                         f"{sorted(samplers.SAMPLERS)}.")
+    options = _given(s, {"denoise": "noise_removal", **_SAMPLER_KEYS.get(method, {})})
+    tables = {"predictor": samplers.PREDICTORS, "corrector": samplers.CORRECTORS,
+              "solver": samplers.ODE_SOLVERS}
+    for arg, table in tables.items():
+        value = options.get(arg)
+        if isinstance(value, str) and value.lower() not in table:
+            key = _SAMPLER_KEYS[method][arg]
+            raise ValueError(f"Unknown config.sampling.{key}={value!r}; use one of {sorted(table)}.")
+    return method, options
+
+
+def get_sampling_fn(config: Any, sde: sde_lib.SDE, shape: Sequence[int], eps: float
+                    ) -> Callable[..., samplers.SampleResult]:
+    """``sample(rng, score_fn, x_init=None) -> SampleResult`` with the sampler of
+    ``config.sampling`` (official ``sampling.get_sampling_fn``); ``eps`` is the sampling epsilon of
+    :func:`get_sde`. ``score_fn`` may be a ``jax.tree_util.Partial`` carrying parameters."""
+    method, options = sampler_options(config)
+    fn, shape = samplers.SAMPLERS[method], tuple(int(s) for s in shape)
+
+    def sample(rng: jax.Array, score_fn, x_init: jax.Array | None = None):
+        return fn(score_fn, sde, shape, rng, eps=eps, x_init=x_init, **options)
+
+    return sample
+
+
+def snapshot_sample_fn(config: Any, s: Setup) -> Callable[[Any, jax.Array], Any] | None:
+    """The sample function of training snapshots (``training.snapshot_sampling``, with
+    ``training.snapshot_num_samples`` samples, 64 by default), or None."""
+    t = _section(config, "training")
+    if not bool(t.get("snapshot_sampling", False)):
+        return None
+    return make_sample_fn(config, s, num_samples=int(t.get("snapshot_num_samples", 64)))
+
+
+def make_sample_fn(config: Any, s: Setup, *, num_samples: int) -> Callable[[Any, jax.Array], Any]:
+    """Jitted ``(params, rng) -> samples`` in data space (images clipped to ``[0, 1]``, vector data
+    as they are) with the sampler of ``config.sampling``. Compiles once."""
+    shape = (int(num_samples),) + tuple(s.input_shape[1:])
+    sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps)
+    inverse = get_data_inverse_scaler(config)
+    clip = not is_vector_data(config)
+
+    def sample(params, rng):
+        def model_fn(x, labels):
+            return s.model.apply({"params": params}, x, labels, train=False)
+
+        x = inverse(sampling_fn(rng, get_score_fn(s.sde, model_fn, continuous=s.continuous)).x)
+        return jnp.clip(x, 0.0, 1.0) if clip else x
+
+    return jax.jit(sample, out_shardings=distributed.replicated(s.mesh))
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+
+
+def get_likelihood_fn(config: Any, s: Setup) -> Callable:
+    """``likelihood_fn(params, x, rng) -> BPDResult`` of the setup's model on scaled data, with the
+    bits/dim offset of ``config.data.centered`` and ``config.data.uniform_dequantization``."""
+    d = _section(config, "data")
+    return likelihood.get_likelihood_fn(
+        s.sde, lambda p: get_score_fn(s.sde, get_model_fn(s.model, p), continuous=s.continuous),
+        centered=bool(d.centered), dequantize=bool(d.get("uniform_dequantization", False)))
+
+
+def get_quality_fn(config: Any) -> Callable[[np.ndarray], dict]:
+    """The sample-quality metric of the embedded datasets, ``samples -> {name: float}``: the
+    digits classifier's FID/IS/KID for DIGITS (resized as ``data.digits_resize``), sliced
+    Wasserstein distances to exact samples for the ``TOY_*`` mixtures, ``{}`` for the others."""
+    d = _section(config, "data")
+    name, seed = str(d.dataset), run_seed(config)
+    if is_vector_data(config):
+        return lambda samples: evaluation.toy_metrics(name, samples, seed=seed)
+    if name.upper() != "DIGITS":
+        return lambda samples: {}
+    method = str(d.get("digits_resize", "bilinear"))
+    return lambda samples: {k: float(v) for k, v in
+                            evaluation.digits_metrics(samples, method=method).items()}
+
+
+def run_seed(config: Any) -> int:
+    """``config.seed`` (0 when the config has none)."""
+    return int(config.get("seed", 0))
+
+
+def eval_num_samples(config: Any, num_samples: int | None = None) -> int:
+    """``num_samples`` if given, else ``config.eval.num_samples`` (64 when the config has none)."""
+    if num_samples is not None:
+        return int(num_samples)
+    e = config.get("eval") or {}
+    return int(e.get("num_samples", 64))
