@@ -1,0 +1,327 @@
+"""FID Inception-v3 features from a user-supplied weights file: convert once, then extract.
+
+The network (:mod:`scoresde_jax.evaluation.inception_net`) is the FID Inception-v3 graph of
+2015-12-05. Its weights cannot be downloaded here; the public file
+``pt_inception-2015-12-05-6726825d.pth`` of pytorch-fid / torch-fidelity (a PyTorch state dict
+converted from the TensorFlow graph) is turned into this package's ``.npz`` layout once::
+
+    scoresde convert-inception pt_inception-2015-12-05-6726825d.pth --out inception_fid.npz
+
+(:func:`convert_weights`) and :func:`load_inception` then gives
+``extractor(images) -> {"pool_3": (B, 2048), "logits": (B, 1008), "logits_unbiased": (B, 1008)}``.
+
+Preprocessing: image -> 299x299 in [-1, 1]. The implementations differ in the scaling and the
+resize, and these differences move FID (the resize most, at CIFAR-10's 32 -> 299):
+
+* ``"score_sde"`` (the paper's code, TF-GAN / TF-Hub): float images are quantized as
+  ``u = uint8(clip(255 x, 0, 255))`` (truncation, not rounding), scaled ``(u - 127.5) / 127.5``,
+  and resized with TF1 ``resize_bilinear(align_corners=False)`` *without* half-pixel centres:
+  output pixel ``i`` samples source coordinate ``s = i * in / out``, clamped bilinear lerp.
+* ``"torch_fidelity"``: ``(u - 128) / 128`` (the graph's own constant) and torch-fidelity's
+  TF1-compatible resize, which is the same formula as above; ``pool_3`` differs from
+  ``"score_sde"`` only through the scale (1/128 vs 1/127.5, a 0.4% contrast change and a
+  1/255 shift), typically a few hundredths of FID.
+* ``"pytorch_fid"``: ``2 x - 1`` of ``x = u / 255`` (float images used as they are, not
+  quantized) and torch ``F.interpolate(mode="bilinear", align_corners=False)``, the half-pixel
+  resize ``s = (i + 0.5) * in / out - 0.5`` (clamped at 0). At 32 -> 299 its sampling grid is
+  shifted by about 0.45 source pixels against TF1's, which is the main source of the
+  pytorch-fid vs TF FID gap (about 1 FID point on CIFAR-10, e.g. clean-fid's legacy vs clean).
+
+Resizing is linear with weights that sum to one, so it commutes with the affine scaling; it is
+applied first, as in torch-fidelity and pytorch-fid.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from scoresde_jax.evaluation.inception_net import (
+    InceptionV3,
+    random_state_dict,
+    torch_name_map,
+    torch_to_flax,
+)
+
+__all__ = [
+    "CONVERT_COMMAND",
+    "PREPROCESS_MODES",
+    "InceptionExtractor",
+    "InceptionV3",
+    "convert_weights",
+    "load_inception",
+    "load_variables",
+    "preprocess_images",
+    "random_state_dict",
+    "resize_bilinear",
+]
+
+INPUT_SIZE = 299
+PREPROCESS_MODES = ("score_sde", "torch_fidelity", "pytorch_fid")
+CONVERT_COMMAND = "scoresde convert-inception SRC --out inception_fid.npz"
+_FORMAT_KEY = "__format__"
+_FORMAT = "scoresde_jax.inception_fid.v1"
+_NPZ_HINT = (
+    "python -c \"import numpy, torch; sd = torch.load('SRC.pth', weights_only=True); "
+    "numpy.savez('inception_torch.npz', **{k: v.numpy() for k, v in sd.items()})\""
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Resize.
+# --------------------------------------------------------------------------------------------
+
+
+def _resize_indices(
+    in_size: int, out_size: int, half_pixel_centers: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices ``lo``, ``hi = min(lo + 1, in - 1)`` and weight ``frac = s - lo`` of each
+    output pixel, in float32 as both TF1 and torch compute them.
+
+    TF1 (``half_pixel_centers=False``): ``s = i * (in / out)``;
+    half-pixel (torch ``align_corners=False``): ``s = max((i + 0.5) * (in / out) - 0.5, 0)``.
+    """
+    scale = np.float32(in_size / out_size)
+    i = np.arange(out_size, dtype=np.float32)
+    if half_pixel_centers:
+        src = np.maximum((i + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0.0))
+    else:
+        src = i * scale
+    lo = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = (src - lo.astype(np.float32)).astype(np.float32)
+    return lo, hi, frac
+
+
+def _lerp_axis(x: jax.Array, axis: int, out_size: int, half_pixel_centers: bool) -> jax.Array:
+    lo, hi, frac = _resize_indices(x.shape[axis], out_size, half_pixel_centers)
+    shape = [1] * x.ndim
+    shape[axis] = out_size
+    w = jnp.asarray(frac, x.dtype).reshape(shape)
+    a, b = jnp.take(x, lo, axis=axis), jnp.take(x, hi, axis=axis)
+    return a + (b - a) * w
+
+
+def resize_bilinear(
+    images: jax.Array, size: tuple[int, int], *, half_pixel_centers: bool
+) -> jax.Array:
+    """Bilinear resize of ``images (B, H, W, C)`` (float) to ``size = (H', W')``, no antialias.
+
+    Separable: along W then along H, each ``out[i] = x[lo] + (x[hi] - x[lo]) * frac`` with the
+    indices of :func:`_resize_indices` (TF1 ``resize_bilinear(align_corners=False)`` for
+    ``half_pixel_centers=False``, torch ``F.interpolate(mode="bilinear", align_corners=False)``
+    for ``True``). An unchanged size is returned as it is.
+    """
+    out_h, out_w = size
+    if images.shape[2] != out_w:
+        images = _lerp_axis(images, 2, out_w, half_pixel_centers)
+    if images.shape[1] != out_h:
+        images = _lerp_axis(images, 1, out_h, half_pixel_centers)
+    return images
+
+
+def preprocess_images(images: jax.Array, *, mode: str = "score_sde") -> jax.Array:
+    """``images (B, H, W, 3)``, uint8 in [0, 255] or float in [0, 1] -> float32
+    ``(B, 299, 299, 3)`` in [-1, 1], as ``mode`` (one of :data:`PREPROCESS_MODES`) says.
+
+    score_sde:       u = trunc(clip(255 x, 0, 255));  TF1 resize;       (u - 127.5) / 127.5
+    torch_fidelity:  u = trunc(clip(255 x, 0, 255));  TF1 resize;       (u - 128) / 128
+    pytorch_fid:     x = u / 255 (float x as is);     half-pixel resize; 2 x - 1
+    """
+    if mode not in PREPROCESS_MODES:
+        raise ValueError(f"preprocess={mode!r} is not one of {PREPROCESS_MODES}")
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (B, H, W, 3) NHWC RGB, got shape {images.shape}")
+    is_uint8 = images.dtype == jnp.uint8
+    if not is_uint8 and not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(f"images must be uint8 in [0, 255] or float in [0, 1], got {images.dtype}")
+    x = images.astype(jnp.float32)
+    if mode == "pytorch_fid":
+        if is_uint8:
+            x = x / 255.0
+        x = resize_bilinear(x, (INPUT_SIZE, INPUT_SIZE), half_pixel_centers=True)
+        return 2.0 * x - 1.0
+    if not is_uint8:
+        x = jnp.floor(jnp.clip(x * 255.0, 0.0, 255.0))
+    x = resize_bilinear(x, (INPUT_SIZE, INPUT_SIZE), half_pixel_centers=False)
+    if mode == "score_sde":
+        return (x - 127.5) / 127.5
+    return (x - 128.0) / 128.0
+
+
+# --------------------------------------------------------------------------------------------
+# Weights.
+# --------------------------------------------------------------------------------------------
+
+
+def _read_state_dict(src: str | os.PathLike) -> dict[str, np.ndarray]:
+    src = os.fspath(src)
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"no Inception weights file at {src!r}")
+    if src.endswith(".npz"):
+        with np.load(src, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"reading the PyTorch file {src!r} needs torch (pip install torch, the CPU wheel "
+            "is enough); or, where torch is installed, save the state dict as an .npz with the "
+            f"same names and pass that instead:\n  {_NPZ_HINT}"
+        ) from e
+    sd = torch.load(src, map_location="cpu", weights_only=True)
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+def _check_names(sd: dict[str, np.ndarray]) -> None:
+    expected = torch_name_map()
+    given = {k for k in sd if not k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - given)
+    unexpected = sorted(given - set(expected))
+    misshaped = [
+        f"{k}: {tuple(np.shape(sd[k]))}, expected {expected[k][1]}"
+        for k in sorted(given & set(expected))
+        if tuple(np.shape(sd[k])) != expected[k][1]
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        problems.append(f"unexpected ({len(unexpected)}): " + ", ".join(unexpected))
+    if misshaped:
+        problems.append(f"mis-shaped ({len(misshaped)}): " + "; ".join(misshaped))
+    if problems:
+        raise ValueError(
+            "not the FID Inception-v3 state dict (pt_inception-2015-12-05-6726825d.pth of "
+            "pytorch-fid / torch-fidelity):\n  " + "\n  ".join(problems)
+        )
+
+
+def convert_weights(src: str | os.PathLike, out: str | os.PathLike) -> str:
+    """Convert the FID Inception state dict ``src`` (``.pth`` via torch, or an ``.npz`` with the
+    same torch names) to ``out``, an ``.npz`` of the flat Flax variable names
+    (``params/Mixed_5b/branch1x1/conv/kernel``, ``batch_stats/.../bn/var``, ...), float32.
+
+    Convolutions OIHW -> HWIO, ``fc.weight`` (1008, 2048) -> (2048, 1008); BatchNorm
+    ``weight/bias/running_mean/running_var`` -> ``scale/bias/mean/var``; ``num_batches_tracked``
+    is dropped. Every missing, unexpected or mis-shaped name is listed in one ``ValueError``.
+    Returns ``out``.
+    """
+    sd = _read_state_dict(src)
+    _check_names(sd)
+    flat = {
+        flax_name: torch_to_flax(name, sd[name]).astype(np.float32)
+        for name, (flax_name, _, _) in torch_name_map().items()
+    }
+    flat[_FORMAT_KEY] = np.array(_FORMAT)
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "wb") as f:  # a file object: np.savez would append ".npz" to other names
+        np.savez(f, **flat)
+    return out
+
+
+def load_variables(path: str | os.PathLike) -> dict[str, Any]:
+    """The Flax variables ``{"params": ..., "batch_stats": ...}`` from a :func:`convert_weights`
+    file (numpy arrays)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no Inception weights at {path!r}; make them from the FID weights file "
+            f"(pt_inception-2015-12-05-6726825d.pth of pytorch-fid / torch-fidelity) with: "
+            f"{CONVERT_COMMAND}"
+        )
+    if not path.endswith(".npz"):
+        raise ValueError(f"{path!r} is not a converted .npz; convert it first: {CONVERT_COMMAND}")
+    with np.load(path, allow_pickle=False) as z:
+        flat = {k: z[k] for k in z.files}
+    if str(flat.pop(_FORMAT_KEY, "")) != _FORMAT:
+        raise ValueError(
+            f"{path!r} is not a converted Inception file (no {_FORMAT_KEY}={_FORMAT!r}); if it "
+            f"holds the torch state dict, convert it first: {CONVERT_COMMAND}"
+        )
+    expected = {fn: shape for fn, _, shape in torch_name_map().values()}
+    bad = sorted(set(expected) ^ set(flat)) + sorted(
+        k for k in set(expected) & set(flat) if flat[k].shape != expected[k]
+    )
+    if bad:
+        raise ValueError(f"{path!r} has missing, extra or mis-shaped variables: {', '.join(bad)}")
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Extractor.
+# --------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames="mode")
+def _preprocess_jit(images: jax.Array, mode: str) -> jax.Array:
+    return preprocess_images(images, mode=mode)
+
+
+@jax.jit
+def _network_jit(variables: dict, x: jax.Array) -> dict[str, jax.Array]:
+    return InceptionV3().apply(variables, x)
+
+
+class InceptionExtractor:
+    """``extractor(images) -> {"pool_3", "logits", "logits_unbiased"}`` (numpy float32).
+
+    ``images (B, H, W, 3)``: uint8 in [0, 255] or float in [0, 1], numpy or jax (a batch sharded
+    over devices runs under plain ``jit``). ``batch_size`` splits large inputs into chunks
+    (the last one padded, so one compilation serves every chunk). :meth:`features` is the pure,
+    traceable version returning jax arrays; :meth:`as_feature_extractor` adapts it to the
+    ``images -> (pool_3, logits)`` protocol of :mod:`scoresde_jax.evaluation.features`.
+    """
+
+    def __init__(self, variables: dict, *, preprocess: str = "score_sde"):
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess={preprocess!r} is not one of {PREPROCESS_MODES}")
+        self.variables = jax.tree.map(jnp.asarray, variables)
+        self.preprocess = preprocess
+
+    def features(self, images: jax.Array) -> dict[str, jax.Array]:
+        """Traceable ``images -> {"pool_3", "logits", "logits_unbiased"}`` (jax arrays)."""
+        return InceptionV3().apply(self.variables, preprocess_images(images, mode=self.preprocess))
+
+    def _run(self, images: Any) -> dict[str, jax.Array]:
+        return _network_jit(self.variables, _preprocess_jit(images, self.preprocess))
+
+    def __call__(self, images: Any, *, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        n = images.shape[0]
+        if batch_size is None or n <= batch_size:
+            out = self._run(images)
+            return {k: np.asarray(v, np.float32) for k, v in out.items()}
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, batch_size):
+            part = images[start : start + batch_size]
+            m = part.shape[0]
+            if m < batch_size:
+                pad = np.zeros((batch_size - m, *part.shape[1:]), part.dtype)
+                part = np.concatenate([np.asarray(part), pad])
+            for k, v in self._run(part).items():
+                chunks.setdefault(k, []).append(np.asarray(v[:m], np.float32))
+        return {k: np.concatenate(v) for k, v in chunks.items()}
+
+    def as_feature_extractor(self, *, logits: str = "logits", batch_size: int | None = None):
+        """``images -> (pool_3, logits)`` for :func:`~scoresde_jax.evaluation.compute_statistics`
+        (``logits="logits_unbiased"`` for torch-fidelity's Inception Score)."""
+
+        def extract(images):
+            out = self(images, batch_size=batch_size)
+            return out["pool_3"], out[logits]
+
+        return extract
+
+
+def load_inception(path: str | os.PathLike, *, preprocess: str = "score_sde") -> InceptionExtractor:
+    """The FID Inception-v3 extractor from a :func:`convert_weights` ``.npz``; ``preprocess`` is
+    one of :data:`PREPROCESS_MODES` (see the module docstring for what each changes)."""
+    return InceptionExtractor(load_variables(path), preprocess=preprocess)
