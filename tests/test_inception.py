@@ -130,7 +130,8 @@ def test_preprocess_modes_scale_and_float_input():
             np.asarray(inc.preprocess_images(x, mode=mode)),
             np.asarray(inc.preprocess_images(u, mode=mode)),
         )
-    trunc = np.asarray(inc.preprocess_images(np.full((1, 299, 299, 3), 254.9 / 255), mode="score_sde"))
+    almost = np.full((1, 299, 299, 3), 254.9 / 255)
+    trunc = np.asarray(inc.preprocess_images(almost, mode="score_sde"))
     np.testing.assert_allclose(trunc, (254 - 127.5) / 127.5, atol=1e-6)
     # ... and used as is (2x - 1) for pytorch_fid.
     xf = (uf / 255.0).astype(np.float32)

@@ -113,7 +113,8 @@ class InceptionC(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c7 = self.c7
-        row, col = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
+        row = dict(kernel_size=(1, 7), padding=(0, 3))
+        col = dict(kernel_size=(7, 1), padding=(3, 0))
         b1 = BasicConv(192, name="branch1x1")(x)
         b7 = BasicConv(c7, name="branch7x7_1")(x)
         b7 = BasicConv(c7, **row, name="branch7x7_2")(b7)
@@ -149,7 +150,8 @@ class InceptionE(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        row, col = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
+        row = dict(kernel_size=(1, 3), padding=(0, 1))
+        col = dict(kernel_size=(3, 1), padding=(1, 0))
         b1 = BasicConv(320, name="branch1x1")(x)
         b3 = BasicConv(384, name="branch3x3_1")(x)
         b3 = jnp.concatenate(
@@ -179,7 +181,8 @@ class Logits(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (h.shape[-1], self.num_classes))
+        shape = (h.shape[-1], self.num_classes)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
         bias = self.param("bias", nn.initializers.zeros, (self.num_classes,))
         unbiased = jnp.dot(h, kernel.astype(h.dtype), precision=jax.lax.Precision.HIGHEST)
         return unbiased, unbiased + bias.astype(h.dtype)
