@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import logging
 import time
 from typing import Any, Mapping
 
-import logging
-
 import numpy as np
 from PIL import Image, ImageDraw
+from tensorboardX import SummaryWriter
 
 
 def image_grid(images: np.ndarray, *, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -103,12 +103,7 @@ class MetricWriter:
         self.jsonl_path = os.path.join(self.logdir, "metrics.jsonl")
         self._jsonl = open(self.jsonl_path, "a", buffering=1)
         if tensorboard:
-            try:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(self.logdir)
-            except ImportError:  # tensorboardX is optional; the JSONL file is always written
-                self._tb = None
+            self._tb = SummaryWriter(self.logdir)
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.active:

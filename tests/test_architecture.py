@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "scoresde_jax"
 FILES = sorted(PACKAGE.rglob("*.py"))
 SECTIONS = {"training", "model", "data", "optim", "sampling", "eval"}
 # Optional or heavy dependencies that are imported where they are used, on purpose.
-LAZY_IMPORTS = {"torch", "tensorflow", "tensorflow_datasets", "torch_fidelity"}
+LAZY_IMPORTS = {"torch", "tensorflow", "tensorflow_datasets", "torch_fidelity", "sklearn"}
 
 
 def _rel(path: pathlib.Path) -> str:

@@ -45,6 +45,7 @@ from scoresde_jax.config.components import (
     init_model,
     is_vector_data,
     param_shapes,
+    run_seed,
 )
 from scoresde_jax.config.files import (
     OPTIONAL_KEYS,
@@ -63,7 +64,6 @@ from scoresde_jax.config.run import (
     get_sampling_fn,
     loop_options,
     make_sample_fn,
-    run_seed,
     sampler_options,
     setup,
     snapshot_sample_fn,

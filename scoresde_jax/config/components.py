@@ -214,22 +214,30 @@ def get_dataset(config: Any, *, split: str = "train", seed: int | None = None,
                                  seed=seed, **options, **kwargs)
 
 
+def run_seed(config: Any) -> int:
+    """``config.seed`` (0 when the config has none)."""
+    return int(config.get("seed", 0))
+
+
 def _centered(config_or_centered: Any) -> bool:
     if isinstance(config_or_centered, (bool, np.bool_)):
         return bool(config_or_centered)
+    if not hasattr(config_or_centered, "data"):
+        raise TypeError("get_data_scaler / get_data_inverse_scaler take `centered: bool` or a config "
+                        f"with `config.data.centered`; got {type(config_or_centered).__name__}.")
     return bool(_section(config_or_centered, "data").centered)
 
 
 def get_data_scaler(config_or_centered: Any) -> Callable[[Any], Any]:
     """``x -> 2x - 1`` when ``config.data.centered`` (or ``centered=True``), else the identity;
     vector data are never rescaled."""
-    if not isinstance(config_or_centered, (bool, np.bool_)) and is_vector_data(config_or_centered):
+    if hasattr(config_or_centered, "data") and is_vector_data(config_or_centered):
         return lambda x: x
     return data_lib.scaler(_centered(config_or_centered))
 
 
 def get_data_inverse_scaler(config_or_centered: Any) -> Callable[[Any], Any]:
     """Inverse of :func:`get_data_scaler`."""
-    if not isinstance(config_or_centered, (bool, np.bool_)) and is_vector_data(config_or_centered):
+    if hasattr(config_or_centered, "data") and is_vector_data(config_or_centered):
         return lambda x: x
     return data_lib.inverse_scaler(_centered(config_or_centered))

@@ -26,6 +26,7 @@ from scoresde_jax.config.components import (
     get_data_inverse_scaler,
     get_sde,
     is_vector_data,
+    run_seed,
 )
 from scoresde_jax.parameterization import get_model_fn, get_score_fn
 from scoresde_jax.training import distributed
@@ -213,11 +214,6 @@ def get_quality_fn(config: Any) -> Callable[[np.ndarray], dict]:
     method = str(d.get("digits_resize", "bilinear"))
     return lambda samples: {k: float(v) for k, v in
                             evaluation.digits_metrics(samples, method=method).items()}
-
-
-def run_seed(config: Any) -> int:
-    """``config.seed`` (0 when the config has none)."""
-    return int(config.get("seed", 0))
 
 
 def eval_num_samples(config: Any, num_samples: int | None = None) -> int:

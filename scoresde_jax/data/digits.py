@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from scoresde_jax.data.images import resize_bilinear
 
@@ -22,6 +20,10 @@ DIGITS_NUM_TEST = 360  # fixed held-out split: 1437 train / 360 test, stratified
 
 @functools.lru_cache(maxsize=None)
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # scikit-learn takes seconds to import: only the embedded-digits path pays for it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     d = load_digits()
     x = (d.images.astype(np.float32) / 16.0)[..., None]  # (1797, 8, 8, 1) in [0, 1]
     y = d.target.astype(np.int32)

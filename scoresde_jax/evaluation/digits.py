@@ -15,8 +15,6 @@ import warnings
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.neural_network import MLPClassifier
 from threadpoolctl import threadpool_limits
 
 from scoresde_jax.data import load_digits_images, resize_bilinear
@@ -90,6 +88,10 @@ def digits_feature_extractor(seed: int = 0) -> DigitsClassifier:
     ~3 s on one CPU core (converges in ~120 epochs), 98% accuracy on the held-out test digits.
     Features are the 128-d penultimate activations.
     """
+    # scikit-learn takes seconds to import: only the digits metric pays for it.
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
     x_tr, y_tr = load_digits_images("train")
     x_te, y_te = load_digits_images("test")
     # One BLAS thread: these matrices are tiny and oversubscribed threads are ~20x slower.
