@@ -182,7 +182,7 @@ class _PoisonedDigits:
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(n_iters=8, snapshot_freq=8, snapshot_freq_for_preemption=2, eval_freq=0)
-    tr, ev = commands._datasets(cfg, None)
+    tr, ev = C.get_dataset(cfg, split="train"), C.get_dataset(cfg, split="test", num_epochs=None)
     with pytest.raises(training.NonFiniteLossError, match=r"step 5\b.*last good checkpoint is step 4"):
         commands.train(cfg, str(tmp_path), model=TinyScoreNet(), datasets=(_PoisonedDigits(tr, 5), ev), progress=False)
     assert sorted(os.listdir(tmp_path / "checkpoints-meta")) == ["4"]
