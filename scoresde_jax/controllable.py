@@ -42,14 +42,17 @@ All samplers are module-level ``jax.jit`` functions that take the score function
 (:func:`scoresde_jax.samplers.as_score_pytree`: pass ``jax.tree_util.Partial(fn, params)`` to keep
 parameters as data); they compile once per score function, SDE, shape and static options, and work
 for VE, VP and sub-VP with any predictor / corrector of :data:`scoresde_jax.samplers.PREDICTORS` /
-``CORRECTORS`` by name.  The loop is that of :func:`scoresde_jax.samplers.pc_sample`: at each
-``t_i`` in ``linspace(T, eps, N)``, ``n_steps`` corrector steps then one predictor step, with
-per-step keys ``fold_in``.
+``CORRECTORS`` by name.  The loop IS :func:`scoresde_jax.samplers.pc_sample` (at each ``t_i`` in
+``linspace(T, eps, N)``, ``n_steps`` corrector steps then one predictor step, with per-step keys
+``fold_in``); inpainting and colorization give it the replacement as its ``projection``.  All
+samplers here take ``**pc_options``, the keyword options of :func:`scoresde_jax.samplers.pc_sample`
+(``predictor``, ``corrector``, ``snr``, ``n_steps``, ``probability_flow``, ``denoise``, ``eps``),
+with its defaults.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -58,7 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, pc_sample, resolve_pc_steps
+from scoresde_jax.samplers.common import SampleResult, as_score_pytree
+from scoresde_jax.samplers.pc import pc_sample
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -150,37 +154,16 @@ def pc_conditional_sample(
     *,
     scale: float = 1.0,
     classifier_logp_grad_fn=None,
-    predictor: str | Callable = "reverse_diffusion",
-    corrector: str | Callable = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
-    probability_flow: bool = False,
-    denoise: bool = True,
-    eps: float = 1e-3,
-    x_init: jax.Array | None = None,
-    dtype=None,
+    **pc_options: Any,
 ) -> SampleResult:
     """Class-conditional PC sampling: :func:`scoresde_jax.samplers.pc_sample` with
-    :func:`conditional_score_fn` (official ``get_pc_conditional_sampler``).  ``nfe`` counts
+    :func:`conditional_score_fn` (official ``get_pc_conditional_sampler``); ``pc_options`` are the
+    keyword options of ``pc_sample`` (``x_init`` and ``dtype`` included).  ``nfe`` counts
     evaluations of the conditional score (each one score and one classifier-gradient evaluation)."""
     cond = conditional_score_fn(
         score_fn, classifier_fn, y, scale, classifier_logp_grad_fn=classifier_logp_grad_fn
     )
-    return pc_sample(
-        cond,
-        sde,
-        shape,
-        rng,
-        predictor=predictor,
-        corrector=corrector,
-        snr=snr,
-        n_steps=n_steps,
-        probability_flow=probability_flow,
-        denoise=denoise,
-        eps=eps,
-        x_init=x_init,
-        dtype=dtype,
-    )
+    return pc_sample(cond, sde, shape, rng, **pc_options)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,89 +202,50 @@ def couple_colors(y: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------------
 # PC with replacement of the known part
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "sde",
-        "predictor",
-        "corrector",
-        "n_steps",
-        "probability_flow",
-        "denoise",
-        "colorize",
-    ),
-)
-def _pc_replace(
-    score,
-    rng,
-    known,
-    mask,
-    snr,
-    eps,
-    *,
-    sde,
-    predictor,
-    corrector,
-    n_steps,
-    probability_flow,
-    denoise,
-    colorize,
-):
-    """PC sampling where, after every step, ``to(x)`` has its ``mask`` part replaced by a perturbed
-    ``known``.
+@dataclasses.dataclass(frozen=True)
+class _Replacement:
+    """The projection ``x <- x (1 - mask) + (a(t) known + s(t) z) mask`` in the working space: the
+    data space (inpainting) or the decoupled colour space (``colorize``: ``to = decouple_colors``,
+    ``back = couple_colors``).
 
-    ``known`` and ``mask`` live in the working space: the data space (inpainting) or the decoupled
-    colour space (colorization, ``to = decouple_colors``, ``back = couple_colors``).
+    Static (hashable) part of the pytree ``Partial(_Replacement(sde, colorize), known, mask)`` given
+    to :func:`scoresde_jax.samplers.pc_sample` as its ``projection``: ``known`` and ``mask`` are
+    traced data, so the loop compiles once per SDE and space.
     """
-    shape, dtype = known.shape, known.dtype
-    to = decouple_colors if colorize else (lambda v: v)
-    back = couple_colors if colorize else (lambda v: v)
-    k_init, k_steps = jax.random.split(rng)
-    k_prior, k_rep0 = jax.random.split(k_init)
-    timesteps = jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(eps, dtype), sde.N)
-    snr = jnp.asarray(snr, dtype)
-    use_corrector = getattr(corrector, "nfe", 1) > 0 and n_steps > 0
-    use_predictor = getattr(predictor, "nfe", 1) > 0
 
-    def replace(x, x_mean, t, key):
-        mean, std = sde.marginal_prob(known, t)
-        noisy = mean + batch_mul(std, jax.random.normal(key, shape, dtype))
-        x = back(to(x) * (1.0 - mask) + noisy * mask)
-        x_mean = back(to(x_mean) * (1.0 - mask) + mean * mask)
+    sde: SDE
+    colorize: bool = False
+
+    def to(self, v: jax.Array) -> jax.Array:
+        return decouple_colors(v) if self.colorize else v
+
+    def back(self, v: jax.Array) -> jax.Array:
+        return couple_colors(v) if self.colorize else v
+
+    def __call__(self, known, mask, x, x_mean, t, key):
+        mean, std = self.sde.marginal_prob(known, t)
+        noisy = mean + batch_mul(std, jax.random.normal(key, known.shape, known.dtype))
+        x = self.back(self.to(x) * (1.0 - mask) + noisy * mask)
+        x_mean = self.back(self.to(x_mean) * (1.0 - mask) + mean * mask)
         return x, x_mean
 
-    # Start: prior draw for the unknown part, perturbed data at t = T for the known part.
-    x0 = back(to(sde.prior_sampling(k_prior, shape, dtype=dtype)))
-    x0, _ = replace(x0, x0, jnp.full((shape[0],), timesteps[0], dtype), k_rep0)
+    def restore(self, known: jax.Array, mask: jax.Array, x: jax.Array) -> jax.Array:
+        """Put the known part back exactly (the last replacement left ``a(eps) known (+ noise)``)."""
+        return self.back(self.to(x) * (1.0 - mask) + known * mask)
 
-    def step(i, carry):
-        x, x_mean = carry
-        t = jnp.full((shape[0],), timesteps[i], dtype)
-        k_corr, k_pred, k_rep = jax.random.split(jax.random.fold_in(k_steps, i), 3)
-        if use_corrector:
 
-            def corrector_step(j, c):
-                z = jax.random.normal(jax.random.fold_in(k_corr, j), shape, dtype)
-                x_, xm_ = corrector(score, c[0], t, z, sde=sde, snr=snr)
-                return replace(x_, xm_, t, jax.random.fold_in(k_rep, j))
-
-            x, x_mean = jax.lax.fori_loop(0, n_steps, corrector_step, (x, x_mean))
-        if use_predictor:
-            z = jax.random.normal(k_pred, shape, dtype)
-            x, x_mean = predictor(score, x, t, z, sde=sde, probability_flow=probability_flow)
-            x, x_mean = replace(x, x_mean, t, jax.random.fold_in(k_rep, n_steps))
-        return x, x_mean
-
-    x, x_mean = jax.lax.fori_loop(0, sde.N, step, (x0, x0))
-    out = x_mean if denoise else x
-    # The known part is known: return it exactly (the last replacement left a(eps) data (+ noise)
-    # there).
-    out = back(to(out) * (1.0 - mask) + known * mask)
-    nfe = sde.N * (
-        getattr(predictor, "nfe", 1) * use_predictor
-        + n_steps * getattr(corrector, "nfe", 1) * use_corrector
+def _sample_with_replacement(score_fn, sde, known, mask, rng, colorize, pc_options):
+    replace = _Replacement(sde, colorize)
+    res = pc_sample(
+        score_fn,
+        sde,
+        known.shape,
+        rng,
+        dtype=known.dtype,
+        projection=Partial(replace, known, mask),
+        **pc_options,
     )
-    return SampleResult(out, jnp.asarray(nfe, jnp.int32))
+    return SampleResult(replace.restore(known, mask, res.x), res.nfe)
 
 
 def _check_data(name, x):
@@ -319,24 +263,16 @@ def pc_inpaint(
     data: jax.Array,
     mask: jax.Array,
     rng: jax.Array,
-    *,
-    predictor: str | Callable = "reverse_diffusion",
-    corrector: str | Callable = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
-    probability_flow: bool = False,
-    eps: float = 1e-3,
-    denoise: bool = True,
+    **pc_options: Any,
 ) -> SampleResult:
     """Inpainting by PC sampling with replacement (official ``pc_inpainter``; see the module
-    docstring).
+    docstring); ``pc_options`` are the keyword options of :func:`scoresde_jax.samplers.pc_sample`.
 
     ``data`` ``(B, *D)`` holds the known values where ``mask == 1`` (anything elsewhere); ``mask``
     (0/1, broadcastable to ``data``) marks the known part.  After each corrector and predictor step
     at time ``t``: ``x = x (1 - mask) + (a(t) data + s(t) z) mask``.  The returned samples equal
     ``data`` on the mask. Returns ``SampleResult(x, nfe)`` in the dtype of ``data``.
     """
-    pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("data", data)
     mask = jnp.asarray(mask, data.dtype)
     try:
@@ -346,21 +282,7 @@ def pc_inpaint(
             f"mask of shape {mask.shape} does not broadcast to data of shape {data.shape}; "
             "give a mask of shape (B, *D) or (*D,)."
         ) from e
-    return _pc_replace(
-        as_score_pytree(score_fn),
-        rng,
-        data,
-        mask,
-        snr,
-        eps,
-        sde=sde,
-        predictor=pred,
-        corrector=corr,
-        n_steps=int(n_steps),
-        probability_flow=bool(probability_flow),
-        denoise=bool(denoise),
-        colorize=False,
-    )
+    return _sample_with_replacement(score_fn, sde, data, mask, rng, False, pc_options)
 
 
 def pc_colorize(
@@ -368,17 +290,11 @@ def pc_colorize(
     sde: SDE,
     gray: jax.Array,
     rng: jax.Array,
-    *,
-    predictor: str | Callable = "reverse_diffusion",
-    corrector: str | Callable = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
-    probability_flow: bool = False,
-    eps: float = 1e-3,
-    denoise: bool = True,
+    **pc_options: Any,
 ) -> SampleResult:
     """Colorization by PC sampling with replacement in the decoupled colour space (official
-    ``pc_colorizer``).
+    ``pc_colorizer``); ``pc_options`` are the keyword options of
+    :func:`scoresde_jax.samplers.pc_sample`.
 
     ``gray`` is ``(B, *S, 1)`` (the gray level, the mean of the RGB channels) or ``(B, *S, 3)`` with
     the gray level in every channel (the official input); the score model works on ``(B, *S, 3)``
@@ -386,7 +302,6 @@ def pc_colorize(
     known and replaced by its forward-perturbed copy after every step.  The returned RGB samples
     have channel mean exactly ``gray``.
     """
-    pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     _check_data("gray", gray)
     if gray.shape[-1] not in (1, 3):
         raise ValueError(
@@ -397,18 +312,4 @@ def pc_colorize(
     rgb = jnp.broadcast_to(level, gray.shape[:-1] + (3,))
     known = decouple_colors(rgb)  # (sqrt(3) gray, 0, 0)
     mask = jnp.broadcast_to(jnp.asarray([1.0, 0.0, 0.0], gray.dtype), known.shape)
-    return _pc_replace(
-        as_score_pytree(score_fn),
-        rng,
-        known,
-        mask,
-        snr,
-        eps,
-        sde=sde,
-        predictor=pred,
-        corrector=corr,
-        n_steps=int(n_steps),
-        probability_flow=bool(probability_flow),
-        denoise=bool(denoise),
-        colorize=True,
-    )
+    return _sample_with_replacement(score_fn, sde, known, mask, rng, True, pc_options)

@@ -55,11 +55,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
-import diffrax
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.samplers.pc import as_score_pytree
+from scoresde_jax.flow import ODE_SOLVERS, probability_flow_drift, solve_probability_flow
+from scoresde_jax.samplers.common import as_score_pytree
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import flat_dim
 
@@ -80,12 +80,7 @@ __all__ = [
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 DIVERGENCES = ("exact", "gaussian", "rademacher")
-SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
-# Function evaluations of the explicit FSAL Runge-Kutta solvers: 6 new stages per attempted
-# (accepted or rejected) step plus one at the start; counted with a host callback in the vector
-# field (diffrax 0.7.2).
-_STAGES_PER_STEP = {"tsit5": 6, "dopri5": 6}
-_NFE_INIT = 1
+SOLVERS = ODE_SOLVERS  # the solvers of scoresde_jax.flow, by name
 
 
 class LikelihoodResult(NamedTuple):
@@ -140,11 +135,15 @@ def hutchinson_probe(rng: jax.Array, shape, dtype, *, kind: str) -> jax.Array:
     raise ValueError(f"Unknown Hutchinson probe kind={kind!r}; use 'gaussian' or 'rademacher'.")
 
 
-def _check_args(x, divergence, solver, rng, dequantize):
+def _check_options(divergence, solver):
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence={divergence!r} is not one of {DIVERGENCES}.")
     if solver not in SOLVERS:
         raise ValueError(f"solver={solver!r} is not one of {sorted(SOLVERS)}.")
+
+
+def _check_args(x, divergence, solver, rng, dequantize):
+    _check_options(divergence, solver)
     if not hasattr(x, "ndim") or x.ndim < 2:
         raise ValueError(
             f"x must be a batch of shape (B, *D), got shape {getattr(x, 'shape', None)}; "
@@ -181,32 +180,23 @@ def _drift_and_divergence(drift_fn, x, probe, divergence: str):
 def _solve_one(score_fn, sde: SDE, x, probe, *, divergence, rtol, atol, eps, solver, max_steps):
     """Integrate ``(x, delta)`` for one example ``x`` of shape ``(1, *D)`` from ``eps`` to ``T``."""
     dtype = x.dtype
-    rsde = sde.reverse(score_fn, probability_flow=True)
 
-    def vector_field(t, state, args):
-        xt, _ = state
-        vec_t = jnp.full((1,), t, dtype=dtype)
-
-        def drift_fn(y):
-            # forward-time probability-flow ODE: dx/dt = f - g^2 score / 2 (the drift of rsde.sde)
-            return rsde.sde(y, vec_t)[0]
-
-        drift, div = _drift_and_divergence(drift_fn, xt, probe, divergence)
+    def vector_field(t, state):
+        # forward-time probability-flow ODE dx/dt = f~ and d delta / dt = div f~
+        drift_fn = lambda y: probability_flow_drift(sde, score_fn, y, t)  # noqa: E731
+        drift, div = _drift_and_divergence(drift_fn, state[0], probe, divergence)
         return drift, div.astype(dtype)
 
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vector_field),
-        SOLVERS[solver](),
+    (z, delta), nfe = solve_probability_flow(
+        vector_field,
+        (x, jnp.zeros((), dtype)),
         t0=jnp.asarray(eps, dtype),
         t1=jnp.asarray(sde.T, dtype),
-        dt0=None,
-        y0=(x, jnp.zeros((), dtype)),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        saveat=diffrax.SaveAt(t1=True),
+        solver=SOLVERS[solver](),
+        rtol=rtol,
+        atol=atol,
         max_steps=max_steps,
     )
-    z, delta = sol.ys[0][0], sol.ys[1][0]
-    nfe = _STAGES_PER_STEP[solver] * sol.stats["num_steps"] + _NFE_INIT
     return z, delta, nfe
 
 
@@ -217,19 +207,10 @@ def _log_likelihood(score_fn, sde, x, rng, *, divergence, rtol, atol, eps, solve
     else:
         probes = hutchinson_probe(rng, x.shape, x.dtype, kind=divergence)
 
+    opts = dict(divergence=divergence, rtol=rtol, atol=atol, eps=eps, solver=solver)
+
     def one(xi, vi):
-        return _solve_one(
-            score_fn,
-            sde,
-            xi[None],
-            vi[None],
-            divergence=divergence,
-            rtol=rtol,
-            atol=atol,
-            eps=eps,
-            solver=solver,
-            max_steps=max_steps,
-        )
+        return _solve_one(score_fn, sde, xi[None], vi[None], max_steps=max_steps, **opts)
 
     z, delta, nfe = jax.vmap(one)(x, probes)
     z = z.reshape(x.shape)
@@ -248,24 +229,11 @@ def _split_rng(rng, dequantize):
     return rng, None
 
 
-def _bits_per_dim(
-    score_fn, sde, x, rng, *, centered, divergence, rtol, atol, eps, dequantize, solver, max_steps
-):
+def _bits_per_dim(score_fn, sde, x, rng, *, centered, dequantize, **options):
     k_probe, k_deq = _split_rng(rng, dequantize)
     if dequantize:
         x = uniform_dequantize(x, k_deq, centered=centered)
-    res = _log_likelihood(
-        score_fn,
-        sde,
-        x,
-        k_probe,
-        divergence=divergence,
-        rtol=rtol,
-        atol=atol,
-        eps=eps,
-        solver=solver,
-        max_steps=max_steps,
-    )
+    res = _log_likelihood(score_fn, sde, x, k_probe, **options)
     return BPDResult(
         logp_to_bpd(res.logp, flat_dim(x.shape), centered=centered), res.latent, res.nfe
     )
@@ -295,7 +263,8 @@ def log_likelihood(
     """Per-example ``log p_eps(x) = log p_T(z) + int_eps^T div f~(x(t), t) dt`` in nats, no offset.
 
     ``f~ = f - g^2 score / 2`` is the probability-flow drift; the augmented ODE is solved with
-    diffrax (``solver`` ``"tsit5"`` or ``"dopri5"``, ``PIDController(rtol, atol)``) inside ``jit``.
+    :func:`scoresde_jax.flow.solve_probability_flow` (``solver`` a name of :data:`SOLVERS`, e.g.
+    ``"tsit5"`` or ``"dopri5"``, ``PIDController(rtol, atol)``) inside ``jit``.
     ``divergence`` is ``"exact"`` (Jacobian trace, ``D`` JVPs per evaluation), ``"gaussian"`` or
     ``"rademacher"`` (Hutchinson with one fixed probe per example drawn from ``rng``).  ``x`` has
     shape ``(B, *D)``; the result follows its dtype.
@@ -388,10 +357,7 @@ def get_likelihood_fn(
     Returns :class:`BPDResult` (``bits=True``, with ``centered`` / ``dequantize`` as in
     :func:`bits_per_dim`) or :class:`LikelihoodResult` in nats (``bits=False``).
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence={divergence!r} is not one of {DIVERGENCES}.")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not one of {sorted(SOLVERS)}.")
+    _check_options(divergence, solver)
     opts = dict(
         divergence=divergence, rtol=rtol, atol=atol, eps=eps, solver=solver, max_steps=max_steps
     )

@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.samplers import correctors, predictors
+from scoresde_jax.analytic import sliced_wasserstein
+from scoresde_jax.samplers import common, correctors, predictors
 from scoresde_jax.samplers.correctors import (
     CORRECTORS,
     annealed_langevin,
@@ -31,7 +32,8 @@ from scoresde_jax.samplers.fast import (
     time_grid,
 )
 from scoresde_jax.samplers.ode import ODE_SOLVERS, ode_sample, solver_nfe
-from scoresde_jax.samplers.pc import SampleResult, as_score_pytree, get_pc_sampler, pc_sample
+from scoresde_jax.samplers.common import SampleResult, as_score_pytree
+from scoresde_jax.samplers.pc import get_pc_sampler, pc_sample, resolve_pc_steps
 from scoresde_jax.samplers.predictors import (
     PREDICTORS,
     ancestral_sampling,
@@ -59,6 +61,7 @@ __all__ = [
     "chain_coeffs",
     "pc_sample",
     "get_pc_sampler",
+    "resolve_pc_steps",
     "ode_sample",
     "solver_nfe",
     "ddim_sample",
@@ -71,6 +74,7 @@ __all__ = [
     "sliced_wasserstein",
     "predictors",
     "correctors",
+    "common",
 ]
 
 SAMPLERS: dict[str, Callable[..., SampleResult]] = {
@@ -164,26 +168,3 @@ def get_sampling_fn(
         return fn(score_fn, sde, shape, rng, denoise=denoise, eps=eps, x_init=x_init, **options)
 
     return sample
-
-
-def sliced_wasserstein(
-    x: jax.Array, y: jax.Array, rng: jax.Array, num_projections: int = 256
-) -> jax.Array:
-    """Sliced 2-Wasserstein distance between two equal-size sample sets of shape ``(n, *D)``:
-
-        SW_2(x, y) = ( E_{theta ~ U(S^{D-1})} W_2^2(theta . x, theta . y) )^{1/2}
-
-    estimated with ``num_projections`` random directions; the 1-D ``W_2`` between empirical measures
-    of equal size compares sorted projections.
-    """
-    x = x.reshape(x.shape[0], -1)
-    y = y.reshape(y.shape[0], -1)
-    if x.shape != y.shape:
-        raise ValueError(
-            f"sliced_wasserstein needs sample sets of equal shape, got {x.shape} and {y.shape}."
-        )
-    theta = jax.random.normal(rng, (x.shape[1], num_projections), x.dtype)
-    theta = theta / jnp.linalg.norm(theta, axis=0, keepdims=True)
-    px = jnp.sort(x @ theta, axis=0)
-    py = jnp.sort(y.astype(x.dtype) @ theta, axis=0)
-    return jnp.sqrt(jnp.mean((px - py) ** 2))

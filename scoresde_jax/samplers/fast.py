@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.sde import SDE
-from scoresde_jax.samplers.pc import (
+from scoresde_jax.samplers.common import (
     SampleResult,
     as_score_pytree,
     check_sde,

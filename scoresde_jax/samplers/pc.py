@@ -24,7 +24,10 @@ current EMA parameters).
 Arrays, not host values, come back: ``SampleResult(x, nfe)`` with ``nfe`` a scalar int array.  The
 loop runs the official order -- at each of the ``N = sde.N`` times ``linspace(T, eps, N)``,
 ``n_steps`` corrector steps, then one predictor step -- with per-step keys ``fold_in(rng_steps,
-i)``.  Data parallelism: call it inside a ``jax.jit`` with the batch of ``x_init`` sharded over a
+i)``.  An optional ``projection`` (a pytree function, e.g. the replacement of the known part in
+:mod:`scoresde_jax.controllable`) is applied after every corrector and predictor step and to the
+initial state; its keys are derived apart from the predictor / corrector noise, so without it the
+draws are those of the plain loop.  Data parallelism: call it inside a ``jax.jit`` with the batch of ``x_init`` sharded over a
 mesh (or let the output be sharded); the batch-mean norms of the Langevin corrector then are global
 means automatically.
 """
@@ -32,105 +35,40 @@ means automatically.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from scoresde_jax.sde import SDE
+from scoresde_jax.samplers.common import (
+    SampleResult,
+    as_score_pytree,
+    check_sde,
+    check_shape_dtype,
+    initial_state,
+    lookup_step_fn,
+)
 from scoresde_jax.samplers.correctors import CORRECTORS
 from scoresde_jax.samplers.predictors import PREDICTORS
+from scoresde_jax.sde import SDE
 
-__all__ = ["SampleResult", "pc_sample", "get_pc_sampler", "as_score_pytree"]
+__all__ = [
+    "SampleResult",
+    "pc_sample",
+    "get_pc_sampler",
+    "as_score_pytree",
+    "resolve_pc_steps",
+    "check_pc_options",
+]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+Projection = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+_PROJECTION_KEY = 1  # projection keys: fold_in(rng, _PROJECTION_KEY), apart from the step noise
 
 
-class SampleResult(NamedTuple):
-    """Samples ``x`` of shape ``(B, *D)`` and the number of score(-network) evaluations ``nfe``."""
-
-    x: jax.Array
-    nfe: jax.Array
-
-
-# --------------------------------------------------------------------------------------------------
-# shared argument handling (used by ode.py and fast.py too)
-# --------------------------------------------------------------------------------------------------
-def as_score_pytree(score_fn: Any) -> Partial:
-    """``score_fn`` as a pytree that ``jax.jit`` can take as an argument (see the module
-    docstring)."""
-    if isinstance(score_fn, Partial):
-        return score_fn
-    if callable(score_fn):
-        return Partial(score_fn)
-    raise TypeError(
-        f"score_fn must be a callable score_fn(x, t) -> score or a jax.tree_util.Partial, got "
-        f"{type(score_fn).__name__}."
-    )
-
-
-def check_sde(sde: Any) -> None:
-    if not isinstance(sde, SDE):
-        raise TypeError(
-            f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
-            f"{type(sde).__name__}; build one with scoresde_jax.sde.get_sde(config)."
-        )
-
-
-def check_shape_dtype(
-    shape: Sequence[int], x_init: jax.Array | None, dtype
-) -> tuple[tuple[int, ...], Any]:
-    """Normalize ``shape`` to a tuple, check ``x_init`` against it and pick the floating dtype.
-
-    The dtype is ``dtype`` if given, else that of ``x_init``, else the default float (float32, or
-    float64 under ``jax_enable_x64``).
-    """
-    try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError as e:
-        raise TypeError(f"shape must be a sequence of ints (B, *D), got {shape!r}.") from e
-    if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be (B, *D) with positive sizes, got {shape}.")
-    if x_init is not None:
-        if tuple(x_init.shape) != shape:
-            raise ValueError(
-                f"x_init has shape {tuple(x_init.shape)} but shape={shape}; pass matching shapes."
-            )
-        if dtype is None:
-            dtype = x_init.dtype
-    # canonicalize: float64 requested without jax_enable_x64 runs (and returns) float32, as jnp does
-    dtype = jnp.dtype(
-        jax.dtypes.canonicalize_dtype(jnp.result_type(float) if dtype is None else dtype)
-    )
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"samplers need a floating dtype, got {dtype}.")
-    return shape, dtype
-
-
-def initial_state(sde: SDE, shape, dtype, key, x_init):
-    """``x_init`` (cast to ``dtype``) or a draw from the prior ``p_T``."""
-    if x_init is not None:
-        return jnp.asarray(x_init, dtype)
-    return sde.prior_sampling(key, shape, dtype=dtype)
-
-
-def lookup_step_fn(table: dict, name: Any, kind: str) -> Callable:
-    """A predictor or corrector by name from ``table`` (or ``name`` itself when it is a function)."""
-    if callable(name):
-        return name
-    key = "none" if name is None else str(name).lower()
-    if key not in table:
-        raise ValueError(
-            f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
-            f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean)."
-        )
-    return table[key]
-
-
-# --------------------------------------------------------------------------------------------------
-# predictor-corrector loop
-# --------------------------------------------------------------------------------------------------
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -150,6 +88,7 @@ def _pc_sample(
     x_init,
     snr,
     eps,
+    projection,
     *,
     sde,
     shape,
@@ -161,26 +100,36 @@ def _pc_sample(
     denoise,
 ):
     k_init, k_steps = jax.random.split(rng)
+    k_project = jax.random.fold_in(rng, _PROJECTION_KEY)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     timesteps = jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(eps, dtype), sde.N)
     snr = jnp.asarray(snr, dtype)
     use_corrector = getattr(corrector, "nfe", 1) > 0 and n_steps > 0
     use_predictor = getattr(predictor, "nfe", 1) > 0
 
+    def project(x, x_mean, t, key):
+        return (x, x_mean) if projection is None else projection(x, x_mean, t, key)
+
+    # level i, sub-step j (correctors j < n_steps, predictor j = n_steps); the start is level N
+    x, _ = project(x, x, jnp.full((shape[0],), timesteps[0], dtype), jax.random.fold_in(k_project, sde.N))
+
     def step(i, carry):
         x, x_mean = carry
         t = jnp.full((shape[0],), timesteps[i], dtype)
         k_corr, k_pred = jax.random.split(jax.random.fold_in(k_steps, i))
+        k_proj = jax.random.fold_in(k_project, i)
         if use_corrector:
 
             def corrector_step(j, c):
                 z = jax.random.normal(jax.random.fold_in(k_corr, j), shape, dtype)
-                return corrector(score, c[0], t, z, sde=sde, snr=snr)
+                x_, xm_ = corrector(score, c[0], t, z, sde=sde, snr=snr)
+                return project(x_, xm_, t, jax.random.fold_in(k_proj, j))
 
             x, x_mean = jax.lax.fori_loop(0, n_steps, corrector_step, (x, x_mean))
         if use_predictor:
             z = jax.random.normal(k_pred, shape, dtype)
             x, x_mean = predictor(score, x, t, z, sde=sde, probability_flow=probability_flow)
+            x, x_mean = project(x, x_mean, t, jax.random.fold_in(k_proj, n_steps))
         return x, x_mean
 
     x, x_mean = jax.lax.fori_loop(0, sde.N, step, (x, x))
@@ -195,7 +144,7 @@ def resolve_pc_steps(
     sde: SDE, predictor: Any, corrector: Any, n_steps: int, probability_flow: bool
 ) -> tuple[Callable, Callable]:
     """Check the options of a predictor-corrector loop and return ``(predictor, corrector)``
-    functions (shared by :func:`pc_sample`, :func:`get_pc_sampler` and the controllable samplers)."""
+    functions."""
     check_sde(sde)
     pred = lookup_step_fn(PREDICTORS, predictor, "predictor")
     corr = lookup_step_fn(CORRECTORS, corrector, "corrector")
@@ -226,6 +175,7 @@ def pc_sample(
     eps: float = 1e-3,
     x_init: jax.Array | None = None,
     dtype=None,
+    projection: Projection | Partial | None = None,
 ) -> SampleResult:
     """Predictor-corrector sampler (paper algorithm 1 / official ``pc_sampler``).
 
@@ -234,7 +184,13 @@ def pc_sample(
     of :data:`PREDICTORS` / :data:`CORRECTORS` (``"none"`` for predictor-only or corrector-only
     sampling; corrector ``"ald"`` with predictor ``"none"`` is NCSN's annealed Langevin dynamics) or
     functions with their signature. With ``denoise`` the noise-free mean of the last step is
-    returned (official ``noise_removal``).
+    returned (official ``noise_removal``).  These keyword options, with their defaults here, are
+    "the PC options" that :func:`get_pc_sampler` and :mod:`scoresde_jax.controllable` forward.
+
+    ``projection(x, x_mean, t, key) -> (x, x_mean)``, if given, is applied to the initial state at
+    ``t = T`` and after every corrector and every predictor step (e.g. inpainting's replacement of
+    the known part).  Pass it as a :class:`jax.tree_util.Partial` so that its data are traced
+    arguments: the loop compiles once per projection function.
 
     Returns ``SampleResult(x, nfe)``, ``nfe = N (predictor + n_steps corrector evaluations)``.
     ``score_fn(x, t)`` may be a :class:`jax.tree_util.Partial` to pass parameters as data;
@@ -243,12 +199,15 @@ def pc_sample(
     """
     pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    if projection is not None:
+        projection = as_score_pytree(projection, "projection", "(x, x_mean, t, key) -> (x, x_mean)")
     return _pc_sample(
         as_score_pytree(score_fn),
         rng,
         x_init,
         snr,
         eps,
+        projection,
         sde=sde,
         shape=shape,
         dtype=dtype,
@@ -260,22 +219,24 @@ def pc_sample(
     )
 
 
+def check_pc_options(sde: SDE, **pc_options: Any) -> None:
+    """Raise now, not at the first sample, for bad keyword options of :func:`pc_sample` (unknown
+    names, predictor / corrector names, ``n_steps``); the defaults are :func:`pc_sample`'s."""
+    bound = inspect.signature(pc_sample).bind(None, sde, (), None, **pc_options)
+    bound.apply_defaults()
+    opts = bound.arguments
+    resolve_pc_steps(sde, opts["predictor"], opts["corrector"], opts["n_steps"],
+                     opts["probability_flow"])
+
+
 def get_pc_sampler(
     sde: SDE,
     shape: Sequence[int],
     param_score_fn: Callable[[Any, jax.Array, jax.Array], jax.Array],
-    *,
-    predictor: str | Callable = "reverse_diffusion",
-    corrector: str | Callable = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
-    probability_flow: bool = False,
-    denoise: bool = True,
-    eps: float = 1e-3,
-    dtype=None,
+    **pc_options: Any,
 ) -> Callable[..., SampleResult]:
     """A PC sampler ``sampler(params, rng, x_init=None) -> SampleResult`` with the parameters as
-    data.
+    data; ``pc_options`` are the keyword options of :func:`pc_sample`.
 
     ``param_score_fn(params, x, t) -> score``, e.g. for a flax model trained on ``sde``::
 
@@ -290,20 +251,13 @@ def get_pc_sampler(
     """
     if not callable(param_score_fn):
         raise TypeError("param_score_fn must be a callable (params, x, t) -> score.")
-    options = dict(
-        predictor=predictor,
-        corrector=corrector,
-        snr=snr,
-        n_steps=n_steps,
-        probability_flow=probability_flow,
-        denoise=denoise,
-        eps=eps,
-        dtype=dtype,
-    )
-    # Validate the options now rather than at the first call.
-    resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
+    if "x_init" in pc_options:
+        raise TypeError("get_pc_sampler: pass x_init to the sampler, sampler(params, rng, x_init).")
+    check_pc_options(sde, **pc_options)
 
     def sampler(params: Any, rng: jax.Array, x_init: jax.Array | None = None) -> SampleResult:
-        return pc_sample(Partial(param_score_fn, params), sde, shape, rng, x_init=x_init, **options)
+        return pc_sample(
+            Partial(param_score_fn, params), sde, shape, rng, x_init=x_init, **pc_options
+        )
 
     return sampler

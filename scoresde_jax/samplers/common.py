@@ -1,0 +1,105 @@
+"""Argument handling shared by every sampler of :mod:`scoresde_jax.samplers` (PC, ODE, fast):
+the typed result, the score function as a jit-able pytree, shape / dtype checks, the initial state
+``x(T)`` and the lookup of predictors and correctors by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.tree_util import Partial
+
+from scoresde_jax.sde import SDE
+
+__all__ = [
+    "SampleResult",
+    "as_score_pytree",
+    "check_sde",
+    "check_shape_dtype",
+    "initial_state",
+    "lookup_step_fn",
+]
+
+
+class SampleResult(NamedTuple):
+    """Samples ``x`` of shape ``(B, *D)`` and the number of score(-network) evaluations ``nfe``."""
+
+    x: jax.Array
+    nfe: jax.Array
+
+
+def as_score_pytree(
+    score_fn: Any, name: str = "score_fn", signature: str = "(x, t) -> score"
+) -> Partial:
+    """``score_fn`` (or another function ``name`` with ``signature``, for the errors) as a pytree that
+    ``jax.jit`` can take as an argument: a :class:`jax.tree_util.Partial` is kept (its data are
+    traced, its function is the cache key), a plain callable is wrapped as ``Partial(fn)`` (see
+    :mod:`scoresde_jax.samplers.pc` for the consequences for compilation)."""
+    if isinstance(score_fn, Partial):
+        return score_fn
+    if callable(score_fn):
+        return Partial(score_fn)
+    raise TypeError(
+        f"{name} must be a callable {name}{signature} or a jax.tree_util.Partial, got "
+        f"{type(score_fn).__name__}."
+    )
+
+
+def check_sde(sde: Any) -> None:
+    if not isinstance(sde, SDE):
+        raise TypeError(
+            f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
+            f"{type(sde).__name__}; build one with scoresde_jax.sde.get_sde(config)."
+        )
+
+
+def check_shape_dtype(
+    shape: Sequence[int], x_init: jax.Array | None, dtype
+) -> tuple[tuple[int, ...], Any]:
+    """Normalize ``shape`` to a tuple, check ``x_init`` against it and pick the floating dtype.
+
+    The dtype is ``dtype`` if given, else that of ``x_init``, else the default float (float32, or
+    float64 under ``jax_enable_x64``).
+    """
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError as e:
+        raise TypeError(f"shape must be a sequence of ints (B, *D), got {shape!r}.") from e
+    if len(shape) < 1 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (B, *D) with positive sizes, got {shape}.")
+    if x_init is not None:
+        if tuple(x_init.shape) != shape:
+            raise ValueError(
+                f"x_init has shape {tuple(x_init.shape)} but shape={shape}; pass matching shapes."
+            )
+        if dtype is None:
+            dtype = x_init.dtype
+    # canonicalize: float64 requested without jax_enable_x64 runs (and returns) float32, as jnp does
+    dtype = jnp.dtype(
+        jax.dtypes.canonicalize_dtype(jnp.result_type(float) if dtype is None else dtype)
+    )
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"samplers need a floating dtype, got {dtype}.")
+    return shape, dtype
+
+
+def initial_state(sde: SDE, shape, dtype, key, x_init):
+    """``x_init`` (cast to ``dtype``) or a draw from the prior ``p_T``."""
+    if x_init is not None:
+        return jnp.asarray(x_init, dtype)
+    return sde.prior_sampling(key, shape, dtype=dtype)
+
+
+def lookup_step_fn(table: dict, name: Any, kind: str) -> Callable:
+    """A predictor or corrector by name from ``table`` (or ``name`` itself when it is a function)."""
+    if callable(name):
+        return name
+    key = "none" if name is None else str(name).lower()
+    if key not in table:
+        raise ValueError(
+            f"Unknown {kind} {name!r}; use one of {sorted(table)} or pass a function "
+            f"{kind}(score_fn, x, t, z, *, sde, ...) -> (x, x_mean)."
+        )
+    return table[key]
