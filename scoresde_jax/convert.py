@@ -9,8 +9,9 @@ named ``checkpoint_<step>`` (``flax.training.checkpoints``). The state is a dict
 and the parameter tree uses flax auto-names (``ResnetBlockBigGANpp_0``, ``AttnBlockpp_0``,
 ``NIN_0/W``, ``Conv2d_0/weight``, ``GaussianFourierProjection_0/W``, ...). This library's modules
 use the same names, so the mapping is name-for-name (``OFFICIAL_RENAMES`` lists the exceptions);
-every entry's shape is checked against ``create_model(config)`` and missing or unexpected entries
-are reported by name. Nothing is unpickled: the file is read with
+every entry's shape is checked against the model's own parameter tree (:func:`model_param_shapes`
+of a module and an input shape; :func:`convert_official_params` is the config-free core) and
+missing or unexpected entries are reported by name. Nothing is unpickled: the file is read with
 ``flax.serialization.msgpack_restore``.
 
 Usage::
@@ -28,11 +29,14 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
+import flax.linen as nn
 import flax.serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax import models
+from scoresde_jax import config as config_lib
+from scoresde_jax.models import count_params, uses_sigma_labels
 
 # (official path regex, local replacement) applied to '/'-joined parameter paths. Empty because the
 # modules here keep the official names; add entries here if a local module is ever renamed.
@@ -194,6 +198,40 @@ def map_official_params(official: Mapping, expected: Any, *, what: str = "checkp
     return unflatten(out)
 
 
+# Sizes that tell the networks apart, in the order they are listed in a model description.
+_SIZE_FIELDS = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "resblock_type",
+                "progressive", "progressive_input", "embedding_type", "depth", "conditional",
+                "normalization", "hidden", "num_layers")
+
+
+def describe_model(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """``'NCSNpp(nf=128, ch_mult=(1, 2, 2, 2), ...) on (32, 32, 3) inputs'`` for error messages."""
+    sizes = [f"{k}={getattr(model, k)!r}" for k in _SIZE_FIELDS if hasattr(model, k)]
+    return f"{type(model).__name__}({', '.join(sizes)}) on {tuple(input_shape)} inputs"
+
+
+def model_param_shapes(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """The parameter ``ShapeDtypeStruct`` tree of ``model`` for one example of ``input_shape``.
+
+    Labels are noise levels (float) for a model that takes sigma labels, time indices otherwise.
+    """
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    if uses_sigma_labels(model):
+        labels = jnp.ones((1,), jnp.float32)
+    else:
+        labels = jnp.zeros((1,), jnp.int32)
+    keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+    return jax.eval_shape(lambda: model.init(keys, x, labels, train=False))["params"]
+
+
+def convert_official_params(official: Mapping, model: nn.Module, input_shape: Sequence[int], *,
+                            what: str = "the checkpoint") -> dict:
+    """This library's parameters for ``model`` (inputs ``(B, *input_shape)``) from an official
+    parameter tree (``params_ema`` or ``optimizer.target``); see :func:`map_official_params`."""
+    return map_official_params(official, model_param_shapes(model, input_shape), what=what,
+                               model_desc=describe_model(model, input_shape))
+
+
 def load_official_checkpoint(path: str | Path, config: Any, ema: bool = True, *,
                              step: Optional[int] = None, model: Any = None) -> dict:
     """This library's parameters for ``create_model(config)`` from an official checkpoint.
@@ -201,6 +239,8 @@ def load_official_checkpoint(path: str | Path, config: Any, ema: bool = True, *,
     ``path``: a ``checkpoint_<step>`` file, or a directory (newest checkpoint, or ``step``).
     ``ema=True`` returns ``params_ema`` (what the paper evaluates), ``ema=False`` the raw
     ``optimizer.target``. ``model``: the module to load into (default ``create_model(config)``).
+    ``config`` is read only at the config boundary (:mod:`scoresde_jax.config`): for the model
+    and the example shape; the conversion itself is :func:`convert_official_params`.
     """
     state = read_official_checkpoint(path, step)
     if ema:
@@ -210,16 +250,9 @@ def load_official_checkpoint(path: str | Path, config: Any, ema: bool = True, *,
     else:
         tree = state.params
     if model is None:
-        expected = models.param_shapes(config)
-    else:
-        x, labels = models.dummy_inputs(config, 1, model)
-        expected = jax.eval_shape(lambda: model.init(
-            {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, labels,
-            train=False))["params"]
-    name = getattr(config.model, "name", "?")
-    return map_official_params(tree, expected, what=f"checkpoint {state.path}",
-                               model_desc=f"config.model.name={name!r} "
-                                          f"({config.data.image_size}px)")
+        model = config_lib.create_model(config)
+    x, _ = config_lib.dummy_inputs(config, 1, model)
+    return convert_official_params(tree, model, x.shape[1:], what=f"checkpoint {state.path}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -232,14 +265,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
     parser.add_argument("--step", type=int, default=None, help="step when given a directory")
     args = parser.parse_args(argv)
-    from scoresde_jax.config_utils import load_config
-
-    config = load_config(args.config)
+    config = config_lib.load_config(args.config)
     params = load_official_checkpoint(args.checkpoint, config, ema=not args.raw, step=args.step)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-    print(f"wrote {models.count_params(params):,} parameters "
+    print(f"wrote {count_params(params):,} parameters "
           f"({'raw' if args.raw else 'EMA'}) to {out}")
     return 0
 
