@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.models import layers
+from scoresde_jax.models.unet import unet_decoder, unet_encoder
 
 
 class DDPM(nn.Module):
@@ -48,7 +49,6 @@ class DDPM(nn.Module):
                              f"{labels.shape}")
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
-        num_resolutions = len(self.ch_mult)
         in_dtype = x.dtype
         counters: dict[str, int] = {}
 
@@ -74,30 +74,26 @@ class DDPM(nn.Module):
         if dt is not None:
             h = h.astype(dt)
 
-        hs = [layers.conv3x3(h, nf, dtype=dt)]
-        for i_level in range(num_resolutions):
-            for _ in range(self.num_res_blocks):
-                h = resnet(out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
-                if h.shape[1] in self.attn_resolutions:
-                    h = attn()(h)
-                hs.append(h)
-            if i_level != num_resolutions - 1:
-                hs.append(layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt)(hs[-1]))
+        def res(h, **kw):
+            return resnet(**kw)(h, temb, train)
 
+        def downsample(h):
+            return layers.Downsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
+
+        def upsample(h, i_level):
+            if i_level == 0:
+                return h
+            return layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
+
+        loop = dict(widths=[nf * mult for mult in self.ch_mult],
+                    num_res_blocks=self.num_res_blocks, res=res, attn=lambda h: attn()(h),
+                    attn_resolutions=self.attn_resolutions)
+        hs = unet_encoder(layers.conv3x3(h, nf, dtype=dt), downsample=downsample, **loop)
         h = hs[-1]
         h = resnet()(h, temb, train)
         h = attn()(h)
         h = resnet()(h, temb, train)
-
-        for i_level in reversed(range(num_resolutions)):
-            for _ in range(self.num_res_blocks + 1):
-                h = resnet(out_ch=nf * self.ch_mult[i_level])(
-                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
-            if h.shape[1] in self.attn_resolutions:
-                h = attn()(h)
-            if i_level != 0:
-                h = layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
-        assert not hs
+        h = unet_decoder(h, hs, upsample=upsample, **loop)
 
         h = act(layers.group_norm(h, self.num_groups, dt))
         h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt)

@@ -17,7 +17,7 @@ Parameter names equal the official flax auto-names, so official checkpoints load
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,6 +31,51 @@ PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
 COMBINE = ("sum", "cat")
 EMBEDDINGS = ("fourier", "positional")
 RESBLOCKS = ("ddpm", "biggan")
+
+
+Block = Callable[..., jax.Array]
+
+
+def unet_encoder(h: jax.Array, *, widths: Sequence[int], num_res_blocks: int, res: Block,
+                 attn: Block, attn_resolutions: Sequence[int], downsample: Block
+                 ) -> list[jax.Array]:
+    """The U-Net downsampling path shared by NCSN++/DDPM++ and DDPM; returns the skip list.
+
+    Per level ``i``: ``num_res_blocks`` x ``res(h, out_ch=widths[i])`` (+ ``attn`` where the
+    resolution is in ``attn_resolutions``), each output kept as a skip; then, except at the last
+    level, ``downsample(h)`` (the model's hook: a resampling layer or block, input pyramid).
+    Sub-modules are created in the caller's scope, so their names are the caller's auto-names.
+    """
+    hs = [h]
+    for i_level, width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            h = res(hs[-1], out_ch=width)
+            if h.shape[1] in attn_resolutions:
+                h = attn(h)
+            hs.append(h)
+        if i_level != len(widths) - 1:
+            hs.append(downsample(hs[-1]))
+    return hs
+
+
+def unet_decoder(h: jax.Array, hs: list[jax.Array], *, widths: Sequence[int],
+                 num_res_blocks: int, res: Block, attn: Block, attn_resolutions: Sequence[int],
+                 upsample: Callable[[jax.Array, int], jax.Array]) -> jax.Array:
+    """The U-Net upsampling path: consumes the skips ``hs`` of :func:`unet_encoder`.
+
+    Per level ``i`` from the deepest: ``num_res_blocks + 1`` x ``res(concat(h, skip),
+    out_ch=widths[i])``, ``attn`` at ``attn_resolutions``, then ``upsample(h, i)`` (the model's
+    hook: output pyramid, and resampling unless ``i == 0``).
+    """
+    for i_level in reversed(range(len(widths))):
+        for _ in range(num_res_blocks + 1):
+            h = res(jnp.concatenate([h, hs.pop()], axis=-1), out_ch=widths[i_level])
+        if h.shape[1] in attn_resolutions:
+            h = attn(h)
+        h = upsample(h, i_level)
+    if hs:
+        raise AssertionError(f"unet_decoder: {len(hs)} skip connections left unused")
+    return h
 
 
 class NCSNpp(nn.Module):
@@ -141,47 +186,39 @@ class NCSNpp(nn.Module):
         if dt is not None:
             x = x.astype(dt)
 
-        # Downsampling path.
+        def res(h, **kw):
+            return resnet(**kw)(h, temb, train)
+
+        def attn_apply(h):
+            return attn()(h)
+
+        widths = [nf * mult for mult in self.ch_mult]
         input_pyramid = x if progressive_input != "none" else None
-        hs = [layers.conv3x3(x, nf, dtype=dt)]
-        for i_level in range(num_resolutions):
-            for _ in range(self.num_res_blocks):
-                h = resnet(out_ch=nf * self.ch_mult[i_level])(hs[-1], temb, train)
-                if h.shape[1] in self.attn_resolutions:
-                    h = attn()(h)
-                hs.append(h)
-            if i_level != num_resolutions - 1:
-                if resblock_type == "ddpm":
-                    h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir,
-                                          fir_kernel=fir_kernel, dtype=dt)(hs[-1])
-                else:
-                    h = resnet(down=True)(hs[-1], temb, train)
-                if progressive_input == "input_skip":
-                    pyramid_down = layers.Downsample(with_conv=False, fir=self.fir,
-                                                     fir_kernel=fir_kernel, dtype=dt)
-                    input_pyramid = pyramid_down(input_pyramid)
-                    h = layers.Combine(method=combine_method, dtype=dt)(input_pyramid, h)
-                elif progressive_input == "residual":
-                    input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True,
-                                                      fir=self.fir, fir_kernel=fir_kernel,
-                                                      dtype=dt)(input_pyramid)
-                    input_pyramid = rescaled_sum(input_pyramid, h)
-                    h = input_pyramid
-                hs.append(h)
 
-        h = hs[-1]
-        h = resnet()(h, temb, train)
-        h = attn()(h)
-        h = resnet()(h, temb, train)
+        def downsample(h):
+            nonlocal input_pyramid
+            if resblock_type == "ddpm":
+                h = layers.Downsample(with_conv=self.resamp_with_conv, fir=self.fir,
+                                      fir_kernel=fir_kernel, dtype=dt)(h)
+            else:
+                h = resnet(down=True)(h, temb, train)
+            if progressive_input == "input_skip":
+                pyramid_down = layers.Downsample(with_conv=False, fir=self.fir,
+                                                 fir_kernel=fir_kernel, dtype=dt)
+                input_pyramid = pyramid_down(input_pyramid)
+                h = layers.Combine(method=combine_method, dtype=dt)(input_pyramid, h)
+            elif progressive_input == "residual":
+                input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True,
+                                                  fir=self.fir, fir_kernel=fir_kernel,
+                                                  dtype=dt)(input_pyramid)
+                input_pyramid = rescaled_sum(input_pyramid, h)
+                h = input_pyramid
+            return h
 
-        # Upsampling path.
         pyramid = None
-        for i_level in reversed(range(num_resolutions)):
-            for _ in range(self.num_res_blocks + 1):
-                h = resnet(out_ch=nf * self.ch_mult[i_level])(
-                    jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
-            if h.shape[1] in self.attn_resolutions:
-                h = attn()(h)
+
+        def upsample(h, i_level):
+            nonlocal pyramid
             if progressive != "none":
                 if i_level == num_resolutions - 1:
                     if progressive == "output_skip":
@@ -209,7 +246,16 @@ class NCSNpp(nn.Module):
                                         fir_kernel=fir_kernel, dtype=dt)(h)
                 else:
                     h = resnet(up=True)(h, temb, train)
-        assert not hs
+            return h
+
+        loop = dict(widths=widths, num_res_blocks=self.num_res_blocks, res=res, attn=attn_apply,
+                    attn_resolutions=self.attn_resolutions)
+        hs = unet_encoder(layers.conv3x3(x, nf, dtype=dt), downsample=downsample, **loop)
+        h = hs[-1]
+        h = resnet()(h, temb, train)
+        h = attn()(h)
+        h = resnet()(h, temb, train)
+        h = unet_decoder(h, hs, upsample=upsample, **loop)
 
         if progressive == "output_skip":
             h = pyramid
