@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.utils import batch_mul, batch_sum, flat_dim
+from scoresde_jax.utils import batch_mul, batch_sum, config_reexports, flat_dim
 
 __all__ = [
     "SDE",
@@ -346,20 +346,7 @@ class ReverseSDE:
 
 
 SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
+"""SDE classes by the official name ``config.training.sde``."""
 
-
-def get_sde(config) -> tuple[SDE, float]:
-    """Build the SDE of an official-layout config and its sampling epsilon.
-
-    Reads ``config.training.sde`` (``vesde`` | ``vpsde`` | ``subvpsde``) and ``config.model.{sigma_min, sigma_max,
-    beta_min, beta_max, num_scales}``.  Returns ``(sde, sampling_eps)`` with ``sampling_eps = 1e-5`` for VE and
-    ``1e-3`` for VP / sub-VP, as the paper.
-    """
-    name = str(config.training.sde).lower()
-    if name not in SDES:
-        raise ValueError(f"Unknown config.training.sde={config.training.sde!r}; use one of {sorted(SDES)}.")
-    m = config.model
-    if name == "vesde":
-        return VESDE(sigma_min=float(m.sigma_min), sigma_max=float(m.sigma_max), N=int(m.num_scales)), 1e-5
-    cls = SDES[name]
-    return cls(beta_min=float(m.beta_min), beta_max=float(m.beta_max), N=int(m.num_scales)), 1e-3
+# Official name; reads config.training.sde and config.model (scoresde_jax.config is the boundary).
+__getattr__ = config_reexports(__name__, "get_sde")
