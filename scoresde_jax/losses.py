@@ -106,22 +106,24 @@ def dsm_loss_from_key(score_fn: ScoreFn, x: jax.Array, rng: jax.Array, *, sde: S
                     reduce_mean=reduce_mean)
 
 
-def smld_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VESDE,
-                       reduce_mean: bool = False) -> jax.Array:
-    """:func:`smld_loss` with uniform noise levels and ``z ~ N(0, I)`` drawn from ``rng``."""
+def _discrete_from_key(loss, model_fn, x, rng, *, sde, reduce_mean):
+    """``loss`` at uniform levels ``labels ~ U{0, ..., N - 1}`` and ``z ~ N(0, I)`` drawn from ``rng``."""
     k_l, k_z = jax.random.split(rng)
     labels = jax.random.randint(k_l, (x.shape[0],), 0, sde.N)
     z = jax.random.normal(k_z, x.shape, x.dtype)
-    return smld_loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
+    return loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
+
+
+def smld_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VESDE,
+                       reduce_mean: bool = False) -> jax.Array:
+    """:func:`smld_loss` with uniform noise levels and ``z ~ N(0, I)`` drawn from ``rng``."""
+    return _discrete_from_key(smld_loss, model_fn, x, rng, sde=sde, reduce_mean=reduce_mean)
 
 
 def ddpm_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VPSDE,
                        reduce_mean: bool = False) -> jax.Array:
     """:func:`ddpm_loss` with uniform timesteps and ``z ~ N(0, I)`` drawn from ``rng``."""
-    k_l, k_z = jax.random.split(rng)
-    labels = jax.random.randint(k_l, (x.shape[0],), 0, sde.N)
-    z = jax.random.normal(k_z, x.shape, x.dtype)
-    return ddpm_loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
+    return _discrete_from_key(ddpm_loss, model_fn, x, rng, sde=sde, reduce_mean=reduce_mean)
 
 
 DISCRETE_LOSSES = {"ve": smld_loss_from_key, "vp": ddpm_loss_from_key}

@@ -112,14 +112,17 @@ def data_prediction(score_fn: ScoreFn, sde: SDE, x: jax.Array, t: jax.Array) -> 
     return batch_mul(1.0 / a, x + batch_mul(s**2, score_fn(x, t)))
 
 
-def _check_common(sde, shape, x_init, dtype, num_steps, grid):
+def _run(jitted, score_fn, sde, shape, rng, traced, *, x_init, dtype, num_steps, grid, **static):
+    """Check the options shared by the fast samplers, then call ``jitted(score, rng, x_init,
+    *traced, sde=..., shape=..., dtype=..., num_steps=..., grid=..., **static)``."""
     check_sde(sde)
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
     if int(num_steps) != num_steps or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}.")
     if grid not in TIME_GRIDS:
         raise ValueError(f"Unknown time grid {grid!r}; use one of {TIME_GRIDS}.")
-    return shape, dtype
+    return jitted(as_score_pytree(score_fn), rng, x_init, *traced, sde=sde, shape=shape,
+                  dtype=dtype, num_steps=int(num_steps), grid=grid, **static)
 
 
 def _vec(t, shape, dtype):
@@ -189,23 +192,10 @@ def ddim_sample(
     (x - x0)``, the Euler step of the probability-flow ODE in ``sigma``.  ``eta = 0`` (default) is
     deterministic.  See the module docstring for the grid, denoising and ``nfe``.
     """
-    shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
-    return _ddim(
-        as_score_pytree(score_fn),
-        rng,
-        x_init,
-        eta,
-        eps,
-        sde=sde,
-        shape=shape,
-        dtype=dtype,
-        num_steps=int(num_steps),
-        grid=grid,
-        denoise=bool(denoise),
-        stochastic=bool(eta != 0),
-    )
+    return _run(_ddim, score_fn, sde, shape, rng, (eta, eps), x_init=x_init, dtype=dtype,
+                num_steps=num_steps, grid=grid, denoise=bool(denoise), stochastic=bool(eta != 0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,19 +255,8 @@ def dpm_solver_pp_sample(
     for sub-VP and VE. ``grid`` defaults to uniform log-SNR.  See the module docstring for denoising
     and ``nfe``.
     """
-    shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
-    return _dpm_pp(
-        as_score_pytree(score_fn),
-        rng,
-        x_init,
-        eps,
-        sde=sde,
-        shape=shape,
-        dtype=dtype,
-        num_steps=int(num_steps),
-        grid=grid,
-        denoise=bool(denoise),
-    )
+    return _run(_dpm_pp, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+                num_steps=num_steps, grid=grid, denoise=bool(denoise))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -335,17 +314,5 @@ def heun_sample(
     ``num_steps = 18`` gives EDM's 35 evaluations.  See the module docstring for denoising and
     ``nfe``.
     """
-    shape, dtype = _check_common(sde, shape, x_init, dtype, num_steps, grid)
-    return _heun(
-        as_score_pytree(score_fn),
-        rng,
-        x_init,
-        eps,
-        sde=sde,
-        shape=shape,
-        dtype=dtype,
-        num_steps=int(num_steps),
-        grid=grid,
-        rho=float(rho),
-        denoise=bool(denoise),
-    )
+    return _run(_heun, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+                num_steps=num_steps, grid=grid, rho=float(rho), denoise=bool(denoise))
