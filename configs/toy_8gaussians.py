@@ -2,7 +2,7 @@
 
 The paper's ``vp/cifar10_ddpmpp_continuous`` config with the data and model swapped: 8 Gaussians
 (std 0.1) on a circle of radius 2, an MLP of three 128-wide layers, 3000 steps of batch 512. The
-quality metric is the sliced Wasserstein distance to exact target samples (``train.toy_metrics``),
+quality metric is the sliced Wasserstein distance to exact target samples (``evaluation.toy_metrics``),
 reported next to its sampling-noise floor. ``scoresde train --config configs/toy_8gaussians.py
 --workdir runs/toy8``.
 """

@@ -149,13 +149,13 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
 
 def is_vector_data(config: Any) -> bool:
     """True for vector (non-image) datasets (the 2-D ``TOY_*`` mixtures): batches ``(B, D)``."""
-    return data_lib.is_vector_dataset(str(_section(config, "data").dataset))
+    return data_lib.is_vector_dataset(str(_section(config, "data").get("dataset", "")))
 
 
 def example_shape(config: Any) -> tuple[int, ...]:
     """Shape of one example: ``(H, W, C)`` for images, ``(D,)`` for vector data."""
     d = _section(config, "data")
-    return data_lib.example_shape(str(d.dataset), image_size=int(d.get("image_size", 0)),
+    return data_lib.example_shape(str(d.get("dataset", "")), image_size=int(d.get("image_size", 0)),
                                   num_channels=int(d.get("num_channels", 3)))
 
 
