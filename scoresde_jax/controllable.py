@@ -230,7 +230,7 @@ class _Replacement:
         return x, x_mean
 
     def restore(self, known: jax.Array, mask: jax.Array, x: jax.Array) -> jax.Array:
-        """Put the known part back exactly (the last replacement left ``a(eps) known (+ noise)``)."""
+        """Put the known part back exactly (the last replacement left ``a(eps) known + noise``)."""
         return self.back(self.to(x) * (1.0 - mask) + known * mask)
 
 

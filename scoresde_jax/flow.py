@@ -3,10 +3,11 @@
     dx/dt = f~(x, t) = f(x, t) - g(t)^2 score(x, t) / 2,
 
 used backwards from ``T`` to ``eps`` by the ODE sampler (:func:`scoresde_jax.samplers.ode_sample`)
-and forwards from ``eps`` to ``T``, augmented with the divergence integral ``d delta / dt = div f~``,
-by the likelihood (:mod:`scoresde_jax.likelihood`).  Both go through :func:`solve_probability_flow`:
-diffrax with an adaptive explicit Runge-Kutta solver (``PIDController(rtol, atol)``), a first step of
-``(t1 - t0) / 100``, and one count of vector-field evaluations, :func:`solver_nfe`.
+and forwards from ``eps`` to ``T``, augmented with the divergence integral ``d delta / dt = div
+f~``, by the likelihood (:mod:`scoresde_jax.likelihood`).  Both go through
+:func:`solve_probability_flow`: diffrax with an adaptive explicit Runge-Kutta solver
+(``PIDController(rtol, atol)``), a first step of ``(t1 - t0) / 100``, and one count of vector-field
+evaluations, :func:`solver_nfe`.
 """
 
 from __future__ import annotations

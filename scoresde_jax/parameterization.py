@@ -122,7 +122,7 @@ PARAMETERIZATIONS: dict[tuple[str, bool], Parameterization] = {
 
 
 def get_parameterization(sde: SDE, continuous: bool = True) -> Parameterization:
-    """The :class:`Parameterization` of networks trained on ``sde`` (continuous or discrete time)."""
+    """The :class:`Parameterization` of networks trained on ``sde`` (continuous or discrete)."""
     key = (getattr(sde, "kind", None), bool(continuous))
     if key not in PARAMETERIZATIONS:
         raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}; "

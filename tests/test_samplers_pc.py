@@ -210,6 +210,32 @@ def test_pc_deterministic_and_x_init():
     np.testing.assert_allclose(np.asarray(c.x), np.asarray(d.x), rtol=1e-6, atol=1e-6)
 
 
+def _clamp_projection(bound, x, x_mean, t, key):
+    """Projection onto the box [-bound, bound] (plus a key-dependent nothing, to use the key)."""
+    del t
+    shift = 0.0 * jax.random.normal(key, x.shape, x.dtype)
+    return jnp.clip(x, -bound, bound) + shift, jnp.clip(x_mean, -bound, bound)
+
+
+def test_pc_projection_hook():
+    """The projection runs at the start and after every step, its data are traced (one compilation
+    for two bounds), and it leaves the predictor / corrector noise of the plain loop unchanged."""
+    sde, eps = SDES["vp"]
+    plain = pc_sample(_fixed_score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps)
+    loose = pc_sample(
+        _fixed_score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps,
+        projection=Partial(_clamp_projection, jnp.asarray(1e6)),
+    )
+    np.testing.assert_array_equal(np.asarray(loose.x), np.asarray(plain.x))
+    before = pc_module._pc_sample._cache_size()
+    tight = pc_sample(
+        _fixed_score, sde, (8, 2), jax.random.PRNGKey(5), eps=eps,
+        projection=Partial(_clamp_projection, jnp.asarray(0.1)),
+    )
+    assert pc_module._pc_sample._cache_size() == before
+    assert float(jnp.max(jnp.abs(tight.x))) <= 0.1 < float(jnp.max(jnp.abs(plain.x)))
+
+
 def _linear_score(params, x, t):
     """Score of N(0, w^2 I)-ish data: cheap and parameterized."""
     del t
@@ -249,6 +275,14 @@ def test_pc_compiles_once():
             corrector="langevin",
         )
     assert pc_module._pc_sample._cache_size() == before + 2
+
+
+def test_get_pc_sampler_checks_options_now():
+    sde = VPSDE(N=50)
+    with pytest.raises(ValueError, match="Unknown predictor"):
+        get_pc_sampler(sde, (4, 3), _linear_score, predictor="leapfrog")
+    with pytest.raises(TypeError, match="n_step"):
+        get_pc_sampler(sde, (4, 3), _linear_score, n_step=2)  # not a keyword of pc_sample
 
 
 def _fixed_score(x, t):

@@ -33,8 +33,8 @@ class SampleResult(NamedTuple):
 def as_score_pytree(
     score_fn: Any, name: str = "score_fn", signature: str = "(x, t) -> score"
 ) -> Partial:
-    """``score_fn`` (or another function ``name`` with ``signature``, for the errors) as a pytree that
-    ``jax.jit`` can take as an argument: a :class:`jax.tree_util.Partial` is kept (its data are
+    """``score_fn`` (or another function ``name`` with ``signature``, for the errors) as a pytree
+    that ``jax.jit`` can take as an argument: a :class:`jax.tree_util.Partial` is kept (its data are
     traced, its function is the cache key), a plain callable is wrapped as ``Partial(fn)`` (see
     :mod:`scoresde_jax.samplers.pc` for the consequences for compilation)."""
     if isinstance(score_fn, Partial):
@@ -93,7 +93,7 @@ def initial_state(sde: SDE, shape, dtype, key, x_init):
 
 
 def lookup_step_fn(table: dict, name: Any, kind: str) -> Callable:
-    """A predictor or corrector by name from ``table`` (or ``name`` itself when it is a function)."""
+    """A predictor or corrector by name from ``table`` (or ``name`` itself if it is a function)."""
     if callable(name):
         return name
     key = "none" if name is None else str(name).lower()

@@ -27,9 +27,11 @@ loop runs the official order -- at each of the ``N = sde.N`` times ``linspace(T,
 i)``.  An optional ``projection`` (a pytree function, e.g. the replacement of the known part in
 :mod:`scoresde_jax.controllable`) is applied after every corrector and predictor step and to the
 initial state; its keys are derived apart from the predictor / corrector noise, so without it the
-draws are those of the plain loop.  Data parallelism: call it inside a ``jax.jit`` with the batch of ``x_init`` sharded over a
-mesh (or let the output be sharded); the batch-mean norms of the Langevin corrector then are global
-means automatically.
+draws are those of the plain loop.
+
+Data parallelism: call it inside a ``jax.jit`` with the batch of ``x_init`` sharded over a mesh (or
+let the output be sharded); the batch-mean norms of the Langevin corrector then are global means
+automatically.
 """
 
 from __future__ import annotations
@@ -111,7 +113,8 @@ def _pc_sample(
         return (x, x_mean) if projection is None else projection(x, x_mean, t, key)
 
     # level i, sub-step j (correctors j < n_steps, predictor j = n_steps); the start is level N
-    x, _ = project(x, x, jnp.full((shape[0],), timesteps[0], dtype), jax.random.fold_in(k_project, sde.N))
+    t_start = jnp.full((shape[0],), timesteps[0], dtype)
+    x, _ = project(x, x, t_start, jax.random.fold_in(k_project, sde.N))
 
     def step(i, carry):
         x, x_mean = carry
