@@ -100,6 +100,17 @@ def cmd_convert(args, config) -> int:
     return 0
 
 
+COMMANDS = {
+    "train": (cmd_train, "train (and by default sample + evaluate) a score model"),
+    "sample": (cmd_sample, "sample a PNG grid with the latest EMA checkpoint of a workdir"),
+    "eval": (cmd_eval, "sample and compute quality metrics (digits: classifier accuracy / Frechet "
+                       "distance)"),
+    "likelihood": (cmd_likelihood, "bits/dim via the probability-flow ODE"),
+    "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint in "
+                             "--workdir"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scoresde", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

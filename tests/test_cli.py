@@ -97,7 +97,7 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     from test_convert import official_state, write_checkpoint
 
     from scoresde_jax import commands, training
-from scoresde_jax import config as C
+    from scoresde_jax import config as C
     from scoresde_jax.training.checkpoint import restore_params
     from scoresde_jax.models import param_shapes
 

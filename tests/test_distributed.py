@@ -118,7 +118,7 @@ def test_two_processes_train_together_and_agree(tmp_path, full_loop):
     from test_train import TinyScoreNet, tiny_config
 
     from scoresde_jax import commands, training
-from scoresde_jax import config as C
+    from scoresde_jax import config as C
 
     xs = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 8, 8, 1))) * 2 - 1
     cfg = tiny_config()

@@ -42,9 +42,7 @@ class NoiseConditionalClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
-        if x.ndim != 4 or labels.shape != (x.shape[0],):
-            raise ValueError(f"classifier expects x (B, H, W, C) and labels (B,), got {x.shape} "
-                             f"and {labels.shape}")
+        layers.check_inputs("classifier", x, labels)
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
         if self.embedding_type == "fourier":

@@ -44,9 +44,7 @@ class DDPM(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
-        if x.ndim != 4 or labels.shape != (x.shape[0],):
-            raise ValueError(f"DDPM expects x (B, H, W, C) and labels (B,), got {x.shape} and "
-                             f"{labels.shape}")
+        layers.check_inputs("DDPM", x, labels)
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
         in_dtype = x.dtype

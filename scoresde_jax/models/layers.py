@@ -32,6 +32,13 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
+
+def check_inputs(name: str, x: jax.Array, labels: jax.Array) -> None:
+    """Raise a ValueError naming the network unless ``x`` is ``(B, H, W, C)`` and labels ``(B,)``."""
+    if x.ndim != 4 or labels.shape != (x.shape[0],):
+        raise ValueError(f"{name} expects x (B, H, W, C) and labels (B,), got {x.shape} and "
+                         f"{labels.shape}")
+
 def get_act(name: str) -> Callable[[jax.Array], jax.Array]:
     """Activation by name (``ACTIVATIONS``): elu, relu, lrelu (slope 0.2), swish."""
     try:

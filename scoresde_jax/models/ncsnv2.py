@@ -72,9 +72,7 @@ class NCSNv2(nn.Module):
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
         if self.depth not in _PLANS:
             raise ValueError(f"NCSNv2 depth {self.depth!r} not in {sorted(_PLANS)}")
-        if x.ndim != 4 or labels.shape != (x.shape[0],):
-            raise ValueError(f"NCSNv2 expects x (B, H, W, C) and labels (B,), got {x.shape} and "
-                             f"{labels.shape}")
+        layers.check_inputs("NCSNv2", x, labels)
         if self.conditional:
             if self.normalization != "InstanceNorm++":
                 raise ValueError("the noise-conditional NCSN (v1) supports normalization "

@@ -125,9 +125,7 @@ class NCSNpp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
         self._check()
-        if x.ndim != 4 or labels.shape != (x.shape[0],):
-            raise ValueError(f"NCSNpp expects x (B, H, W, C) and labels (B,), got {x.shape} and "
-                             f"{labels.shape}")
+        layers.check_inputs("NCSNpp", x, labels)
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
         num_resolutions = len(self.ch_mult)

@@ -129,6 +129,14 @@ def _vec(t, shape, dtype):
     return jnp.full((shape[0],), t, dtype)
 
 
+def _finish(score, sde, x, ts, num_steps, denoise) -> SampleResult:
+    """The last state, denoised to its data prediction at ``ts[-1]`` when ``denoise`` (one more
+    evaluation), with the evaluation count of a ``num_steps``-point grid."""
+    if denoise:
+        x = data_prediction(score, sde, x, _vec(ts[-1], x.shape, x.dtype))
+    return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
+
+
 # --------------------------------------------------------------------------------------------------
 # DDIM
 # --------------------------------------------------------------------------------------------------
@@ -161,9 +169,7 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
         return x_u
 
     x = jax.lax.fori_loop(0, num_steps - 1, step, x)
-    if denoise:
-        x = data_prediction(score, sde, x, _vec(ts[-1], shape, dtype))
-    return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
+    return _finish(score, sde, x, ts, num_steps, denoise)
 
 
 def ddim_sample(
@@ -223,9 +229,7 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
         return x, x0
 
     x, _ = jax.lax.fori_loop(0, num_steps - 1, step, (x, jnp.zeros_like(x)))
-    if denoise:
-        x = data_prediction(score, sde, x, _vec(ts[-1], shape, dtype))
-    return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
+    return _finish(score, sde, x, ts, num_steps, denoise)
 
 
 def dpm_solver_pp_sample(

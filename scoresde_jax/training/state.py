@@ -9,6 +9,7 @@ The key stored in the state is the *base* key; step ``s`` of a random stream use
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -104,12 +105,9 @@ def init_state(
 ) -> TrainState:
     """The step-0 state computed under jit straight into the replicated sharding of ``mesh`` (the
     same on every host); ``example_shape`` is the shape of one example, ``(H, W, C)`` or ``(D,)``."""
-    init = jax.jit(
-        lambda key: create_train_state(key, model, tx, input_shape=(1, *example_shape),
-                                       ema_rate=ema_rate),
-        out_shardings=distributed.replicated(mesh),
-    )
-    return init(rng)
+    create = functools.partial(create_train_state, model=model, tx=tx,
+                               input_shape=(1, *example_shape), ema_rate=ema_rate)
+    return jax.jit(create, out_shardings=distributed.replicated(mesh))(rng)
 
 
 def abstract_state(
@@ -123,9 +121,7 @@ def abstract_state(
     """Shapes, dtypes and (replicated) shardings of :func:`init_state`'s result, without computing
     it: the target of a checkpoint restore."""
     rep = distributed.replicated(mesh)
-    shapes = jax.eval_shape(
-        lambda key: create_train_state(key, model, tx, input_shape=(1, *example_shape),
-                                       ema_rate=ema_rate),
-        jax.random.PRNGKey(0),
-    )
+    shapes = jax.eval_shape(lambda key: init_state(key, model, tx, example_shape=example_shape,
+                                                   ema_rate=ema_rate, mesh=mesh),
+                            jax.random.PRNGKey(0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
