@@ -8,21 +8,23 @@ options, the data pipeline its dataset name and sizes, the training loop a
 :class:`~scoresde_jax.training.loop.LoopOptions`. A key the config does not set is not passed at
 all, so the signature of the function it configures holds the only default.
 
-Which function reads which section:
+Which function reads which section (nothing outside this package reads any):
 
 =================  =========================================================================
 section            read by
 =================  =========================================================================
-``training``       :func:`get_sde` (``sde``), :func:`get_loss_fn`, :func:`loop_options`,
-                   :func:`get_optimizer` (``grad_accum_steps``), :func:`setup` (batch size),
-                   :func:`snapshot_sample_fn`
+``training``       :func:`get_sde` (``sde``), :func:`setup` (batch size, accumulation,
+                   ``continuous``), :func:`get_loss_fn`, :func:`loop_options`,
+                   :func:`get_optimizer` (``grad_accum_steps``), :func:`snapshot_sample_fn`,
+                   :func:`create_model` (``continuous``), :func:`get_dataset` (batch size)
 ``model``          :func:`create_model`, :func:`get_sde` (noise scales), :func:`setup`
                    (``ema_rate``)
-``data``           :func:`get_dataset`, :func:`example_shape`, :func:`get_data_scaler`,
+``data``           :func:`get_dataset`, :func:`example_shape`, :func:`is_vector_data`,
+                   :func:`get_data_scaler`, :func:`create_model` (``centered``),
                    :func:`get_likelihood_fn`, :func:`get_quality_fn`
 ``optim``          :func:`get_optimizer`
 ``sampling``       :func:`sampler_options` (used by :func:`get_sampling_fn`)
-``eval``           :func:`eval_num_samples`
+``eval``           :func:`eval_num_samples`, :func:`get_dataset` and :func:`setup` (batch size)
 ``seed``           :func:`run_seed`
 =================  =========================================================================
 

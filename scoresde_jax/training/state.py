@@ -93,7 +93,6 @@ def create_train_state(
     return TrainState.create(params=variables["params"], tx=tx, rng=base, ema_rate=ema_rate)
 
 
-
 def init_state(
     rng: jax.Array,
     model: flax.linen.Module,
@@ -110,18 +109,11 @@ def init_state(
     return jax.jit(create, out_shardings=distributed.replicated(mesh))(rng)
 
 
-def abstract_state(
-    model: flax.linen.Module,
-    tx: optax.GradientTransformation,
-    *,
-    example_shape: tuple[int, ...],
-    ema_rate: float,
-    mesh: jax.sharding.Mesh,
-) -> TrainState:
-    """Shapes, dtypes and (replicated) shardings of :func:`init_state`'s result, without computing
-    it: the target of a checkpoint restore."""
-    rep = distributed.replicated(mesh)
-    shapes = jax.eval_shape(lambda key: init_state(key, model, tx, example_shape=example_shape,
-                                                   ema_rate=ema_rate, mesh=mesh),
+def abstract_state(model: flax.linen.Module, tx: optax.GradientTransformation,
+                   **kwargs: Any) -> TrainState:
+    """Shapes, dtypes and (replicated) shardings of :func:`init_state`'s result (same keyword
+    arguments), without computing it: the target of a checkpoint restore."""
+    rep = distributed.replicated(kwargs["mesh"])
+    shapes = jax.eval_shape(lambda key: init_state(key, model, tx, **kwargs),
                             jax.random.PRNGKey(0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
