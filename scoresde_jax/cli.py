@@ -20,7 +20,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from scoresde_jax import commands
+from scoresde_jax import commands, evaluation
 from scoresde_jax import config as config_lib
 from scoresde_jax.training import NonFiniteLossError, distributed
 
@@ -85,13 +85,34 @@ def cmd_sample(args, config) -> int:
 
 def cmd_eval(args, config) -> int:
     _print(commands.evaluate(config, args.workdir, num_samples=args.num_samples, out=args.out,
-                             seed=args.seed))
+                             seed=args.seed, checkpoint=args.checkpoint,
+                             batch_size=args.batch_size, inception_path=args.inception,
+                             stats_path=args.stats, preprocess=args.preprocess,
+                             progress=not args.no_progress))
     return 0
 
 
 def cmd_likelihood(args, config) -> int:
     _print(commands.likelihood(config, args.workdir, num_batches=args.num_batches,
-                               data_dir=args.data_dir, seed=args.seed))
+                               data_dir=args.data_dir, seed=args.seed, repeats=args.repeats,
+                               dequantize=False if args.no_dequantize else None,
+                               num_examples=args.num_examples, batch_size=args.batch_size,
+                               progress=not args.no_progress))
+    return 0
+
+
+def cmd_stats(args, config) -> int:
+    if not args.out:
+        raise ValueError("stats needs --out STATS.npz (e.g. --out cifar10_stats.npz)")
+    _print(commands.stats(config, args.out, split=args.split, batch_size=args.batch_size,
+                          inception_path=args.inception, preprocess=args.preprocess,
+                          data_dir=args.data_dir, num_examples=args.num_samples,
+                          progress=not args.no_progress))
+    return 0
+
+
+def cmd_convert_inception(args, config) -> int:
+    _print({"inception": evaluation.convert_weights(args.src, args.out or "inception_fid.npz")})
     return 0
 
 
@@ -108,6 +129,10 @@ COMMANDS = {
     "likelihood": (cmd_likelihood, "bits/dim via the probability-flow ODE"),
     "convert": (cmd_convert, "convert an official score_sde checkpoint into an Orbax checkpoint in "
                              "--workdir"),
+    "stats": (cmd_stats, "reference Inception (digits: classifier) statistics of a dataset split "
+                         "(pool_3, mu, sigma), as score_sde's assets/stats files"),
+    "convert-inception": (cmd_convert_inception, "convert the FID Inception weights "
+                                                 "(pt_inception-2015-12-05-6726825d.pth) to .npz"),
 }
 
 
@@ -118,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, (_, help_) in COMMANDS.items():
         s = sub.add_parser(name, help=help_, description=help_ + ". Override config keys with --config.a.b=VALUE.")
-        s.add_argument("--config", required=True, help="config file (ml_collections, get_config())")
-        s.add_argument("--workdir", required=True, help="directory for checkpoints, logs and samples")
+        s.add_argument("--config", required=name != "convert-inception",
+                       help="config file (ml_collections, get_config())")
+        s.add_argument("--workdir", required=name not in ("stats", "convert-inception"),
+                       help="directory for checkpoints, logs and samples")
         s.add_argument("--data_dir", default=None, help="TFDS data dir (not needed for the embedded data)")
         s.add_argument("--num_samples", type=int, default=None, help="number of samples")
         s.add_argument("--out", default=None, help="PNG path of the sample grid")
@@ -133,6 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
         if name == "likelihood":
             s.add_argument("--num_batches", type=int, default=None)
+            s.add_argument("--num_examples", type=int, default=None,
+                           help="first N test examples (default: the whole split)")
+            s.add_argument("--repeats", type=int, default=None, help="Hutchinson draws per example")
+            s.add_argument("--no_dequantize", action="store_true",
+                           help="no uniform dequantization of 8-bit data")
+        if name in ("eval", "stats", "likelihood"):
+            s.add_argument("--batch_size", type=int, default=None,
+                           help="round size (default config.eval.batch_size)")
+            s.add_argument("--no_progress", action="store_true", help="no progress bar")
+        if name in ("eval", "stats"):
+            s.add_argument("--inception", default=None,
+                           help="converted Inception weights (.npz of convert-inception)")
+            s.add_argument("--preprocess", default=None,
+                           help="score_sde (default), torch_fidelity or pytorch_fid")
+        if name == "eval":
+            s.add_argument("--checkpoint", type=int, default=None, help="checkpoint step")
+            s.add_argument("--stats", default=None, help="reference statistics file (stats)")
+        if name == "stats":
+            s.add_argument("--split", default="train", help="dataset split (default train)")
+        if name == "convert-inception":
+            s.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth (or its .npz)")
         if name == "convert":
             s.add_argument("--checkpoint", required=True, help="official score_sde checkpoint file")
     return p
@@ -144,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(rest)
     _setup_logging(args.verbose)
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, overrides) if args.config else None
         distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
         return COMMANDS[args.command][0](args, config)
     except NonFiniteLossError as e:

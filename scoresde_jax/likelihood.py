@@ -110,9 +110,12 @@ def bpd_offset(centered: bool) -> float:
     return 8.0 - (1.0 if centered else 0.0)
 
 
-def logp_to_bpd(logp: jax.Array, dim: int, *, centered: bool) -> jax.Array:
-    """``bpd = -logp / (D ln 2) + offset(centered)`` (see the module docstring)."""
-    return -logp / (dim * math.log(2.0)) + bpd_offset(centered)
+def logp_to_bpd(logp: jax.Array, dim: int, *, centered: bool,
+                offset: float | None = None) -> jax.Array:
+    """``bpd = -logp / (D ln 2) + offset`` with ``offset = bpd_offset(centered)`` for 8-bit data
+    (see the module docstring); pass ``offset=0.0`` for continuous data (no quantization)."""
+    offset = bpd_offset(centered) if offset is None else offset
+    return -logp / (dim * math.log(2.0)) + offset
 
 
 def uniform_dequantize(x: jax.Array, rng: jax.Array, *, centered: bool) -> jax.Array:
@@ -229,19 +232,21 @@ def _split_rng(rng, dequantize):
     return rng, None
 
 
-def _bits_per_dim(score_fn, sde, x, rng, *, centered, dequantize, **options):
+def _bits_per_dim(score_fn, sde, x, rng, *, centered, dequantize, offset=None, **options):
     k_probe, k_deq = _split_rng(rng, dequantize)
     if dequantize:
         x = uniform_dequantize(x, k_deq, centered=centered)
     res = _log_likelihood(score_fn, sde, x, k_probe, **options)
     return BPDResult(
-        logp_to_bpd(res.logp, flat_dim(x.shape), centered=centered), res.latent, res.nfe
+        logp_to_bpd(res.logp, flat_dim(x.shape), centered=centered, offset=offset), res.latent,
+        res.nfe
     )
 
 
 _STATIC = ("sde", "divergence", "rtol", "atol", "eps", "solver", "max_steps")
 _jit_log_likelihood = jax.jit(_log_likelihood, static_argnames=_STATIC)
-_jit_bits_per_dim = jax.jit(_bits_per_dim, static_argnames=_STATIC + ("centered", "dequantize"))
+_jit_bits_per_dim = jax.jit(
+    _bits_per_dim, static_argnames=_STATIC + ("centered", "dequantize", "offset"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,6 +350,7 @@ def get_likelihood_fn(
     bits: bool = True,
     solver: str = "tsit5",
     max_steps: int = 4096,
+    offset: float | None = None,
 ) -> Callable[[Any, jax.Array, jax.Array | None], Any]:
     """A jitted ``likelihood_fn(params, x, rng)`` that takes the parameters as data (compiles once
     per shape).
@@ -355,7 +361,8 @@ def get_likelihood_fn(
             sde, parameterization.get_model_fn(model, p), continuous=True)
 
     Returns :class:`BPDResult` (``bits=True``, with ``centered`` / ``dequantize`` as in
-    :func:`bits_per_dim`) or :class:`LikelihoodResult` in nats (``bits=False``).
+    :func:`bits_per_dim`) or :class:`LikelihoodResult` in nats (``bits=False``). ``offset``
+    replaces the 8-bit offset of ``centered`` (``0.0`` for continuous data).
     """
     _check_options(divergence, solver)
     opts = dict(
@@ -367,7 +374,8 @@ def get_likelihood_fn(
         score_fn = make_score_fn(params)
         if bits:
             return _bits_per_dim(
-                score_fn, sde, x, rng, centered=bool(centered), dequantize=bool(dequantize), **opts
+                score_fn, sde, x, rng, centered=bool(centered), dequantize=bool(dequantize),
+                offset=offset, **opts
             )
         return _log_likelihood(score_fn, sde, x, rng, **opts)
 

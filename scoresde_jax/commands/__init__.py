@@ -9,6 +9,8 @@ sample             :func:`sample`
 eval               :func:`evaluate`
 likelihood         :func:`likelihood`
 convert            :func:`convert`
+stats              :func:`stats` (reference feature statistics of a dataset split)
+convert-inception  :func:`scoresde_jax.evaluation.convert_weights`
 =================  =====================================================================
 
 Each takes a config (read only through :mod:`scoresde_jax.config`) and a workdir, and returns a
@@ -22,6 +24,8 @@ from scoresde_jax.commands.convert_cmd import convert
 from scoresde_jax.commands.eval_cmd import evaluate, train_and_evaluate
 from scoresde_jax.commands.likelihood_cmd import likelihood
 from scoresde_jax.commands.sample_cmd import sample
+from scoresde_jax.commands.stats_cmd import stats
 from scoresde_jax.commands.train_cmd import train
 
-__all__ = ["train", "train_and_evaluate", "sample", "evaluate", "likelihood", "convert"]
+__all__ = ["train", "train_and_evaluate", "sample", "evaluate", "likelihood", "convert",
+           "stats"]

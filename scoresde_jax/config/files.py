@@ -26,6 +26,8 @@ OPTIONAL_KEYS = frozenset({
     "training.eps", "data.digits_resize", "data.tfds_name", "data.category", "model.dtype",
     "model.remat", "model.num_groups", "sampling.method", "sampling.num_steps", "sampling.eta",
     "sampling.rtol", "sampling.atol", "sampling.ode_solver",
+    "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.dequantize",
+    "eval.likelihood_repeats",
 })
 
 
@@ -111,22 +113,68 @@ def check_override_key(config: ml_collections.ConfigDict, item: str) -> None:
                          f" has {sorted(node.keys())}.")
 
 
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def parse_override_value(key: str, raw: str, kind: type) -> Any:
+    """``raw`` as a value of type ``kind`` (the type the config's key has), as absl
+    ``config_flags`` parses it: bool takes true/false/1/0 (any case), int rejects ``8.0`` and
+    ``abc``, float takes ints; tuples/lists are Python literals; a key without a typed default
+    (None, or a key the config does not set) takes a Python literal, else the string."""
+    text = raw.strip()
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"--config.{key}={raw}: expected {what}; fix the value.")
+
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise bad("a boolean (true/false/1/0)")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise bad("an integer, e.g. 8 (not 8.0)") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise bad("a number, e.g. 2e-4") from None
+    if kind is str:
+        return text
+    try:
+        value: Any = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if kind in (tuple, list):
+            raise bad(f"a {kind.__name__} literal, e.g. (1, 2)") from None
+        return text
+    if kind in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise bad(f"a {kind.__name__} literal, e.g. (1, 2)")
+        return kind(value)
+    return value
+
+
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
-    """Apply one ``"a.b.c=value"`` override in place (value parsed with ``ast.literal_eval``)."""
+    """Apply one ``"a.b.c=value"`` override in place, the value parsed to the key's type
+    (:func:`parse_override_value`)."""
     if "=" not in item:
         raise ValueError(f"override {item!r} must look like section.key=value")
     key, raw = item.split("=", 1)
-    try:
-        value: Any = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    *parents, leaf = key.strip().split(".")
+    key = key.strip()
+    *parents, leaf = key.split(".")
     node = config
     for part in parents:
         if part not in node:
             raise ValueError(f"override {item!r}: config has no section {part!r}")
         node = node[part]
-    node[leaf] = value
+    kind = node.get_type(leaf) if leaf in node else type(None)
+    if isinstance(node[leaf] if leaf in node else None, ml_collections.ConfigDict):
+        raise ValueError(f"--config.{key} is a section, not a value; override its keys "
+                         f"(--config.{key}.<key>=VALUE).")
+    node[leaf] = parse_override_value(key, raw, kind)
 
 
 def list_configs() -> list[str]:

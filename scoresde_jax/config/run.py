@@ -192,13 +192,41 @@ def make_sample_fn(config: Any, s: Setup, *, num_samples: int) -> Callable[[Any,
 # --- evaluation ------------------------------------------------------------------------------------
 
 
-def get_likelihood_fn(config: Any, s: Setup) -> Callable:
+def get_likelihood_fn(config: Any, s: Setup, *, bits: bool = True) -> Callable:
     """``likelihood_fn(params, x, rng) -> BPDResult`` of the setup's model on scaled data, with the
-    bits/dim offset of ``config.data.centered`` and ``config.data.uniform_dequantization``."""
+    bits/dim offset of ``config.data.centered`` (none for vector data) and
+    ``config.data.uniform_dequantization``; ``bits=False``: ``LikelihoodResult`` in nats."""
     d = _section(config, "data")
+    vector = is_vector_data(config)
     return likelihood.get_likelihood_fn(
         s.sde, lambda p: get_score_fn(s.sde, get_model_fn(s.model, p), continuous=s.continuous),
-        centered=bool(d.centered), dequantize=bool(d.get("uniform_dequantization", False)))
+        centered=bool(d.centered), bits=bits, offset=0.0 if vector else None,
+        dequantize=not vector and bool(d.get("uniform_dequantization", False)))
+
+
+def likelihood_data(config: Any) -> tuple[bool, bool, float]:
+    """``(vector, centered, offset)`` of the data: the 8-bit bits/dim offset
+    (``likelihood.bpd_offset``) for images, 0 for continuous vector data."""
+    vector, centered = is_vector_data(config), bool(_section(config, "data").centered)
+    return vector, centered, 0.0 if vector else likelihood.bpd_offset(centered)
+
+
+# config.eval key -> argument of the eval / stats / likelihood jobs (their signatures: defaults).
+_EVAL_KEYS = {"batch_size": "batch_size", "inception_path": "inception_path",
+              "stats_path": "stats_path", "preprocess": "inception_preprocess",
+              "dequantize": "dequantize", "repeats": "likelihood_repeats"}
+
+
+def eval_options(config: Any) -> dict:
+    """The ``config.eval`` options the config sets, as job arguments: ``batch_size``,
+    ``inception_path``, ``stats_path``, ``preprocess`` (``eval.inception_preprocess``),
+    ``dequantize``, ``repeats`` (``eval.likelihood_repeats``)."""
+    return _given(config.get("eval"), _EVAL_KEYS)
+
+
+def dataset_name(config: Any) -> str:
+    """``config.data.dataset``."""
+    return str(_section(config, "data").dataset)
 
 
 def get_quality_fn(config: Any) -> Callable[[np.ndarray], dict]:

@@ -10,6 +10,10 @@
   :func:`get_feature_extractor`, :func:`compute_statistics`, :func:`load_reference_npz`.
 * :mod:`.digits` -- an MLP classifier on the embedded digits as the feature network, and
   :func:`digits_metrics` against the held-out test digits.
+* :mod:`.inception` (+ :mod:`.inception_net`) -- the FID Inception-v3 in Flax:
+  :func:`convert_weights` (``scoresde convert-inception``), :func:`load_inception`.
+* :mod:`.reference` -- statistics files (:func:`save_reference`, :func:`load_reference`, the
+  official ``assets/stats`` layout), :func:`feature_network` of a dataset, :func:`quality_report`.
 * :mod:`.toy` -- :func:`toy_metrics`: sliced Wasserstein distances to exact samples of a 2-D
   mixture.
 """
@@ -40,9 +44,41 @@ from scoresde_jax.evaluation.metrics import (
     polynomial_mmd2_unbiased,
     trace_sqrt_product,
 )
+from scoresde_jax.evaluation.inception import (
+    CONVERT_COMMAND,
+    PREPROCESS_MODES,
+    InceptionExtractor,
+    InceptionV3,
+    convert_weights,
+    load_inception,
+    preprocess_images,
+    random_state_dict,
+)
+from scoresde_jax.evaluation.reference import (
+    STATS_COMMAND,
+    Reference,
+    feature_network,
+    load_reference,
+    quality_report,
+    save_reference,
+)
 from scoresde_jax.evaluation.toy import toy_metrics
 
 __all__ = [
+    "CONVERT_COMMAND",
+    "InceptionExtractor",
+    "InceptionV3",
+    "PREPROCESS_MODES",
+    "Reference",
+    "STATS_COMMAND",
+    "convert_weights",
+    "feature_network",
+    "load_inception",
+    "load_reference",
+    "preprocess_images",
+    "quality_report",
+    "random_state_dict",
+    "save_reference",
     "DigitsClassifier",
     "FeatureExtractor",
     "FeatureStats",
