@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from scoresde_jax import commands, evaluation
 from scoresde_jax import config as config_lib
-from scoresde_jax.training import NonFiniteLossError, distributed
+from scoresde_jax.training import NonFiniteLossError, Preempted, WorkdirBusyError, distributed
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -77,8 +77,9 @@ def cmd_train(args, config) -> int:
 
 
 def cmd_sample(args, config) -> int:
-    _, path = commands.sample(config, args.workdir, num_samples=args.num_samples or 64,
-                              out=args.out, seed=args.seed)
+    n = 64 if args.num_samples is None else args.num_samples
+    _, path = commands.sample(config, args.workdir, num_samples=n, out=args.out, seed=args.seed,
+                              checkpoint=args.checkpoint)
     _print({"samples": path})
     return 0
 
@@ -97,7 +98,7 @@ def cmd_likelihood(args, config) -> int:
                                data_dir=args.data_dir, seed=args.seed, repeats=args.repeats,
                                dequantize=False if args.no_dequantize else None,
                                num_examples=args.num_examples, batch_size=args.batch_size,
-                               progress=not args.no_progress))
+                               progress=not args.no_progress, checkpoint=args.checkpoint))
     return 0
 
 
@@ -117,7 +118,7 @@ def cmd_convert_inception(args, config) -> int:
 
 
 def cmd_convert(args, config) -> int:
-    _print(commands.convert(config, args.checkpoint, args.workdir))
+    _print(commands.convert(config, args.checkpoint, args.workdir, overwrite=args.overwrite))
     return 0
 
 
@@ -136,6 +137,9 @@ COMMANDS = {
 }
 
 
+_WORKDIR_JOBS = ("sample", "eval", "likelihood")  # jobs on a trained workdir (its config.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scoresde", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     for name, (_, help_) in COMMANDS.items():
         s = sub.add_parser(name, help=help_, description=help_ + ". Override config keys with --config.a.b=VALUE.")
-        s.add_argument("--config", required=name != "convert-inception",
-                       help="config file (ml_collections, get_config())")
+        s.add_argument("--config", required=name not in _WORKDIR_JOBS + ("convert-inception",),
+                       help="config file (ml_collections, get_config())"
+                       + ("; default: the workdir's config.json" if name in _WORKDIR_JOBS else ""))
         s.add_argument("--workdir", required=name not in ("stats", "convert-inception"),
                        help="directory for checkpoints, logs and samples")
         s.add_argument("--data_dir", default=None, help="TFDS data dir (not needed for the embedded data)")
@@ -174,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="converted Inception weights (.npz of convert-inception)")
             s.add_argument("--preprocess", default=None,
                            help="score_sde (default), torch_fidelity or pytorch_fid")
+        if name in _WORKDIR_JOBS:
+            s.add_argument("--checkpoint", type=int, default=None,
+                           help="checkpoint step (default: the newest good one)")
         if name == "eval":
-            s.add_argument("--checkpoint", type=int, default=None, help="checkpoint step")
             s.add_argument("--stats", default=None, help="reference statistics file (stats)")
         if name == "stats":
             s.add_argument("--split", default="train", help="dataset split (default train)")
@@ -183,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("src", help="pt_inception-2015-12-05-6726825d.pth (or its .npz)")
         if name == "convert":
             s.add_argument("--checkpoint", required=True, help="official score_sde checkpoint file")
+            s.add_argument("--overwrite", action="store_true",
+                           help="write into a workdir that already has checkpoints")
     return p
 
 
@@ -192,10 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(rest)
     _setup_logging(args.verbose)
     try:
-        config = load_config(args.config, overrides) if args.config else None
+        if args.command in _WORKDIR_JOBS:
+            config = config_lib.config_for_workdir(args.config, args.workdir, overrides)
+        else:
+            config = load_config(args.config, overrides) if args.config else None
         distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
         return COMMANDS[args.command][0](args, config)
-    except NonFiniteLossError as e:
+    except Preempted as e:
+        print(f"scoresde {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except (NonFiniteLossError, WorkdirBusyError) as e:
         print(f"scoresde {args.command}: {e}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, NotImplementedError) as e:

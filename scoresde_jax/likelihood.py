@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from scoresde_jax.flow import ODE_SOLVERS, probability_flow_drift, solve_probability_flow
 from scoresde_jax.samplers.common import as_score_pytree
 from scoresde_jax.sde import SDE
-from scoresde_jax.utils import flat_dim
+from scoresde_jax.utils import check_data, flat_dim
 
 __all__ = [
     "LikelihoodResult",
@@ -321,6 +321,7 @@ def bits_per_dim(
     arguments.
     """
     _check_args(x, divergence, solver, rng, dequantize)
+    check_data(x, centered=bool(centered))
     return _jit_bits_per_dim(
         as_score_pytree(score_fn),
         sde,
@@ -381,6 +382,7 @@ def get_likelihood_fn(
 
     def likelihood_fn(params, x, rng=None):
         _check_args(x, divergence, solver, rng, dequantize and bits)
+        check_data(x, centered=bool(centered) if bits and offset is None else None)
         return _fn(params, x, rng)
 
     likelihood_fn.jitted = _fn  # exposed for cache inspection (compile-once tests)

@@ -36,7 +36,8 @@ def likelihood(config: Any, workdir: str, *, num_batches: int | None = None,
                data_dir: str | None = None, model: Any = None, seed: int = 0,
                repeats: int | None = None, dequantize: bool | None = None,
                num_examples: int | None = None, batch_size: int | None = None,
-               split: str = "test", progress: bool = True, params: Any = None) -> dict:
+               split: str = "test", progress: bool = True, params: Any = None,
+               checkpoint: int | None = None) -> dict:
     """NLL of ``split`` (all of it, or ``num_examples`` / ``num_batches`` batches) under the
     latest EMA parameters of ``workdir`` (or ``params`` given directly, e.g. for tests).
 
@@ -47,7 +48,7 @@ def likelihood(config: Any, workdir: str, *, num_batches: int | None = None,
     s = config_lib.setup(config, model=model)
     step = None
     if params is None:
-        params, step = restore_params(workdir, s.abstract_state())
+        params, step = restore_params(workdir, s.abstract_state(), step=checkpoint)
     vector, centered, offset = likelihood_data(config)
     repeats = int(repeats or opts.get("repeats", 1))
     deq = (not vector) and bool(opts.get("dequantize", True) if dequantize is None else dequantize)

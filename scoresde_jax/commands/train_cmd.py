@@ -39,5 +39,5 @@ def train(config: Any, workdir: str, *, model: Any = None,
         init_state=s.init_state, abstract_state=s.abstract_state(), train_iter=train_iter,
         eval_iter=eval_iter, mesh=s.mesh, options=options, batch_size=s.input_shape[0],
         preprocess=config_lib.get_data_scaler(config), sample_fn=config_lib.snapshot_sample_fn(config, s), stop_at=stop_at,
-        progress=progress, description=type(s.model).__name__,
+        progress=progress, description=type(s.model).__name__, config=config,
     )

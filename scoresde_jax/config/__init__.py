@@ -53,8 +53,12 @@ from scoresde_jax.config.files import (
     OPTIONAL_KEYS,
     apply_override,
     check_override_key,
+    config_differences,
+    config_for_workdir,
     list_configs,
     load_config,
+    parse_override_value,
+    saved_config,
 )
 from scoresde_jax.config.run import (
     Setup,
@@ -72,6 +76,7 @@ from scoresde_jax.config.run import (
 )
 
 __all__ = [
+    "config_differences", "config_for_workdir", "parse_override_value", "saved_config",
     "MODEL_NAMES", "OPTIONAL_KEYS", "Setup", "apply_override", "check_override_key",
     "create_model", "dummy_inputs", "eval_num_samples", "example_shape", "get_data_inverse_scaler",
     "get_data_scaler", "get_dataset", "get_likelihood_fn", "get_loss_fn", "get_optimizer",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -17,7 +19,10 @@ from typing import Any, Iterable, Optional
 
 import ml_collections
 
+log = logging.getLogger("scoresde_jax.config")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKDIR_CONFIG = "config.json"  # written by the training loop (scoresde_jax.training.workdir)
 CONFIG_DIR = REPO_ROOT / "configs"
 
 # Keys this library reads that the official configs do not define (accepted as overrides).
@@ -175,6 +180,67 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise ValueError(f"--config.{key} is a section, not a value; override its keys "
                          f"(--config.{key}.<key>=VALUE).")
     node[leaf] = parse_override_value(key, raw, kind)
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def saved_config(workdir: str | os.PathLike) -> Optional[ml_collections.ConfigDict]:
+    """The config a training run saved in ``<workdir>/config.json`` (None when there is none)."""
+    path = Path(workdir).expanduser().resolve() / WORKDIR_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path} is damaged ({e}); pass --config explicitly.") from None
+    return ml_collections.ConfigDict(_tuples(record))
+
+
+def config_differences(saved: Any, given: Any, sections: Iterable[str] = ("model", "data")
+                       ) -> list[str]:
+    """``section.key: trained vs given`` for the keys of ``sections`` that differ."""
+    a_all, b_all = _tuples(saved.to_dict()), _tuples(given.to_dict())
+    out = []
+    for sec in sections:
+        a, b = a_all.get(sec) or {}, b_all.get(sec) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append(f"{sec}.{key}: {a.get(key)!r} (trained) vs {b.get(key)!r} (given)")
+    return out
+
+
+def config_for_workdir(path: Optional[str], workdir: str, overrides: Optional[Iterable[str]] = None
+                       ) -> ml_collections.ConfigDict:
+    """The config of a job on a trained ``workdir`` (sample, eval, likelihood): the file at
+    ``path`` (a warning lists its model/data keys that differ from the run's ``config.json``),
+    or the saved ``config.json`` when ``path`` is None; ``overrides`` apply to either."""
+    if not Path(workdir).expanduser().is_dir():
+        raise FileNotFoundError(f"Workdir {os.path.abspath(workdir)} does not exist; pass the "
+                                "--workdir of a training run.")
+    saved = saved_config(workdir)
+    if path is None:
+        if saved is None:
+            raise ValueError(f"{os.path.abspath(workdir)} has no {WORKDIR_CONFIG} (it is written "
+                             "when training starts); pass --config.")
+        config = saved
+        for item in overrides or ():
+            check_override_key(config, item)
+            apply_override(config, item)
+        return config
+    config = load_config(path, overrides)
+    if saved is not None:
+        diff = config_differences(saved, config)
+        if diff:
+            log.warning("The config differs from the one %s was trained with (%s) in %d model/data "
+                        "keys: %s. Omit --config to use the saved one.", workdir, WORKDIR_CONFIG,
+                        len(diff), "; ".join(diff[:8]))
+    return config
 
 
 def list_configs() -> list[str]:

@@ -104,6 +104,10 @@ def _pc_sample(
     k_init, k_steps = jax.random.split(rng)
     k_project = jax.random.fold_in(rng, _PROJECTION_KEY)
     x = initial_state(sde, shape, dtype, k_init, x_init)
+    out = jax.eval_shape(score, x, jnp.zeros((shape[0],), dtype))  # trace time only
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"score_fn(x, t) returned shape {tuple(out.shape)} for x of shape "
+                         f"{tuple(shape)}; it must return the score with x's shape.")
     timesteps = jnp.linspace(jnp.asarray(sde.T, dtype), jnp.asarray(eps, dtype), sde.N)
     snr = jnp.asarray(snr, dtype)
     use_corrector = getattr(corrector, "nfe", 1) > 0 and n_steps > 0
@@ -163,6 +167,21 @@ def resolve_pc_steps(
     return pred, corr
 
 
+def _check_numbers(sde: SDE, shape: tuple, snr: Any, eps: Any) -> None:
+    """snr >= 0 and finite, 0 < eps < T (when concrete), shape (B, *D) with D non-empty."""
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (B, *D) with at least one data axis, got {shape}; "
+                         "e.g. (64, 2) for 2-D points, (64, 32, 32, 3) for images.")
+    if not isinstance(snr, jax.core.Tracer):
+        v = float(snr)
+        if not (v >= 0 and v < float("inf")):
+            raise ValueError(f"snr={snr!r} must be finite and >= 0 (e.g. 0.16).")
+    if not isinstance(eps, jax.core.Tracer):
+        v = float(eps)
+        if not 0 < v < float(sde.T):
+            raise ValueError(f"eps={eps!r} must satisfy 0 < eps < T={sde.T} (e.g. 1e-3 or 1e-5).")
+
+
 def pc_sample(
     score_fn: ScoreFn | Partial,
     sde: SDE,
@@ -202,6 +221,7 @@ def pc_sample(
     """
     pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    _check_numbers(sde, shape, snr, eps)
     if projection is not None:
         projection = as_score_pytree(projection, "projection", "(x, x_mean, t, key) -> (x, x_mean)")
     return _pc_sample(

@@ -12,6 +12,7 @@ module               what it holds
 ``loop``             ``train_loop(workdir, ...)`` with :class:`LoopOptions`
 ``checkpoint``       ``Checkpointer`` (periodic + preemption), ``restore_params``
 ``distributed``      mesh, shardings, global batches, ``initialize`` for several hosts
+``workdir``          the workdir lock, ``config.json``, ``metrics.jsonl`` without replayed rows
 ===================  ==========================================================================
 
 Nothing here reads a config: :mod:`scoresde_jax.config` builds the arguments and
@@ -20,9 +21,16 @@ Nothing here reads a config: :mod:`scoresde_jax.config` builds the arguments and
 
 from __future__ import annotations
 
-from scoresde_jax.training import checkpoint, distributed, loop, optimizer, state, steps
-from scoresde_jax.training.checkpoint import Checkpointer, restore_params
-from scoresde_jax.training.loop import LoopOptions, TrainResult, train_loop
+from scoresde_jax.training import checkpoint, distributed, loop, optimizer, state, steps, workdir
+from scoresde_jax.training.checkpoint import (
+    CheckpointError,
+    Checkpointer,
+    NonFiniteStateError,
+    has_checkpoints,
+    restore_params,
+)
+from scoresde_jax.training.loop import LoopOptions, Preempted, TrainResult, train_loop
+from scoresde_jax.training.workdir import WorkdirBusyError
 from scoresde_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from scoresde_jax.training.state import (
     TrainState,
@@ -46,6 +54,8 @@ from scoresde_jax.utils import config_reexports
 
 __all__ = [
     "Checkpointer", "restore_params", "LoopOptions", "TrainResult", "train_loop",
+    "CheckpointError", "NonFiniteStateError", "has_checkpoints", "Preempted", "WorkdirBusyError",
+    "workdir",
     "learning_rate_schedule", "make_optimizer", "get_optimizer", "TrainState", "abstract_state",
     "create_train_state", "ema_update", "init_state", "EVAL_STREAM", "SAMPLE_STREAM",
     "TRAIN_STREAM", "NonFiniteLossError", "StepMetrics", "make_eval_fn", "make_step_fn",

@@ -10,26 +10,37 @@ target) and a :class:`LoopOptions` with the cadence; it reads no config
   train state and the data iterator's position (:mod:`scoresde_jax.training.checkpoint`);
 * ``samples/iter_<step>/sample.png`` (and ``.npy``) at each snapshot when a sample function is given.
 
-A run started on a workdir with checkpoints resumes from the newest one with the same data order
-and random numbers as an unbroken run. A non-finite loss stops the run with
-:class:`~scoresde_jax.training.steps.NonFiniteLossError`; the checkpoints written before stay.
+A run started on a workdir with checkpoints resumes from the newest good one with the same data
+order and random numbers as an unbroken run (``metrics.jsonl`` rows of replayed steps are dropped).
+One run per workdir: a lock (:mod:`scoresde_jax.training.workdir`). SIGTERM (preemption notices of
+TPU VMs, SLURM, Kubernetes) and SIGINT (Ctrl-C) finish the current dispatch, write a preemption
+checkpoint and raise :class:`Preempted` (exit 0 for SIGTERM, 130 for SIGINT in the CLI); all
+processes of a multi-host run agree on that step (the flag is all-gathered after each dispatch).
+A non-finite loss, or non-finite params/EMA at a save, stops the run with
+:class:`~scoresde_jax.training.steps.NonFiniteLossError` naming the newest saved step (every saved
+step has finite params); the checkpoints written before stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from scoresde_jax.metrics_io import MetricWriter, save_samples
 from scoresde_jax.training import distributed
-from scoresde_jax.training.checkpoint import Checkpointer
+from scoresde_jax.training import workdir as workdir_lib
+from scoresde_jax.training.checkpoint import Checkpointer, NonFiniteStateError
 from scoresde_jax.training.state import TrainState
 from scoresde_jax.training.steps import SAMPLE_STREAM, NonFiniteLossError, StepMetrics, stream_key
 
@@ -66,6 +77,52 @@ class LoopOptions:
                     f"training.{key}={value} is not a non-negative multiple of training."
                     f"n_jitted_steps={self.n_jitted_steps}; checkpoints, logs and the end of "
                     f"training happen between dispatches of {self.n_jitted_steps} steps.")
+
+
+class Preempted(Exception):
+    """Training stopped by SIGTERM/SIGINT after saving a preemption checkpoint at ``step``."""
+
+    def __init__(self, signum: int, step: int, workdir: str):
+        self.signum, self.step, self.workdir = signum, step, workdir
+        self.exit_code = 0 if signum == signal.SIGTERM else 128 + int(signum)
+        super().__init__(f"{signal.Signals(signum).name}: saved a preemption checkpoint at step "
+                         f"{step} under {workdir}; run the same command again to resume.")
+
+
+class _StopRequest:
+    """SIGTERM/SIGINT handlers that only record the signal (installed around the loop)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        self.signum = signum
+        log.warning("Received %s: finishing the current step, then saving a preemption "
+                    "checkpoint.", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers can only be set in the main thread
+            return
+        previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def agreed(self) -> int | None:
+        """The signal, agreed by all processes (the largest signal number any of them got)."""
+        if jax.process_count() == 1:
+            return self.signum
+        got = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        best = int(np.max(got))
+        return best or None
 
 
 class TrainResult(NamedTuple):
@@ -107,18 +164,32 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
-def _check_finite(losses: np.ndarray, step: int, ckpt: Checkpointer, workdir: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if not bad.size:
-        return
+def _nonfinite_stop(what: str, ckpt: Checkpointer, workdir: str) -> NonFiniteLossError:
     ckpt.wait()
     last = ckpt.latest_step()
-    msg = (f"Training stopped: loss is {losses[bad[0]]} at step {step + int(bad[0]) + 1}. The last "
-           "good checkpoint " + (f"is step {last} under {workdir}" if last is not None
-                                 else "does not exist (none saved yet)")
-           + "; it was kept. Lower optim.lr, check optim.grad_clip and the data scaling, then resume.")
+    msg = (f"Training stopped: {what}. The last good checkpoint "
+           + (f"is step {last} under {workdir}" if last is not None
+              else "does not exist (none saved yet)")
+           + " (its params and EMA params are finite: a non-finite state is never saved); it was "
+           "kept. Resume from it with a lower "
+           "learning rate: run the same command with --config.optim.lr=<smaller> (check "
+           "optim.grad_clip and the data scaling too).")
     log.error(msg)
-    raise NonFiniteLossError(msg)
+    return NonFiniteLossError(msg)
+
+
+def _check_finite(losses: np.ndarray, step: int, ckpt: Checkpointer, workdir: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise _nonfinite_stop(f"loss is {losses[bad[0]]} at step {step + int(bad[0]) + 1}",
+                              ckpt, workdir)
+
+
+def _save(ckpt: Checkpointer, step: int, state, data_state, workdir: str, **kw) -> None:
+    try:
+        ckpt.save(step, state, data_state, **kw)
+    except NonFiniteStateError as e:
+        raise _nonfinite_stop(str(e), ckpt, workdir) from e
 
 
 def train_loop(
@@ -138,6 +209,7 @@ def train_loop(
     stop_at: int | None = None,
     progress: bool = True,
     description: str = "a score model",
+    config: Any = None,
 ) -> TrainResult:
     """Train (or resume) until ``options.n_iters`` (or ``stop_at``, an early stop that saves a
     preemption checkpoint); return the final state, step and last logged metrics.
@@ -147,14 +219,39 @@ def train_loop(
     when ``workdir`` has no checkpoint, ``abstract_state`` is the restore target otherwise.
     ``train_iter`` yields this process's numpy batches (``batch_size`` is the global size), mapped
     by ``preprocess`` (the data scaler). ``eval_fn``/``eval_iter`` give the eval loss every
-    ``eval_freq`` steps; ``sample_fn(ema_params, rng)`` the snapshot samples.
+    ``eval_freq`` steps; ``sample_fn(ema_params, rng)`` the snapshot samples. ``config`` (any
+    ``to_dict``-able) is saved with the command line as ``<workdir>/config.json``.
+
+    Raises :class:`~scoresde_jax.training.workdir.WorkdirBusyError` when another run holds the
+    workdir, :class:`Preempted` after SIGTERM/SIGINT (a preemption checkpoint saved).
     """
+    lock = workdir_lib.WorkdirLock(workdir)
+    if distributed.is_main_process():
+        lock.acquire()
+    try:
+        stop = _StopRequest()
+        with stop.installed():
+            return _train_loop(workdir, stop=stop, config=config, train_fn=train_fn,
+                               init_state=init_state, abstract_state=abstract_state,
+                               train_iter=train_iter, mesh=mesh, options=options,
+                               batch_size=batch_size, preprocess=preprocess, eval_fn=eval_fn,
+                               eval_iter=eval_iter, sample_fn=sample_fn, stop_at=stop_at,
+                               progress=progress, description=description)
+    finally:
+        lock.release()
+
+
+def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, train_iter, mesh,
+                options, batch_size, preprocess, eval_fn, eval_iter, sample_fn, stop_at,
+                progress, description) -> TrainResult:
     o, main = options, distributed.is_main_process()
     workdir = os.path.abspath(workdir)
     if o.eval_freq and (eval_fn is None or eval_iter is None):
         raise ValueError("training.eval_freq > 0 needs an eval step and an eval data iterator.")
+    if main and config is not None:
+        workdir_lib.save_config(workdir, config)
     ckpt = Checkpointer(workdir, max_to_keep=o.keep_checkpoints or None)
-    restored = ckpt.restore_latest(abstract_state)
+    restored = ckpt.restore(abstract_state, set_aside=main)
     if restored is not None:
         state = restored.state
         restore_iterator(train_iter, restored.data_state)
@@ -162,6 +259,11 @@ def train_loop(
     else:
         state = init_state()
     step = int(distributed.to_host(state.step))
+    if main:
+        dropped = workdir_lib.drop_replayed_metrics(workdir, step)
+        if dropped:
+            log.info("Dropped %d metrics.jsonl rows after step %d (they are trained again).",
+                     dropped, step)
     local_bs = int(batch_size) // jax.process_count()
     snapshot_freq = o.snapshot_freq or o.n_iters
     writer = MetricWriter(workdir, active=main)
@@ -206,14 +308,21 @@ def train_loop(
                 xb = distributed.global_batch(preprocess(_images(next(eval_iter))), mesh)
                 metrics["eval/loss"] = float(distributed.to_host(eval_fn(state, xb)))
                 writer.write_scalars(step, {"eval/loss": metrics["eval/loss"]})
+            signum = stop.agreed()
             snapshot = step % snapshot_freq == 0 or step == o.n_iters
             preempt = o.snapshot_freq_for_preemption and step % o.snapshot_freq_for_preemption == 0
-            if not snapshot and (preempt or step == end):  # also when stopped early
-                ckpt.save(step, state, iterator_state(train_iter), preemption=True)
+            if not snapshot and (preempt or step == end or signum):  # also when stopped early
+                _save(ckpt, step, state, iterator_state(train_iter), workdir, preemption=True)
             if snapshot:
-                ckpt.save(step, state, iterator_state(train_iter))
-                if sample_fn is not None:
+                _save(ckpt, step, state, iterator_state(train_iter), workdir)
+                if sample_fn is not None and not signum:
                     _snapshot_samples(sample_fn, state, step, workdir, writer)
+            if signum:
+                ckpt.wait()
+                writer.flush()
+                log.warning("Stopped by %s at step %d; preemption checkpoint saved under %s.",
+                            signal.Signals(signum).name, step, workdir)
+                raise Preempted(signum, step, workdir)
         writer.flush()
     finally:
         if bar is not None:

@@ -1,0 +1,307 @@
+"""Fault injection: signals, two runs on one workdir, damaged checkpoints, non-finite states, bad
+input (config overrides, CLI arguments, the pure sampler and likelihood API)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from scoresde_jax import cli, commands, training
+from scoresde_jax import config as C
+from scoresde_jax.likelihood import bits_per_dim
+from scoresde_jax.metrics_io import read_metrics
+from scoresde_jax.samplers import pc_sample
+from scoresde_jax.sde import VPSDE
+from scoresde_jax.training import distributed
+from scoresde_jax.training.checkpoint import Checkpointer, restore_params
+from scoresde_jax.training.workdir import WorkdirLock, drop_replayed_metrics
+from test_train import TinyScoreNet, tiny_config
+
+
+def _cfg(**kw):
+    base = dict(n_iters=8, snapshot_freq=4, snapshot_freq_for_preemption=0, log_freq=1,
+                eval_freq=0)
+    base.update(kw)
+    return tiny_config(**base)
+
+
+class _Signalling:
+    """A data iterator that sends ``signum`` to this process when batch ``at`` is drawn."""
+
+    def __init__(self, it, at, signum):
+        self.it, self.at, self.signum, self.k = it, at, signum, 0
+
+    def __next__(self):
+        b = next(self.it)
+        self.k += 1
+        if self.k == self.at:
+            os.kill(os.getpid(), self.signum)
+        return b
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, s):
+        self.it.set_state(s)
+
+
+def _data(cfg, at=None, signum=signal.SIGTERM):
+    tr = C.get_dataset(cfg, split="train")
+    ev = C.get_dataset(cfg, split="test", num_epochs=None)
+    return (tr if at is None else _Signalling(tr, at, signum)), ev
+
+
+def _train(cfg, workdir, **kw):
+    return commands.train(cfg, str(workdir), model=TinyScoreNet(), progress=False, **kw)
+
+
+def _equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+def test_sigterm_at_a_random_step_saves_and_resume_is_bit_identical(tmp_path):
+    cfg = _cfg()
+    at = random.Random(os.getpid()).randint(1, 7)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(training.Preempted) as e:
+        _train(cfg, tmp_path / "cut", datasets=_data(cfg, at))
+    assert e.value.step == at and e.value.exit_code == 0
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored after the loop
+    assert str(at) in os.listdir(tmp_path / "cut" / ("checkpoints" if at == 4 else
+                                                     "checkpoints-meta"))
+    resumed = _train(cfg, tmp_path / "cut")
+    full = _train(cfg, tmp_path / "full")
+    assert resumed.step == full.step == 8
+    _equal(resumed.state, full.state)
+    steps = [r["step"] for r in read_metrics(str(tmp_path / "cut" / "metrics.jsonl"))]
+    assert steps == sorted(set(steps)) == list(range(1, 9))  # no duplicates after the restart
+
+
+def test_sigint_saves_then_exits_130(tmp_path):
+    cfg = _cfg(n_iters=4)
+    with pytest.raises(training.Preempted) as e:
+        _train(cfg, tmp_path, datasets=_data(cfg, 2, signal.SIGINT))
+    assert e.value.step == 2 and e.value.exit_code == 130
+    assert os.listdir(tmp_path / "checkpoints-meta") == ["2"]
+
+
+# --- workdir lock and hygiene ------------------------------------------------------------------
+
+def test_a_second_run_on_a_busy_workdir_names_the_holder(tmp_path):
+    with WorkdirLock(str(tmp_path)):
+        with pytest.raises(training.WorkdirBusyError,
+                           match=rf"process {os.getpid()} on host {socket.gethostname()}"):
+            _train(_cfg(n_iters=1), tmp_path)
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
+    (tmp_path / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 12345,
+                                                "host": socket.gethostname()}))
+    with caplog.at_level(logging.WARNING), WorkdirLock(str(tmp_path)) as lock:
+        assert lock.held
+    assert "stale lock" in caplog.text
+
+
+def test_config_json_is_used_and_differences_warned(tmp_path, caplog):
+    cfg = _cfg(n_iters=1, snapshot_freq=1)
+    _train(cfg, tmp_path)
+    saved = C.config_for_workdir(None, str(tmp_path))
+    assert saved.training.batch_size == cfg.training.batch_size
+    assert saved.model.num_scales == cfg.model.num_scales
+    other = C.saved_config(str(tmp_path))
+    other.data.centered = False
+    assert C.config_differences(saved, other) == ["data.centered: True (trained) vs False (given)"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        C.config_for_workdir(None, str(tmp_path / "missing"))
+
+
+def test_metrics_rows_after_the_resumed_step_are_dropped(tmp_path):
+    rows = [{"step": s, "train/loss": 1.0} for s in (1, 2, 3, 4, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"st')
+    assert drop_replayed_metrics(str(tmp_path), 2) == 4
+    assert [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [1, 2]
+
+
+def test_sample_and_convert_refuse_bad_workdirs(tmp_path):
+    cfg = _cfg(n_iters=1, snapshot_freq=1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        commands.sample(cfg, str(tmp_path / "missing"), model=TinyScoreNet())
+    _train(cfg, tmp_path)
+    with pytest.raises(ValueError, match="num_samples"):
+        commands.sample(cfg, str(tmp_path), num_samples=0, model=TinyScoreNet())
+    with pytest.raises(ValueError, match="already has checkpoints.*--overwrite"):
+        commands.convert(cfg, str(tmp_path / "official"), str(tmp_path), model=TinyScoreNet())
+
+
+# --- damaged checkpoints ---------------------------------------------------------------------
+
+def _two_steps(tmp_path):
+    s = C.setup(_cfg(), model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
+    st = s.init_state()
+    with Checkpointer(str(tmp_path), async_save=False) as ck:
+        ck.save(4, st.replace(step=st.step + 4), {})
+        ck.save(8, st.replace(step=st.step + 8, ema_params=jax.tree.map(lambda x: x + 1,
+                                                                         st.ema_params)), {})
+    return s, tmp_path / "checkpoints" / "8"
+
+
+def _data_files(step_dir):
+    return [os.path.join(d, f) for d, _, fs in os.walk(step_dir / "state") for f in fs
+            if os.sep + "d" + os.sep in os.path.join(d, f) + os.sep and os.path.getsize(
+                os.path.join(d, f)) > 64]
+
+
+def _truncate(step_dir):
+    for f in _data_files(step_dir):
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)
+
+
+def _remove_metadata(step_dir):
+    os.remove(step_dir / "state" / "_METADATA")
+
+
+def _empty(step_dir):
+    for name in os.listdir(step_dir):
+        p = step_dir / name
+        shutil.rmtree(p) if p.is_dir() else os.remove(p)
+
+
+def _flip(step_dir):
+    for f in _data_files(step_dir):
+        with open(f, "r+b") as fh:
+            data = bytearray(fh.read())
+            k = len(data) // 2
+            data[k:k + 64] = bytes(b ^ 0xFF for b in data[k:k + 64])
+            fh.seek(0)
+            fh.write(data)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _remove_metadata, _empty, _flip])
+def test_a_damaged_latest_step_is_named_and_the_newest_good_one_used(tmp_path, caplog, damage):
+    s, latest = _two_steps(tmp_path)
+    damage(latest)
+    with caplog.at_level(logging.WARNING):
+        params, step = restore_params(str(tmp_path), s.abstract_state())
+    assert step == 4
+    assert f"{tmp_path}/checkpoints/8" in caplog.text and "newest good checkpoint, step 4" in caplog.text
+    with pytest.raises(training.CheckpointError, match="checkpoints/8"):
+        restore_params(str(tmp_path), s.abstract_state(), step=8)
+    with pytest.raises(training.CheckpointError, match=r"available steps: \[4, 8\]"):
+        restore_params(str(tmp_path), s.abstract_state(), step=5)
+
+
+def test_training_resumes_from_the_newest_good_step_and_rewrites_the_damaged_one(tmp_path):
+    cfg = _cfg(n_iters=8, snapshot_freq=4)
+    full = _train(cfg, tmp_path / "full")
+    _train(cfg, tmp_path / "run", stop_at=8)
+    _flip(tmp_path / "run" / "checkpoints" / "8")
+    again = _train(cfg, tmp_path / "run")
+    assert again.step == 8
+    _equal(again.state.params, full.state.params)
+    assert os.listdir(tmp_path / "run" / "checkpoints-damaged")
+
+
+# --- non-finite states -----------------------------------------------------------------------
+
+def test_a_non_finite_state_is_never_saved_or_called_good(tmp_path):
+    s = C.setup(_cfg(), model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
+    st = s.init_state()
+    bad = st.replace(ema_params=jax.tree.map(lambda x: x * jnp.nan, st.ema_params))
+    with Checkpointer(str(tmp_path), async_save=False) as ck:
+        ck.save(2, st, {})
+        with pytest.raises(training.NonFiniteStateError, match="ema_params"):
+            ck.save(4, bad, {})
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+TOY = ["train", "--config", "configs/toy_8gaussians.py", "--workdir"]
+
+
+@pytest.mark.parametrize("value,ok", [("abc", False), ("8.0", False), ("8", True)])
+def test_override_types_follow_config_flags(value, ok):
+    if ok:
+        assert C.load_config("configs/toy_8gaussians.py",
+                             [f"training.batch_size={value}"]).training.batch_size == 8
+    else:
+        with pytest.raises(ValueError, match=f"--config.training.batch_size={value}: expected an "
+                                             "integer"):
+            C.load_config("configs/toy_8gaussians.py", [f"training.batch_size={value}"])
+
+
+@pytest.mark.parametrize("raw,want", [("false", False), ("FALSE", False), ("0", False),
+                                      ("True", True), ("1", True)])
+def test_boolean_overrides(raw, want):
+    cfg = C.load_config("configs/toy_8gaussians.py", [f"training.snapshot_sampling={raw}"])
+    assert cfg.training.snapshot_sampling is want
+
+
+def test_cli_bad_override_is_one_line_and_exit_2(tmp_path, capsys):
+    rc = cli.main(TOY + [str(tmp_path), "--config.training.batch_size=abc"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "batch_size=abc" in err
+    assert "Traceback" not in err
+
+
+def test_cli_sample_needs_an_existing_workdir(tmp_path, capsys):
+    assert cli.main(["sample", "--workdir", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_an_invalid_sampler_name_fails_before_training():
+    cfg = _cfg()
+    cfg.sampling.predictor = "euler_maruyamaa"
+    with pytest.raises(ValueError, match="predictor"):
+        C.setup(cfg, model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
+
+
+SDE = VPSDE(beta_min=0.1, beta_max=20.0, N=25)
+
+
+def _score(x, t):
+    return -x
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(snr=-0.16), "snr"), (dict(snr=float("nan")), "snr"), (dict(eps=2.0), "eps"),
+    (dict(eps=0.0), "eps"), (dict(shape=(4,)), "shape"),
+    (dict(score_fn=lambda x, t: -x[:, :1]), "score_fn"),
+])
+def test_pc_sample_rejects_bad_arguments(kw, match):
+    args = dict(score_fn=_score, shape=(4, 2))
+    args.update(kw)
+    score_fn, shape = args.pop("score_fn"), args.pop("shape")
+    with pytest.raises(ValueError, match=match):
+        pc_sample(score_fn, SDE, shape, jax.random.PRNGKey(0), corrector="langevin", **args)
+
+
+@pytest.mark.parametrize("x,centered,match", [
+    (jnp.full((2, 3), jnp.nan), True, "NaN"), (jnp.full((2, 3), jnp.inf), False, "NaN"),
+    (jnp.full((2, 3), 100.0), True, "centered=True"), (-jnp.ones((2, 3)), False, "centered=False"),
+])
+def test_bits_per_dim_checks_finite_data_in_range(x, centered, match):
+    with pytest.raises(ValueError, match=match):
+        bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=centered)
+
+
+def test_bits_per_dim_accepts_dequantized_data_within_tolerance():
+    x = jnp.linspace(-1.0, 1.02, 6).reshape(2, 3)
+    res = bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=True)
+    assert np.isfinite(np.asarray(res.bpd)).all()
