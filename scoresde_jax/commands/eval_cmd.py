@@ -29,6 +29,7 @@ from scoresde_jax.commands.train_cmd import train
 from scoresde_jax.config.run import dataset_name, eval_options
 from scoresde_jax.evaluation.reference import (
     Reference,
+    check_inception_path,
     feature_network,
     load_reference,
     quality_report,
@@ -105,14 +106,17 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
     vector, name = config_lib.is_vector_data(config), dataset_name(config)
     net, info, ref, stats_file = None, {"features": None, "preprocess": None}, None, None
     if not vector:  # fail on missing files before any sampling
-        net, info = feature_network(
-            name, inception_path=inception_path or opts.get("inception_path"),
-            preprocess=preprocess or opts.get("preprocess", "score_sde"), batch_size=bs)
+        inception_path = inception_path or opts.get("inception_path")
+        check_inception_path(name, inception_path)
         stats_file = stats_path or opts.get("stats_path")
-        if stats_file is None and name.upper() == "DIGITS":
+        if stats_file is not None or name.upper() != "DIGITS":
+            stats_file = stats_file or f"{name.lower()}_stats.npz"
+            ref = load_reference(stats_file)
+        net, info = feature_network(
+            name, inception_path=inception_path,
+            preprocess=preprocess or opts.get("preprocess", "score_sde"), batch_size=bs)
+        if ref is None:
             ref = dataset_reference(config, net, batch_size=bs)
-        else:
-            ref = load_reference(stats_file or f"{name.lower()}_stats.npz")
     params, step = _restore(workdir, s, checkpoint)
     sample_fn = config_lib.make_sample_fn(config, s, num_samples=bs)
     key = jax.random.PRNGKey(seed)

@@ -91,6 +91,18 @@ def load_reference(path: str) -> Reference:
                          f"rebuild it with `{STATS_COMMAND}`.")
 
 
+def check_inception_path(dataset: str, inception_path: str | None) -> None:
+    """A ``FileNotFoundError`` naming ``convert-inception`` when an image dataset other than
+    DIGITS has no converted Inception weights file at ``inception_path``."""
+    if str(dataset).upper() == "DIGITS":
+        return
+    if inception_path is None or not os.path.exists(inception_path):
+        raise FileNotFoundError(
+            f"no Inception weights file {inception_path!r} for {dataset} FID/IS/KID; make it from "
+            f"pt_inception-2015-12-05-6726825d.pth with `{CONVERT_COMMAND}` and pass it with "
+            "--inception or --config.eval.inception_path.")
+
+
 def feature_network(dataset: str, *, inception_path: str | None = None,
                     preprocess: str = "score_sde", batch_size: int | None = None
                     ) -> tuple[FeatureNet, dict]:
@@ -108,11 +120,7 @@ def feature_network(dataset: str, *, inception_path: str | None = None,
             return clf(np.asarray(images, np.float32) / 255.0)
 
         return digits_net, {"features": "digits_classifier", "preprocess": "uint8 / 255"}
-    if inception_path is None or not os.path.exists(inception_path):
-        raise FileNotFoundError(
-            f"no Inception weights file {inception_path!r} for {dataset} FID/IS/KID; make it from "
-            f"pt_inception-2015-12-05-6726825d.pth with `{CONVERT_COMMAND}` and pass it with "
-            "--inception or --config.eval.inception_path.")
+    check_inception_path(dataset, inception_path)
     ext = load_inception(inception_path, preprocess=preprocess)
 
     def inception_net(images):

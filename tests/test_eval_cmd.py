@@ -1,0 +1,131 @@
+"""The eval / stats jobs: reference statistics files (official layout), the digits path end to
+end (real held-out digits against the train statistics score near the floor), resumable rounds
+(a killed and resumed eval equals an unbroken one), one-line errors for missing files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from scoresde_jax import cli, commands, evaluation
+from scoresde_jax.commands import eval_cmd, rounds
+from scoresde_jax.data import load_digits_images
+from scoresde_jax.evaluation.reference import reference_from_features
+
+from test_train import TinyScoreNet, tiny_config
+
+
+@pytest.fixture(scope="module")
+def digits_net():
+    net, info = evaluation.feature_network("DIGITS")
+    train, _ = load_digits_images("train")
+    return net, reference_from_features(net(eval_cmd.to_uint8(train))[0])
+
+
+def test_reference_file_round_trip_and_official_layout(tmp_path):
+    f = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    path = evaluation.save_reference(str(tmp_path / "s.npz"), f)
+    ref = evaluation.load_reference(path)
+    np.testing.assert_allclose(ref.mu, f.astype(np.float64).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(ref.sigma, np.cov(f.astype(np.float64), rowvar=False), rtol=1e-6)
+    np.savez(tmp_path / "official.npz", pool_3=f)  # score_sde's assets/stats layout
+    assert evaluation.load_reference(str(tmp_path / "official.npz")).pool_3.shape == (50, 4)
+    np.savez(tmp_path / "musigma.npz", mu=ref.mu, sigma=ref.sigma)
+    r2 = evaluation.load_reference(str(tmp_path / "musigma.npz"))
+    rep = evaluation.quality_report(f, np.zeros((50, 3)), r2)
+    assert abs(rep["fid"]) < 1e-6 and rep["kid"] is None and abs(rep["inception_score"] - 1) < 1e-9
+    with pytest.raises(FileNotFoundError, match="scoresde stats"):
+        evaluation.load_reference(str(tmp_path / "missing.npz"))
+
+
+def test_missing_inception_or_stats_is_an_error_naming_the_command(tmp_path):
+    cfg = tiny_config()
+    cfg.data.dataset, cfg.data.num_channels = "CIFAR10", 3
+    with pytest.raises(FileNotFoundError, match="convert-inception"):
+        commands.evaluate(cfg, str(tmp_path), model=TinyScoreNet())
+    fake = tmp_path / "inception.npz"
+    fake.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="scoresde stats"):
+        commands.evaluate(cfg, str(tmp_path), model=TinyScoreNet(), inception_path=str(fake),
+                          stats_path=str(tmp_path / "cifar10_stats.npz"))
+    argv = ["eval", "--config", os.path.join(os.path.dirname(__file__), "..", "configs", "ve",
+                                             "cifar10_ncsnpp_continuous.py"),
+            "--workdir", str(tmp_path)]
+    assert cli.main(argv) == 2
+
+
+def test_held_out_digits_score_near_the_floor_against_train_statistics(tmp_path, digits_net):
+    net, ref = digits_net
+    test, _ = load_digits_images("test")
+    arrays = eval_cmd.sample_rounds(str(tmp_path), num_samples=len(test), batch_size=100,
+                                    draw=lambda k, n: test[k * 100:k * 100 + n], net=net,
+                                    progress=False)
+    assert arrays["samples"].dtype == np.uint8 and len(arrays["features"]) == len(test)
+    real = evaluation.quality_report(arrays["features"], arrays["logits"], ref)
+    noise = np.random.default_rng(0).uniform(size=test.shape).astype(np.float32)
+    fn, ln = net(eval_cmd.samples_to_uint8(noise))
+    bad = evaluation.quality_report(fn, ln, ref)
+    print("held-out digits", real, "noise", bad)
+    assert real["fid"] < 5 and bad["fid"] > 50 and real["inception_score"] > 8
+    assert real["kid"] < 0.05 < bad["kid"]
+
+
+def test_killed_and_resumed_rounds_equal_an_unbroken_run(tmp_path, digits_net):
+    net, _ = digits_net
+    drawn = []
+
+    def draw(k, n):
+        drawn.append(k)
+        return np.random.default_rng(k).uniform(size=(n, 8, 8, 1))
+
+    kw = dict(num_samples=23, batch_size=5, net=net, progress=False)
+    full = eval_cmd.sample_rounds(str(tmp_path / "a"), draw=draw, **kw)
+
+    def dying(k, n):
+        if k == 3:
+            raise KeyboardInterrupt
+        return draw(k, n)
+
+    with pytest.raises(KeyboardInterrupt):
+        eval_cmd.sample_rounds(str(tmp_path / "b"), draw=dying, **kw)
+    drawn.clear()
+    resumed = eval_cmd.sample_rounds(str(tmp_path / "b"), draw=draw, **kw)
+    assert drawn == [3, 4]  # nothing recomputed
+    for key in full:
+        np.testing.assert_array_equal(full[key], resumed[key])
+
+
+@pytest.mark.slow
+def test_digits_eval_and_stats_end_to_end(tmp_path):
+    cfg = tiny_config(n_iters=2, snapshot_freq=2, eval_freq=0)
+    cfg.model.num_scales = 25
+    wd = str(tmp_path / "wd")
+    commands.train(cfg, wd, model=TinyScoreNet(), progress=False)
+    st = commands.stats(cfg, str(tmp_path / "digits_stats.npz"), batch_size=100, progress=False)
+    with np.load(st["stats"]) as z:
+        assert z["pool_3"].shape == (1437, 128) and set(z.files) == {"pool_3", "mu", "sigma"}
+    kw = dict(num_samples=20, model=TinyScoreNet(), batch_size=8, progress=False)
+    a = commands.evaluate(cfg, wd, **kw)
+    b = commands.evaluate(cfg, wd, stats_path=st["stats"], **kw)  # same rounds, file reference
+    assert a["quality"]["fid"] == pytest.approx(b["quality"]["fid"], rel=1e-5)
+    names = sorted(f for f in os.listdir(a["rounds"]) if f.startswith("round_"))
+    assert names == [f"round_{k:05d}.npz" for k in range(3)]
+    os.remove(os.path.join(a["rounds"], "round_00001.npz"))  # a lost round is recomputed
+    c = commands.evaluate(cfg, wd, **kw)
+    assert c["quality"] == a["quality"] and a["step"] == 2 and a["num_samples"] == 20
+    with open(os.path.join(a["rounds"], "results.json")) as f:
+        res = json.load(f)
+    assert res["features"] == "digits_classifier" and res["sampler"]["method"] == "pc"
+    assert np.isfinite(res["quality"]["fid"]) and res["seconds_per_sample"] > 0
+
+
+def test_convert_inception_cli(tmp_path):
+    src = tmp_path / "torch_sd.npz"
+    np.savez(src, **evaluation.random_state_dict(0))
+    out = tmp_path / "inception_fid.npz"
+    assert cli.main(["convert-inception", str(src), "--out", str(out)]) == 0
+    ext = evaluation.load_inception(str(out))
+    assert ext.preprocess == "score_sde"
