@@ -1,7 +1,8 @@
 """Samplers: predictor-corrector, probability-flow ODE and fast few-step solvers, as pure jitted
 functions.
 
-Every sampler has the signature ``sampler(score_fn, sde, shape, rng, **options) -> SampleResult(x,
+The front door is :func:`sample` (:mod:`scoresde_jax.samplers.api`): any sampler by name, with an
+optional budget ``nfe`` of score evaluations.  Every sampler has the signature ``sampler(score_fn, sde, shape, rng, **options) -> SampleResult(x,
 nfe)`` and is listed by name in :data:`SAMPLERS`; ``get_sampling_fn`` (defined at the config
 boundary, :mod:`scoresde_jax.config`, and re-exported here) builds one from an official-layout
 config, passing only the options the config sets: the defaults are those of the signatures here.
@@ -10,8 +11,6 @@ is described in :mod:`scoresde_jax.samplers.pc`.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 from scoresde_jax.analytic import sliced_wasserstein
 from scoresde_jax.samplers import common, correctors, predictors
@@ -30,7 +29,14 @@ from scoresde_jax.samplers.fast import (
     heun_sample,
     time_grid,
 )
+from scoresde_jax.samplers.multistep import (
+    dpm_solver_pp_2s_sample,
+    dpm_solver_pp_3m_sample,
+    unipc_sample,
+)
 from scoresde_jax.samplers.ode import ODE_SOLVERS, ode_sample, solver_nfe
+from scoresde_jax.samplers.stochastic import adaptive_sde_sample, edm_sample
+from scoresde_jax.samplers.api import SAMPLERS, STEPS_FOR_NFE, options_for_nfe, sample
 from scoresde_jax.samplers.common import SampleResult, as_score_pytree
 from scoresde_jax.samplers.pc import get_pc_sampler, pc_sample, resolve_pc_steps
 from scoresde_jax.samplers.predictors import (
@@ -67,6 +73,14 @@ __all__ = [
     "ddim_sample",
     "dpm_solver_pp_sample",
     "heun_sample",
+    "dpm_solver_pp_3m_sample",
+    "dpm_solver_pp_2s_sample",
+    "unipc_sample",
+    "edm_sample",
+    "adaptive_sde_sample",
+    "sample",
+    "options_for_nfe",
+    "STEPS_FOR_NFE",
     "data_prediction",
     "time_grid",
     "as_score_pytree",
@@ -76,15 +90,6 @@ __all__ = [
     "correctors",
     "common",
 ]
-
-SAMPLERS: dict[str, Callable[..., SampleResult]] = {
-    "pc": pc_sample,
-    "ode": ode_sample,
-    "ddim": ddim_sample,
-    "dpm_solver_pp": dpm_solver_pp_sample,
-    "heun": heun_sample,
-}
-"""Samplers by name (``config.sampling.method``)."""
 
 # Official name; reads config.sampling (scoresde_jax.config is the boundary).
 __getattr__ = config_reexports(__name__, "get_sampling_fn")

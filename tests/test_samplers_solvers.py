@@ -1,0 +1,161 @@
+"""The few-step solvers of issue 11 and the front door ``samplers.sample``.
+
+* order of convergence against the exact probability-flow map of Gaussian data (float64):
+  DPM-Solver++(3M) third order, (2S) second, UniPC-2 (bh2, with its corrector) third;
+* EDM's stochastic sampler and the adaptive SDE solver reproduce the ring mixture (exact scores);
+* the budget: ``sample(..., nfe=k)`` never spends more than ``k`` evaluations, for every method;
+* compile once; argument errors.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.tree_util import Partial
+
+from scoresde_jax import samplers
+from scoresde_jax.samplers import (
+    SAMPLERS,
+    adaptive_sde_sample,
+    ddim_sample,
+    dpm_solver_pp_2s_sample,
+    dpm_solver_pp_3m_sample,
+    edm_sample,
+    sample,
+    unipc_sample,
+)
+from scoresde_jax.samplers import multistep, stochastic
+from test_samplers_fast import _observed_order
+from test_samplers_pc import N_SAMPLES, SCORES, SDES, check_ring, reference  # noqa: F401 (fixture)
+
+ORDER_CASES = {
+    "dpm_solver_pp_3m": (dpm_solver_pp_3m_sample, (2.5, 3.6)),
+    "dpm_solver_pp_2s": (dpm_solver_pp_2s_sample, (1.7, 2.4)),
+    "unipc": (unipc_sample, (2.2, 3.6)),  # the last step has no corrector: pre-asymptotic
+    "ddim_logsnr": (ddim_sample, (0.85, 1.15)),
+}
+
+
+@pytest.mark.parametrize("method", list(ORDER_CASES))
+def test_order_of_convergence_vp(method):
+    fn, (lo, hi) = ORDER_CASES[method]
+    sde, eps = SDES["vp"]
+    order = _observed_order(fn, sde, eps, steps=(11, 21))
+    assert lo < order < hi, order
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sde_name", ["ve", "subvp"])
+@pytest.mark.parametrize("method", list(ORDER_CASES))
+def test_order_of_convergence_ve_subvp(method, sde_name):
+    fn, (lo, hi) = ORDER_CASES[method]
+    sde, eps = SDES[sde_name]
+    order = _observed_order(fn, sde, eps, steps=(11, 21))
+    assert lo < order < hi, order
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_edm_stochastic_reproduces_ring(sde_name, reference):
+    sde, eps = SDES[sde_name]
+    r = edm_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(3), num_steps=30,
+                   S_churn=20.0, S_min=0.0, S_max=1e9, eps=eps)
+    assert int(r.nfe) == 2 * 29 + 1
+    check_ring(r.x, reference)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+def test_adaptive_sde_reproduces_ring(sde_name, reference):
+    sde, eps = SDES[sde_name]
+    r = adaptive_sde_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(4),
+                            rtol=0.02, atol=0.005, eps=eps)
+    nfe = int(r.nfe)
+    assert nfe % 2 == 1 and 3 < nfe < 2000, nfe
+    check_ring(r.x, reference)
+
+
+def test_adaptive_sde_tolerance_and_budget():
+    sde, eps = SDES["vp"]
+    score = SCORES["vp"]
+    loose = adaptive_sde_sample(score, sde, (64, 2), jax.random.PRNGKey(0), rtol=0.1, atol=0.05)
+    tight = adaptive_sde_sample(score, sde, (64, 2), jax.random.PRNGKey(0), rtol=0.01, atol=0.005)
+    assert int(tight.nfe) > int(loose.nfe)
+    budget = adaptive_sde_sample(score, sde, (64, 2), jax.random.PRNGKey(0), rtol=0.01,
+                                 atol=0.005, max_nfe=21)
+    assert int(budget.nfe) <= 21 and np.isfinite(np.asarray(budget.x)).all()
+
+
+def _trivial(x, t):
+    del t
+    return -x
+
+
+@pytest.mark.parametrize("method", sorted(set(SAMPLERS) - {"ode"}))
+@pytest.mark.parametrize("nfe", [5, 12])
+def test_nfe_budget_is_never_exceeded(method, nfe):
+    sde, eps = SDES["vp"]
+    if method == "pc" and nfe < 30:  # PC needs N > beta_max levels for the DDPM chain
+        nfe = 60
+    r = sample(_trivial, sde, (4, 2), jax.random.PRNGKey(0), method=method, nfe=nfe, eps=eps)
+    assert 0 < int(r.nfe) <= nfe, (method, int(r.nfe))
+    if method in ("ddim", "dpm_solver_pp", "dpm_solver_pp_3m", "unipc"):
+        assert int(r.nfe) == nfe  # one evaluation per step: the budget is used exactly
+
+
+def test_front_door_matches_the_method_and_errors():
+    sde, eps = SDES["vp"]
+    key = jax.random.PRNGKey(0)
+    a = sample(_trivial, sde, (4, 2), key, method="unipc", nfe=8, eps=eps)
+    b = unipc_sample(_trivial, sde, (4, 2), key, num_steps=8, eps=eps)
+    np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+    with pytest.raises(ValueError, match="Unknown sampling method"):
+        sample(_trivial, sde, (4, 2), key, method="nope")
+    with pytest.raises(ValueError, match="not both"):
+        sample(_trivial, sde, (4, 2), key, method="ddim", nfe=10, num_steps=5)
+    with pytest.raises(ValueError, match="too small"):
+        sample(_trivial, sde, (4, 2), key, method="heun", nfe=2)
+    with pytest.raises(ValueError, match="adaptive"):
+        sample(_trivial, sde, (4, 2), key, method="ode", nfe=10)
+    with pytest.raises(ValueError, match="order"):
+        unipc_sample(_trivial, sde, (4, 2), key, order=4)
+
+
+def test_ddim_defaults_to_the_logsnr_grid():
+    sde, eps = SDES["vp"]
+    key = jax.random.PRNGKey(0)
+    a = ddim_sample(_trivial, sde, (4, 2), key, num_steps=6)
+    b = ddim_sample(_trivial, sde, (4, 2), key, num_steps=6, grid="logsnr")
+    np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
+
+
+def _param_score(params, x, t):
+    del t
+    return -(x - params["mu"]) / params["var"]
+
+
+JITTED = {
+    "dpm_solver_pp_3m": (dpm_solver_pp_3m_sample, multistep._dpm_3m),
+    "dpm_solver_pp_2s": (dpm_solver_pp_2s_sample, multistep._dpm_2s),
+    "unipc": (unipc_sample, multistep._unipc),
+    "edm": (edm_sample, stochastic._edm),
+    "adaptive_sde": (adaptive_sde_sample, stochastic._adaptive),
+}
+
+
+@pytest.mark.parametrize("method", list(JITTED))
+def test_compiles_once(method):
+    fn, jitted = JITTED[method]
+    sde, _ = SDES["vp"]
+    before = jitted._cache_size()
+    for i in range(3):
+        params = {"mu": jnp.asarray(0.1 * i), "var": jnp.asarray(1.0 + i)}
+        jax.block_until_ready(sample(Partial(_param_score, params), sde, (4, 2),
+                                     jax.random.PRNGKey(i), method=method, nfe=9).x)
+    assert jitted._cache_size() == before + 1, method
+
+
+def test_registered_and_exported():
+    for name in ("dpm_solver_pp_3m", "dpm_solver_pp_2s", "unipc", "edm", "adaptive_sde", "pc",
+                 "ode", "ddim", "dpm_solver_pp", "heun"):
+        assert name in SAMPLERS and name in samplers.STEPS_FOR_NFE
