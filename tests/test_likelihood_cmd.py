@@ -75,8 +75,8 @@ def test_toy_bits_per_dim_of_the_exact_score_is_the_exact_nll(tmp_path):
 def test_killed_and_resumed_likelihood_equals_an_unbroken_one(tmp_path, monkeypatch):
     cfg = _config()
     model, params = _exact(cfg)
-    kw = dict(model=model, params=params, num_examples=40, repeats=1, progress=False,
-              batch_size=16)
+    kw = dict(model=model, params=params, num_examples=20, repeats=1, progress=False,
+              batch_size=8)
     full = commands.likelihood(cfg, str(tmp_path / "a"), **kw)
     real_save, calls = rounds._save, []
 
@@ -91,5 +91,5 @@ def test_killed_and_resumed_likelihood_equals_an_unbroken_one(tmp_path, monkeypa
         commands.likelihood(cfg, str(tmp_path / "b"), **kw)
     monkeypatch.setattr(rounds, "_save", real_save)
     resumed = commands.likelihood(cfg, str(tmp_path / "b"), **kw)
-    assert resumed["bpd"] == full["bpd"] and resumed["num_examples"] == 40
+    assert resumed["bpd"] == full["bpd"] and resumed["num_examples"] == 20
     assert len(os.listdir(resumed["rounds"])) == 3

@@ -11,7 +11,6 @@ digits classifier for DIGITS) on the uint8 samples ``trunc(255 x)`` (the paper's
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -67,12 +66,8 @@ def sample_rounds(out_dir: str, *, num_samples: int, batch_size: int,
 
 
 def _restore(workdir: str, s: Any, checkpoint: int | None) -> tuple[Any, int]:
-    if checkpoint is None:
-        return restore_params(workdir, s.abstract_state())
-    if "step" not in inspect.signature(restore_params).parameters:
-        raise ValueError("--checkpoint N needs training.restore_params(step=...); evaluate the "
-                         "latest checkpoint (drop --checkpoint).")
-    return restore_params(workdir, s.abstract_state(), step=int(checkpoint))
+    """EMA parameters of step ``checkpoint`` (default: the newest good one) and its step."""
+    return restore_params(workdir, s.abstract_state(), step=checkpoint)
 
 
 def dataset_reference(config: Any, net: Callable, *, split: str = "train", batch_size: int,
