@@ -39,13 +39,14 @@ INCEPTION_HELP = (
     "FID / IS / KID for {name} use Inception-v3 features, as in the paper: the TF-Hub module "
     "'https://tfhub.dev/tensorflow/tfgan/eval/inception/1' (tfgan's classifier, 'pool_3' 2048-d "
     "features and 1008-class 'logits', images resized to 299x299 in [-1, 1]). Its weights cannot "
-    "be downloaded at run time and are not bundled. Supply them yourself: wrap that module (or a "
-    "port of the same 2015-12-05 Inception graph, e.g. pytorch-fid's "
-    "'pt_inception-2015-12-05-6726825d.pth') in a callable "
-    "`images -> (pool_3 (N, 2048), logits (N, 1008))` implementing "
-    "evaluation.FeatureExtractor, and pass it as `extractor=` to evaluation.compute_statistics. "
-    "Reference statistics: score_sde's 'assets/stats/cifar10_stats.npz' (key 'pool_3') loads with "
-    "evaluation.load_reference_npz. For the embedded DIGITS data use evaluation.digits_metrics."
+    "be downloaded at run time and are not bundled: convert the public port "
+    "'pt_inception-2015-12-05-6726825d.pth' (pytorch-fid / torch-fidelity) once with "
+    "`scoresde convert-inception SRC --out inception_fid.npz` and load it with "
+    "evaluation.load_inception (its .as_feature_extractor() is an extractor for "
+    "compute_statistics); `scoresde eval --inception inception_fid.npz` uses it directly. "
+    "Reference statistics: `scoresde stats`, or score_sde's 'assets/stats/cifar10_stats.npz' "
+    "(key 'pool_3', evaluation.load_reference). For the embedded DIGITS data use "
+    "evaluation.digits_metrics."
 )
 
 
