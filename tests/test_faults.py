@@ -116,9 +116,17 @@ def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, caplog):
     assert "stale lock" in caplog.text
 
 
-def test_config_json_is_used_and_differences_warned(tmp_path, caplog):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workdir with one training step (shared by the workdir-hygiene tests)."""
     cfg = _cfg(n_iters=1, snapshot_freq=1)
-    _train(cfg, tmp_path)
+    workdir = tmp_path_factory.mktemp("trained")
+    _train(cfg, workdir)
+    return cfg, workdir
+
+
+def test_config_json_is_used_and_differences_warned(trained):
+    cfg, tmp_path = trained
     saved = C.config_for_workdir(None, str(tmp_path))
     assert saved.training.batch_size == cfg.training.batch_size
     assert saved.model.num_scales == cfg.model.num_scales
@@ -136,11 +144,10 @@ def test_metrics_rows_after_the_resumed_step_are_dropped(tmp_path):
     assert [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [1, 2]
 
 
-def test_sample_and_convert_refuse_bad_workdirs(tmp_path):
-    cfg = _cfg(n_iters=1, snapshot_freq=1)
+def test_sample_and_convert_refuse_bad_workdirs(trained):
+    cfg, tmp_path = trained
     with pytest.raises(FileNotFoundError, match="does not exist"):
         commands.sample(cfg, str(tmp_path / "missing"), model=TinyScoreNet())
-    _train(cfg, tmp_path)
     with pytest.raises(ValueError, match="num_samples"):
         commands.sample(cfg, str(tmp_path), num_samples=0, model=TinyScoreNet())
     with pytest.raises(ValueError, match="already has checkpoints.*--overwrite"):
@@ -205,6 +212,7 @@ def test_a_damaged_latest_step_is_named_and_the_newest_good_one_used(tmp_path, c
         restore_params(str(tmp_path), s.abstract_state(), step=5)
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_newest_good_step_and_rewrites_the_damaged_one(tmp_path):
     cfg = _cfg(n_iters=8, snapshot_freq=4)
     full = _train(cfg, tmp_path / "full")
@@ -305,3 +313,66 @@ def test_bits_per_dim_accepts_dequantized_data_within_tolerance():
     x = jnp.linspace(-1.0, 1.02, 6).reshape(2, 3)
     res = bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=True)
     assert np.isfinite(np.asarray(res.bpd)).all()
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_the_preemption_step(tmp_path):
+    """SIGTERM reaches only process 1; both processes save at the same step and stop."""
+    import subprocess
+    import sys
+    import textwrap
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = textwrap.dedent(f"""
+    import json, os, signal, sys
+    sys.path[:0] = [{root!r}, {os.path.join(root, "tests")!r}]
+    import jax
+    from scoresde_jax import commands, training
+    from scoresde_jax import config as C
+    from scoresde_jax.training import distributed
+    from test_train import TinyScoreNet, tiny_config
+    pid = int(os.environ["TEST_PID"])
+
+    class _Signalling:  # as in test_faults (importing it would start JAX before initialize)
+        def __init__(self, it, at, signum):
+            self.it, self.at, self.signum, self.k = it, at, signum, 0
+
+        def __next__(self):
+            self.k += 1
+            if self.k == self.at:
+                os.kill(os.getpid(), self.signum)
+            return next(self.it)
+
+        def get_state(self):
+            return self.it.get_state()
+
+    distributed.initialize("127.0.0.1:{port}", 2, pid)
+    cfg = tiny_config(n_iters=8, snapshot_freq=8, snapshot_freq_for_preemption=0, log_freq=1,
+                      eval_freq=0)
+    kw = dict(shard=(pid, 2))
+    tr = C.get_dataset(cfg, split="train", **kw)
+    ev = C.get_dataset(cfg, split="test", num_epochs=None, **kw)
+    if pid == 1:
+        tr = _Signalling(tr, 3, signal.SIGTERM)
+    try:
+        commands.train(cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False,
+                       datasets=(tr, ev))
+        print(json.dumps(dict(step=None)))
+    except training.Preempted as e:
+        print(json.dumps(dict(step=e.step, code=e.exit_code)))
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, TEST_PID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+             for i in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=400)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    assert results[0] == results[1] == {"step": 3, "code": 0}
+    assert os.listdir(tmp_path / "run" / "checkpoints-meta") == ["3"]
