@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -79,8 +80,10 @@ def cmd_train(args, config) -> int:
 def cmd_sample(args, config) -> int:
     n = 64 if args.num_samples is None else args.num_samples
     _, path = commands.sample(config, args.workdir, num_samples=n, out=args.out, seed=args.seed,
-                              checkpoint=args.checkpoint)
-    _print({"samples": path})
+                              checkpoint=args.checkpoint, method=args.method, nfe=args.nfe,
+                              batch_size=args.batch_size, png=args.png,
+                              progress=not args.no_progress)
+    _print({"samples": path, "summary": os.path.join(os.path.dirname(path), "summary.json")})
     return 0
 
 
@@ -154,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="directory for checkpoints, logs and samples")
         s.add_argument("--data_dir", default=None, help="TFDS data dir (not needed for the embedded data)")
         s.add_argument("--num_samples", type=int, default=None, help="number of samples")
-        s.add_argument("--out", default=None, help="PNG path of the sample grid")
+        s.add_argument("--out", default=None,
+                       help="output: the sample folder (sample), the PNG/JSON path (others)")
         s.add_argument("--seed", type=int, default=0, help="sampling seed")
         s.add_argument("--verbose", action="store_true")
         s.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
@@ -168,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--num_examples", type=int, default=None,
                            help="first N test examples (default: the whole split)")
             s.add_argument("--repeats", type=int, default=None, help="Hutchinson draws per example")
+        if name == "sample":
+            s.add_argument("--method", default=None,
+                           help="sampler (a key of samplers.SAMPLERS; default config.sampling.method)")
+            s.add_argument("--nfe", type=int, default=None,
+                           help="budget of score evaluations (the method picks its steps)")
+            s.add_argument("--batch_size", type=int, default=None,
+                           help="samples per resumable round (default: all in one)")
+            s.add_argument("--png", action="store_true", help="also one PNG per image in OUT/png/")
+            s.add_argument("--no_progress", action="store_true", help="no progress bar")
             s.add_argument("--no_dequantize", action="store_true",
                            help="no uniform dequantization of 8-bit data")
         if name in ("eval", "stats", "likelihood"):

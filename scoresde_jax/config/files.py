@@ -30,7 +30,10 @@ OPTIONAL_KEYS = frozenset({
     "training.grad_accum_steps", "training.keep_checkpoints", "training.snapshot_num_samples",
     "training.eps", "data.digits_resize", "data.tfds_name", "data.category", "model.dtype",
     "model.remat", "model.num_groups", "sampling.method", "sampling.num_steps", "sampling.eta",
-    "sampling.rtol", "sampling.atol", "sampling.ode_solver",
+    "sampling.rtol", "sampling.atol", "sampling.ode_solver", "sampling.nfe", "sampling.grid",
+    "sampling.order", "sampling.r", "sampling.rho", "sampling.S_churn", "sampling.S_min",
+    "sampling.S_max", "sampling.S_noise", "sampling.h_init", "sampling.safety",
+    "sampling.exponent", "sampling.max_nfe", "sampling.noise_removal",
     "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.dequantize",
     "eval.likelihood_repeats",
 })

@@ -123,19 +123,27 @@ _SAMPLER_KEYS = {
     "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr",
            "n_steps": "n_steps_each", "probability_flow": "probability_flow"},
     "ode": {"rtol": "rtol", "atol": "atol", "solver": "ode_solver"},
-    "ddim": {"num_steps": "num_steps", "eta": "eta"},
-    "dpm_solver_pp": {"num_steps": "num_steps"},
-    "heun": {"num_steps": "num_steps"},
+    "ddim": {"num_steps": "num_steps", "eta": "eta", "grid": "grid"},
+    "dpm_solver_pp": {"num_steps": "num_steps", "grid": "grid"},
+    "dpm_solver_pp_3m": {"num_steps": "num_steps", "grid": "grid"},
+    "dpm_solver_pp_2s": {"num_steps": "num_steps", "grid": "grid", "r": "r"},
+    "unipc": {"num_steps": "num_steps", "grid": "grid", "order": "order"},
+    "heun": {"num_steps": "num_steps", "grid": "grid", "rho": "rho"},
+    "edm": {"num_steps": "num_steps", "grid": "grid", "rho": "rho", "S_churn": "S_churn",
+            "S_min": "S_min", "S_max": "S_max", "S_noise": "S_noise"},
+    "adaptive_sde": {"rtol": "rtol", "atol": "atol", "h_init": "h_init", "safety": "safety",
+                     "exponent": "exponent", "max_nfe": "max_nfe"},
 }
 
 
-def sampler_options(config: Any) -> tuple[str, dict]:
-    """``(method, options)`` of ``config.sampling``: the method (a key of ``samplers.SAMPLERS``,
-    default 'pc') and the keyword options the config sets, ``noise_removal`` as ``denoise``."""
+def sampler_options(config: Any, method: str | None = None) -> tuple[str, dict]:
+    """``(method, options)`` of ``config.sampling``: the method (``method`` if given, else
+    ``config.sampling.method``, a key of ``samplers.SAMPLERS``, default 'pc') and the keyword
+    options the config sets for it, ``noise_removal`` as ``denoise``."""
     s = _section(config, "sampling")
-    method = str(s.get("method", "pc")).lower()
+    method = str(method if method is not None else s.get("method", "pc")).lower()
     if method not in samplers.SAMPLERS:
-        raise ValueError(f"Unknown config.sampling.method={method!r}; use one of "
+        raise ValueError(f"Unknown sampling method {method!r}; use one of "
                          f"{sorted(samplers.SAMPLERS)}.")
     options = _given(s, {"denoise": "noise_removal", **_SAMPLER_KEYS.get(method, {})})
     tables = {"predictor": samplers.PREDICTORS, "corrector": samplers.CORRECTORS,
@@ -148,16 +156,23 @@ def sampler_options(config: Any) -> tuple[str, dict]:
     return method, options
 
 
-def get_sampling_fn(config: Any, sde: sde_lib.SDE, shape: Sequence[int], eps: float
+def get_sampling_fn(config: Any, sde: sde_lib.SDE, shape: Sequence[int], eps: float, *,
+                    method: str | None = None, nfe: int | None = None
                     ) -> Callable[..., samplers.SampleResult]:
     """``sample(rng, score_fn, x_init=None) -> SampleResult`` with the sampler of
     ``config.sampling`` (official ``sampling.get_sampling_fn``); ``eps`` is the sampling epsilon of
-    :func:`get_sde`. ``score_fn`` may be a ``jax.tree_util.Partial`` carrying parameters."""
-    method, options = sampler_options(config)
-    fn, shape = samplers.SAMPLERS[method], tuple(int(s) for s in shape)
+    :func:`get_sde`. ``score_fn`` may be a ``jax.tree_util.Partial`` carrying parameters.
+    ``method`` / ``nfe`` (else ``config.sampling.nfe``) override the config's method and budget
+    (:func:`scoresde_jax.samplers.sample`; a budget replaces the config's step count)."""
+    method, options = sampler_options(config, method)
+    nfe = nfe if nfe is not None else _section(config, "sampling").get("nfe")
+    if nfe is not None:
+        options = {k: v for k, v in options.items() if k not in ("num_steps", "max_nfe")}
+    shape = tuple(int(s) for s in shape)
 
     def sample(rng: jax.Array, score_fn, x_init: jax.Array | None = None):
-        return fn(score_fn, sde, shape, rng, eps=eps, x_init=x_init, **options)
+        return samplers.sample(score_fn, sde, shape, rng, method=method, nfe=nfe, eps=eps,
+                               x_init=x_init, **options)
 
     return sample
 
@@ -171,11 +186,13 @@ def snapshot_sample_fn(config: Any, s: Setup) -> Callable[[Any, jax.Array], Any]
     return make_sample_fn(config, s, num_samples=int(t.get("snapshot_num_samples", 64)))
 
 
-def make_sample_fn(config: Any, s: Setup, *, num_samples: int) -> Callable[[Any, jax.Array], Any]:
+def make_sample_fn(config: Any, s: Setup, *, num_samples: int, method: str | None = None,
+                   nfe: int | None = None) -> Callable[[Any, jax.Array], Any]:
     """Jitted ``(params, rng) -> samples`` in data space (images clipped to ``[0, 1]``, vector data
-    as they are) with the sampler of ``config.sampling``. Compiles once."""
+    as they are) with the sampler of ``config.sampling`` (``method`` / ``nfe`` as in
+    :func:`get_sampling_fn`). Compiles once."""
     shape = (int(num_samples),) + tuple(s.input_shape[1:])
-    sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps)
+    sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps, method=method, nfe=nfe)
     inverse = get_data_inverse_scaler(config)
     clip = not is_vector_data(config)
 
