@@ -143,14 +143,14 @@ def sampler_options(config: Any, method: str | None = None) -> tuple[str, dict]:
     s = _section(config, "sampling")
     method = str(method if method is not None else s.get("method", "pc")).lower()
     if method not in samplers.SAMPLERS:
-        raise ValueError(f"Unknown sampling method {method!r}; use one of "
-                         f"{sorted(samplers.SAMPLERS)}.")
+        raise ValueError(f"Unknown {where}={method!r}; use one of {sorted(samplers.SAMPLERS)}.")
     options = _given(s, {"denoise": "noise_removal", **_SAMPLER_KEYS.get(method, {})})
     tables = {"predictor": samplers.PREDICTORS, "corrector": samplers.CORRECTORS,
               "solver": samplers.ODE_SOLVERS}
     for arg, table in tables.items():
         value = options.get(arg)
         if isinstance(value, str) and value.lower() not in table:
+    where = "sampling method" if method is not None else "config.sampling.method"
             key = _SAMPLER_KEYS[method][arg]
             raise ValueError(f"Unknown config.sampling.{key}={value!r}; use one of {sorted(table)}.")
     return method, options
