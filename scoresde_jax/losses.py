@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.parameterization import get_score_fn
+from scoresde_jax.parameterization import get_parameterization, get_score_fn
 from scoresde_jax.sde import SDE, VESDE, VPSDE
 from scoresde_jax.utils import batch_mul
 
@@ -32,6 +32,9 @@ __all__ = [
     "get_loss_fn",
     "LossAux",
     "DISCRETE_LOSSES",
+    "classifier_loss",
+    "get_classifier_loss_fn",
+    "batch_labels",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -155,10 +158,13 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     ``model`` is a flax module (or a function with the signature of ``Module.apply``) called as
     ``apply({'params': params}, x, labels, train=train, rngs={'dropout': key})``.  ``batch`` is the data array
     ``(B, H, W, C)`` already scaled as the model expects, or a dict holding it under ``'image'``.
+    A class-conditional network (``model.num_classes > 0``) also gets ``class_labels=batch['label']``
+    (it drops them to the null class at its ``class_dropout`` rate when training).
     The loss is chosen like the official ``get_step_fn``: continuous DSM for any SDE when ``continuous``, else
     SMLD for VE and DDPM for VP (discrete sub-VP does not exist).
     """
     apply = _apply_fn(model)
+    conditional = int(getattr(model, "num_classes", 0) or 0) > 0
     if not continuous:
         if getattr(sde, "kind", None) == "subvp":
             raise ValueError("Discrete training is not defined for sub-VP; set config.training.continuous=True.")
@@ -171,11 +177,13 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     def loss_fn(params, batch, rng):
         x = batch["image"] if isinstance(batch, dict) else batch
         k_loss, k_drop = jax.random.split(rng)
+        cond = {"class_labels": batch_labels(batch, "get_loss_fn")} if conditional else {}
 
         def model_fn(x_in, labels):
             if train:
-                return apply({"params": params}, x_in, labels, train=True, rngs={"dropout": k_drop})
-            return apply({"params": params}, x_in, labels, train=False)
+                return apply({"params": params}, x_in, labels, train=True, rngs={"dropout": k_drop},
+                             **cond)
+            return apply({"params": params}, x_in, labels, train=False, **cond)
 
         if continuous:
             score_fn = get_score_fn(sde, model_fn, continuous=True)
@@ -183,6 +191,56 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
                                        likelihood_weighting=likelihood_weighting, reduce_mean=reduce_mean)
         else:
             losses = DISCRETE_LOSSES[sde.kind](model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
+        return jnp.mean(losses), LossAux(per_example=losses)
+
+    return loss_fn
+
+
+# --- the noise-conditional classifier ----------------------------------------------------------
+
+
+def batch_labels(batch: Any, reader: str) -> jax.Array:
+    """The integer class labels ``batch['label']`` of a dict batch (ValueError naming ``reader``)."""
+    if not isinstance(batch, dict) or "label" not in batch:
+        raise ValueError(f"{reader}: a class-conditional model or a classifier needs batches "
+                         "{'image', 'label'} (every scoresde_jax.data pipeline gives them).")
+    return jnp.asarray(batch["label"]).astype(jnp.int32)
+
+
+def classifier_loss(logits_fn: Callable[[jax.Array, jax.Array], jax.Array], x: jax.Array,
+                    y: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE) -> jax.Array:
+    """Cross-entropy of a time-dependent classifier on perturbed data, per example (shape ``(B,)``):
+
+        loss = -log softmax(logits_fn(x_t, t))[y],    x_t = a(t) x + s(t) z
+
+    (paper appendix I.1: the classifier of ``grad_x log p_t(y | x)`` is trained on ``p_t``).
+    """
+    mean, std = sde.marginal_prob(x, t)
+    logp = jax.nn.log_softmax(logits_fn(mean + batch_mul(std, z), t), axis=-1)
+    return -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+
+
+def get_classifier_loss_fn(sde: SDE, classifier: Any, *, train: bool, eps: float = 1e-5
+                           ) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, LossAux]]:
+    """``loss_fn(params, batch, rng) -> (loss, LossAux)``: :func:`classifier_loss` at
+    ``t ~ U(eps, T)``, ``z ~ N(0, I)``, the classifier conditioned on the continuous-time network
+    label of ``sde`` (``sigma(t)`` for VE, ``(N - 1) t`` for VP / sub-VP, as the score networks and
+    :func:`scoresde_jax.guidance.model_classifier_fn`). ``batch`` is ``{'image', 'label'}``."""
+    apply = _apply_fn(classifier)
+    labels_of = get_parameterization(sde, True).labels
+
+    def loss_fn(params, batch, rng):
+        x, y = batch["image"] if isinstance(batch, dict) else batch, batch_labels(batch,
+                                                                                    "classifier")
+        k_t, k_z, k_drop = jax.random.split(rng, 3)
+        t = jax.random.uniform(k_t, (x.shape[0],), x.dtype, minval=eps, maxval=sde.T)
+        z = jax.random.normal(k_z, x.shape, x.dtype)
+
+        def logits_fn(x_in, t_in):
+            kw = {"train": True, "rngs": {"dropout": k_drop}} if train else {"train": False}
+            return apply({"params": params}, x_in, labels_of(sde, t_in), **kw)
+
+        losses = classifier_loss(logits_fn, x, y, t, z, sde=sde)
         return jnp.mean(losses), LossAux(per_example=losses)
 
     return loss_fn

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.models import layers
+from scoresde_jax.models.conditioning import add_class_embedding
 from scoresde_jax.models.unet import unet_decoder, unet_encoder
 
 
@@ -39,11 +40,14 @@ class DDPM(nn.Module):
     sigma_max: float = 50.0
     num_scales: int = 1000
     num_groups: int = 32
+    num_classes: int = 0
+    class_dropout: float = 0.0
     dtype: Optional[Any] = None
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
+                 class_labels: Optional[jax.Array] = None) -> jax.Array:
         layers.check_inputs("DDPM", x, labels)
         act = layers.get_act(self.nonlinearity)
         nf, dt = self.nf, self.dtype
@@ -67,6 +71,9 @@ class DDPM(nn.Module):
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
         else:
             temb = None
+        temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
+                                   class_dropout=self.class_dropout, train=train,
+                                   batch=x.shape[0])
 
         h = x if self.centered else 2 * x - 1.0
         if dt is not None:

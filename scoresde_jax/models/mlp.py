@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from scoresde_jax.models import layers
+from scoresde_jax.models.conditioning import add_class_embedding
 
 EMBEDDINGS = ("fourier", "positional")
 
@@ -31,10 +32,13 @@ class MLP(nn.Module):
     fourier_scale: float = 16.0
     nonlinearity: str = "swish"
     dropout: float = 0.0
+    num_classes: int = 0
+    class_dropout: float = 0.0
     dtype: Optional[Any] = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
+                 class_labels: Optional[jax.Array] = None) -> jax.Array:
         embedding_type = self.embedding_type.lower()
         if embedding_type not in EMBEDDINGS:
             raise ValueError(f"MLP embedding_type={self.embedding_type!r} not in {EMBEDDINGS}")
@@ -56,6 +60,9 @@ class MLP(nn.Module):
         width = int(self.hidden_sizes[0]) if len(self.hidden_sizes) else self.embedding_dim
         temb = nn.Dense(width, dtype=dt, name="temb_0")(temb)
         temb = nn.Dense(width, dtype=dt, name="temb_1")(act(temb))
+        temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
+                                   class_dropout=self.class_dropout, train=train,
+                                   batch=x.shape[0])
         temb = act(temb)
         h = nn.Dense(width, dtype=dt, name="input")(x)
         for i, size in enumerate(self.hidden_sizes):

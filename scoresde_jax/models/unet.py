@@ -10,6 +10,8 @@ Conditioning (as in the official code):
   * ``embedding_type='positional'``: ``labels`` are (continuous or integer) time steps
     (``(N-1) t`` for VP, the SMLD noise index for discrete VE); with ``scale_by_sigma`` the output
     is divided by ``sigmas[labels]`` with ``sigmas = geometric_sigmas(sigma_min, sigma_max, N)``.
+  * ``num_classes > 0``: ``class_labels`` (B,) add a label embedding to the time embedding
+    (:mod:`scoresde_jax.models.conditioning`; the null class ``num_classes``, ``class_dropout``).
 Inputs are NHWC; if not ``centered`` the input is mapped from [0, 1] to [-1, 1] first.
 
 Parameter names equal the official flax auto-names, so official checkpoints load one to one.
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.models import layers
+from scoresde_jax.models.conditioning import add_class_embedding
 
 PROGRESSIVE = ("none", "output_skip", "residual")
 PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
@@ -109,6 +112,8 @@ class NCSNpp(nn.Module):
     sigma_min: float = 0.01
     sigma_max: float = 50.0
     num_scales: int = 1000
+    num_classes: int = 0
+    class_dropout: float = 0.0
     dtype: Optional[Any] = None
     remat: bool = False
 
@@ -123,7 +128,8 @@ class NCSNpp(nn.Module):
                 raise ValueError(f"NCSNpp: {name}={value!r} is not one of {allowed}")
 
     @nn.compact
-    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
+                 class_labels: Optional[jax.Array] = None) -> jax.Array:
         self._check()
         layers.check_inputs("NCSNpp", x, labels)
         act = layers.get_act(self.nonlinearity)
@@ -151,6 +157,9 @@ class NCSNpp(nn.Module):
             temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
         else:
             temb = None
+        temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
+                                   class_dropout=self.class_dropout, train=train,
+                                   batch=x.shape[0])
 
         # Residual blocks get explicit official names (so remat does not rename them).
         counters: dict[str, int] = {}
