@@ -16,7 +16,9 @@ One run per workdir: a lock (:mod:`scoresde_jax.training.workdir`). SIGTERM (pre
 TPU VMs, SLURM, Kubernetes) and SIGINT (Ctrl-C) finish the current dispatch, write a preemption
 checkpoint and raise :class:`Preempted` (exit 0 for SIGTERM, 130 for SIGINT in the CLI); all
 processes of a multi-host run agree on that step (the flag is all-gathered after each dispatch).
-A non-finite loss, or non-finite params/EMA at a save, stops the run with
+Metrics stay on the device between logs: the losses of the dispatches since the last fetch come
+back in one transfer at log, eval and save steps (no per-step host sync). A non-finite loss (in
+that window), or non-finite params/EMA at a save, stops the run with
 :class:`~scoresde_jax.training.steps.NonFiniteLossError` naming the newest saved step (every saved
 step has finite params); the checkpoints written before stay.
 """
@@ -158,6 +160,15 @@ def _images(batch: Any) -> np.ndarray:
     return np.asarray(batch["image"] if isinstance(batch, dict) else batch)
 
 
+def _with_labels(images: np.ndarray, batches: list, *, stacked: bool = True) -> Any:
+    """``{'image', 'label'}`` when the data batches carry labels (class-conditional models and
+    classifiers read them; the score losses accept both), else the images."""
+    if not all(isinstance(b, dict) and "label" in b for b in batches):
+        return images
+    labels = [np.asarray(b["label"]) for b in batches]
+    return {"image": images, "label": np.stack(labels) if stacked else labels[0]}
+
+
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
@@ -183,6 +194,16 @@ def _check_finite(losses: np.ndarray, step: int, ckpt: Checkpointer, workdir: st
     if bad.size:
         raise _nonfinite_stop(f"loss is {losses[bad[0]]} at step {step + int(bad[0]) + 1}",
                               ckpt, workdir)
+
+
+def _fetch_window(pending: list, ckpt: Checkpointer, workdir: str) -> tuple[np.ndarray, np.ndarray]:
+    """Losses and gradient norms of the pending dispatches in one device-to-host transfer (no
+    per-step sync); stop on a non-finite loss before anything is logged or saved."""
+    fetched = distributed.to_host([m for _, m in pending])
+    for (first, _), m in zip(pending, fetched):
+        _check_finite(m.loss, first, ckpt, workdir)
+    pending.clear()
+    return fetched[-1].loss, fetched[-1].grad_norm
 
 
 def _save(ckpt: Checkpointer, step: int, state, data_state, workdir: str, **kw) -> None:
@@ -276,6 +297,7 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
             os.path.join(workdir, "samples"))
     bar = _progress(o.n_iters, step, progress and main)
     metrics: dict = {}
+    pending: list = []  # (first step, StepMetrics on device) of the dispatches not yet fetched
     end = o.n_iters if stop_at is None else min(o.n_iters, int(stop_at))
     t0 = time.perf_counter()
     try:
@@ -284,33 +306,41 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
             # (n_iters = 1300001 in the paper's configs), as may the first after resuming from an
             # early stop: one more compile.
             k = min(o.n_jitted_steps - step % o.n_jitted_steps, end - step)
-            chunk = [preprocess(_images(next(train_iter))) for _ in range(k)]
+            raw = [next(train_iter) for _ in range(k)]
+            chunk = [preprocess(_images(b)) for b in raw]
             for x in chunk:
                 if x.shape[0] != local_bs:
                     raise ValueError(
                         f"Data iterator gave a batch of {x.shape[0]} on this process; expected "
                         f"training.batch_size / process_count = {local_bs}.")
-            state, m = train_fn(state, distributed.global_batch(np.stack(chunk), mesh, leading=1))
-            losses = distributed.to_host(m.loss)
-            _check_finite(losses, step, ckpt, workdir)
+            state, m = train_fn(state, distributed.global_batch(
+                _with_labels(np.stack(chunk), raw), mesh, leading=1))
+            pending.append((step, m))  # fetched (one transfer) at logs, evals and saves only
             step += k
             if bar is not None:
                 bar.update(k)
-                bar.set_postfix(loss=f"{float(losses[-1]):.4g}", refresh=False)
+            snapshot = step % snapshot_freq == 0 or step == o.n_iters
+            preempt = o.snapshot_freq_for_preemption and step % o.snapshot_freq_for_preemption == 0
+            if step % o.log_freq == 0 or step == end or snapshot or preempt or (
+                    o.eval_freq and step % o.eval_freq == 0):
+                losses, norms = _fetch_window(pending, ckpt, workdir)
             if step % o.log_freq == 0 or step == end:
-                norms = distributed.to_host(m.grad_norm)
                 metrics = {"train/loss": float(losses[-1]), "train/grad_norm": float(norms[-1])}
+                if bar is not None:
+                    bar.set_postfix(loss=f"{metrics['train/loss']:.4g}", refresh=False)
                 writer.write_scalars(step, metrics)
                 if bar is None and main:
                     log.info("step %d: loss %.5g (%.1fs)", step, metrics["train/loss"],
                              time.perf_counter() - t0)
             if o.eval_freq and step % o.eval_freq == 0:
-                xb = distributed.global_batch(preprocess(_images(next(eval_iter))), mesh)
+                eb = next(eval_iter)
+                xb = distributed.global_batch(_with_labels(preprocess(_images(eb)), [eb],
+                                                            stacked=False), mesh)
                 metrics["eval/loss"] = float(distributed.to_host(eval_fn(state, xb)))
                 writer.write_scalars(step, {"eval/loss": metrics["eval/loss"]})
             signum = stop.agreed()
-            snapshot = step % snapshot_freq == 0 or step == o.n_iters
-            preempt = o.snapshot_freq_for_preemption and step % o.snapshot_freq_for_preemption == 0
+            if signum and pending:  # check the losses before the preemption save
+                _fetch_window(pending, ckpt, workdir)
             if not snapshot and (preempt or step == end or signum):  # also when stopped early
                 _save(ckpt, step, state, iterator_state(train_iter), workdir, preemption=True)
             if snapshot:
