@@ -56,7 +56,7 @@ def test_order_of_convergence_ve_subvp(method, sde_name):
     assert lo < order < hi, order
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+@pytest.mark.parametrize("sde_name", ["vp", pytest.param("ve", marks=pytest.mark.slow)])
 def test_edm_stochastic_reproduces_ring(sde_name, reference):
     sde, eps = SDES[sde_name]
     r = edm_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(3), num_steps=30,
@@ -65,7 +65,8 @@ def test_edm_stochastic_reproduces_ring(sde_name, reference):
     check_ring(r.x, reference)
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+@pytest.mark.parametrize(
+    "sde_name", ["vp"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("subvp", "ve")])
 def test_adaptive_sde_reproduces_ring(sde_name, reference):
     sde, eps = SDES[sde_name]
     r = adaptive_sde_sample(SCORES[sde_name], sde, (N_SAMPLES, 2), jax.random.PRNGKey(4),
