@@ -99,6 +99,7 @@ def run(dims, batch, sde_name, kinds, repeats):
                     divergence=kind,
                     batch=batch,
                     compile_and_first_s=round(first, 3),
+                    trace_compile_s=round(first - run_s, 3),  # first call - a warm call
                     run_s=round(run_s, 4),
                     ms_per_example=round(1e3 * run_s / batch, 3),
                     nfe_mean=float(np.mean(np.asarray(res.nfe))),

@@ -14,42 +14,32 @@ Prints a table and writes ``benchmarks/results/bench_models_<backend>.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
-import platform
-import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.config_utils import load_config
-from scoresde_jax.models import count_params, create_model, dummy_inputs, init_model
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+from benchmarks.common import (  # noqa: E402
+    compile_timed, mfu, peak_memory_mib, time_calls, write_results)
+from scoresde_jax.config_utils import load_config  # noqa: E402
+from scoresde_jax.models import count_params, create_model, dummy_inputs, init_model  # noqa: E402
+
 DEFAULT_CONFIGS = ["ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous"]
 
 
-def _temp_bytes(compiled):
-    try:
-        return int(compiled.memory_analysis().temp_size_in_bytes)
-    except Exception:  # backends without memory analysis
-        return None
-
-
 def _time(jitted, *args, repeats):
-    """Compile ahead of time (to read the memory analysis), then time ``repeats`` calls."""
+    """Trace, lower and compile ahead of time (timed apart), then time ``repeats`` calls."""
     t0 = time.perf_counter()
-    fn = jitted.lower(*args).compile()
+    fn, info = compile_timed(jitted, *args)
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), times, _temp_bytes(fn)
+    med, times = time_calls(fn, *args, repeats=repeats, warmup=0)
+    return first, med, times, info
 
 
 def bench_one(name, batch, dtype, remat, repeats):
@@ -76,9 +66,9 @@ def bench_one(name, batch, dtype, remat, repeats):
 
         return jax.value_and_grad(loss)(p)
 
-    f_first, f_med, f_all, f_mem = _time(forward, params, x, labels, repeats=repeats)
-    b_first, b_med, b_all, b_mem = _time(forward_backward, params, x, labels, jax.random.key(3),
-                                         repeats=repeats)
+    f_first, f_med, f_all, f_info = _time(forward, params, x, labels, repeats=repeats)
+    b_first, b_med, b_all, b_info = _time(forward_backward, params, x, labels, jax.random.key(3),
+                                          repeats=repeats)
     return {
         "config": name,
         "model": config.model.name,
@@ -91,12 +81,21 @@ def bench_one(name, batch, dtype, remat, repeats):
         "forward_s": round(f_med, 4),
         "forward_all_s": [round(t, 4) for t in f_all],
         "forward_images_per_s": round(batch / f_med, 2),
-        "forward_temp_mib": None if f_mem is None else round(f_mem / 2**20, 1),
+        "forward_temp_mib": f_info["temp_mib"],
+        "forward_trace_s": f_info["trace_s"] + f_info["lower_s"],
+        "forward_compile_s": f_info["compile_s"],
+        "forward_gflops": f_info["gflops"],
+        "forward_mfu": mfu(f_info["gflops"], f_med),
         "fwd_bwd_compile_and_first_s": round(b_first, 3),
         "fwd_bwd_s": round(b_med, 4),
         "fwd_bwd_all_s": [round(t, 4) for t in b_all],
         "fwd_bwd_images_per_s": round(batch / b_med, 2),
-        "fwd_bwd_temp_mib": None if b_mem is None else round(b_mem / 2**20, 1),
+        "fwd_bwd_temp_mib": b_info["temp_mib"],
+        "fwd_bwd_trace_s": b_info["trace_s"] + b_info["lower_s"],
+        "fwd_bwd_compile_s": b_info["compile_s"],
+        "fwd_bwd_gflops": b_info["gflops"],
+        "fwd_bwd_mfu": mfu(b_info["gflops"], b_med),
+        "peak_memory_mib": peak_memory_mib(),
     }
 
 
@@ -112,36 +111,28 @@ def main(argv=None):
 
     rows = []
     print(f"{'config':34s} {'dtype':9s} {'remat':5s} {'params':>11s} {'fwd s':>8s} "
-          f"{'fwd+bwd s':>10s} {'bwd MiB':>8s} {'compile s':>10s}")
+          f"{'fwd+bwd s':>10s} {'MFU':>6s} {'bwd MiB':>8s} {'trace s':>8s} {'compile s':>10s}")
     for name in args.configs:
         for dtype in args.dtypes:
             for remat in ([False, True] if args.remat else [False]):
                 r = bench_one(name, args.batch, dtype, remat, args.repeats)
                 rows.append(r)
-                compile_s = r["forward_compile_and_first_s"] + r["fwd_bwd_compile_and_first_s"]
+                trace_s = r["forward_trace_s"] + r["fwd_bwd_trace_s"]
+                compile_s = r["forward_compile_s"] + r["fwd_bwd_compile_s"]
                 print(f"{name:34s} {dtype:9s} {str(remat):5s} {r['params']:>11,d} "
                       f"{r['forward_s']:8.3f} {r['fwd_bwd_s']:10.3f} "
-                      f"{r['fwd_bwd_temp_mib'] or float('nan'):8.0f} {compile_s:10.1f}",
-                      flush=True)
-    dev = jax.devices()[0]
-    meta = {
-        "benchmark": "bench_models",
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "device": str(dev),
-        "device_kind": getattr(dev, "device_kind", ""),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": "median of repeats after one warm-up call; loss = mean((model(x) - z)^2); "
-                "*_temp_mib: XLA temporary buffers of the compiled step (activation memory)",
-    }
-    default = RESULTS / f"bench_models_{jax.default_backend()}.json"
-    out = pathlib.Path(args.out) if args.out else default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out}")
+                      f"{r['fwd_bwd_mfu'] or float('nan'):6.3f} "
+                      f"{r['fwd_bwd_temp_mib'] or float('nan'):8.0f} {trace_s:8.1f} "
+                      f"{compile_s:10.1f}", flush=True)
+    summary = [{"metric": f"{r['config'].split('/')[-1]} {r['dtype']} remat={r['remat']} "
+                          f"fwd+bwd s (batch {r['batch']})", "value": r["fwd_bwd_s"],
+                "mfu": r["fwd_bwd_mfu"], "temp_mib": r["fwd_bwd_temp_mib"],
+                "compile_s": r["fwd_bwd_compile_s"]} for r in rows]
+    write_results("bench_models", rows, out=args.out, summary=summary, note=(
+        "median of repeats after one call; loss = mean((model(x) - z)^2); *_trace_s: jit trace + "
+        "lower, *_compile_s: XLA compile; *_mfu: XLA cost-analysis FLOPs / time / peak; "
+        "*_temp_mib: XLA temporary buffers of the compiled program (activation memory); "
+        "peak_memory_mib: the device allocator's peak (GPU/TPU)"))
 
 
 if __name__ == "__main__":
