@@ -62,6 +62,8 @@ from scoresde_jax.config.files import (
 )
 from scoresde_jax.config.run import (
     Setup,
+    class_accuracy,
+    conditional_eval_options,
     eval_num_samples,
     get_likelihood_fn,
     get_loss_fn,
@@ -70,6 +72,7 @@ from scoresde_jax.config.run import (
     get_sampling_fn,
     loop_options,
     make_sample_fn,
+    sample_classes,
     sampler_options,
     setup,
     snapshot_sample_fn,
@@ -82,5 +85,6 @@ __all__ = [
     "get_data_scaler", "get_dataset", "get_likelihood_fn", "get_loss_fn", "get_optimizer",
     "get_quality_fn", "get_sampling_fn", "get_sde", "init_model", "is_vector_data", "list_configs",
     "load_config", "loop_options", "make_sample_fn", "param_shapes", "run_seed",
-    "sampler_options", "setup", "snapshot_sample_fn",
+    "sampler_options", "setup", "snapshot_sample_fn", "class_accuracy", "conditional_eval_options",
+    "sample_classes",
 ]

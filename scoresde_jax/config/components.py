@@ -16,7 +16,8 @@ import numpy as np
 
 from scoresde_jax import data as data_lib
 from scoresde_jax import sde as sde_lib
-from scoresde_jax.models import DDPM, MLP, NCSNpp, NCSNv2, uses_sigma_labels
+from scoresde_jax.models import (DDPM, MLP, NCSNpp, NCSNv2, NoiseConditionalClassifier,
+                                 uses_sigma_labels)
 
 
 def _given(section: Any, names: Mapping[str, str] | Sequence[str]) -> dict:
@@ -65,20 +66,27 @@ _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _SCALES = ("scale_by_sigma", "sigma_min", "sigma_max", "num_scales", "nonlinearity")
 _UNET = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "resamp_with_conv",
          "conditional")
+_CLASSES = ("num_classes", "class_dropout")  # label conditioning (0 classes = unconditional)
 # config.model.name -> (module, keys it reads, keys it requires)
 _MODELS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
     "ncsnpp": (NCSNpp, _UNET + _SCALES + (
         "fir", "fir_kernel", "skip_rescale", "resblock_type", "progressive", "progressive_input",
-        "progressive_combine", "embedding_type", "fourier_scale", "init_scale"), _UNET[:4]),
-    "ddpm": (DDPM, _UNET + _SCALES + ("num_groups",), _UNET[:4]),
+        "progressive_combine", "embedding_type", "fourier_scale", "init_scale") + _CLASSES,
+        _UNET[:4]),
+    "ddpm": (DDPM, _UNET + _SCALES + ("num_groups",) + _CLASSES, _UNET[:4]),
     "ncsnv2": (NCSNv2, _SCALES + ("nf", "normalization", "interpolation"), ("nf",)),
     "ncsn": (NCSNv2, _SCALES + ("nf", "normalization", "interpolation"), ("nf",)),
     "mlp": (MLP, ("hidden_sizes", "embedding_type", "embedding_dim", "fourier_scale",
-                  "nonlinearity", "dropout"), ()),
+                  "nonlinearity", "dropout") + _CLASSES, ()),
+    # the noise-conditional classifier of classifier guidance (trained by the classifier loss)
+    "classifier": (NoiseConditionalClassifier, ("num_classes", "nf", "ch_mult", "num_res_blocks",
+                                                "dropout", "embedding_type", "fourier_scale",
+                                                "nonlinearity"), ("num_classes",)),
 }
 _LOWERCASE = {"embedding_type", "resblock_type", "progressive", "progressive_input",
               "progressive_combine"}
-MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn", "mlp")
+MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn", "mlp",
+               "classifier")
 
 
 def _typed(value: Any, default: Any, key: str) -> Any:
@@ -122,6 +130,9 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
         raise ValueError(f"config.model.name={full!r} is not a known model; choose one of "
                          f"{MODEL_NAMES}.")
     cls, keys, required = _MODELS[name]
+    if cls is NCSNv2 and int(m.get("num_classes", 0)):
+        raise ValueError(f"config.model.name={full!r} has no time embedding to condition on labels; "
+                         "use ncsnpp, ddpm or mlp for config.model.num_classes > 0.")
     for key in required:
         _required(m, key, "model", "create_model")
     kwargs = _module_kwargs(cls, m, keys)

@@ -35,7 +35,8 @@ OPTIONAL_KEYS = frozenset({
     "sampling.S_max", "sampling.S_noise", "sampling.h_init", "sampling.safety",
     "sampling.exponent", "sampling.max_nfe", "sampling.noise_removal",
     "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.dequantize",
-    "eval.likelihood_repeats",
+    "eval.likelihood_repeats", "model.num_classes", "model.class_dropout", "eval.guidance",
+    "eval.classes",
 })
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from scoresde_jax import evaluation, likelihood, losses, samplers
+from scoresde_jax import guidance as guidance_lib
 from scoresde_jax import sde as sde_lib
 from scoresde_jax.config.components import (
     _given,
@@ -28,6 +29,7 @@ from scoresde_jax.config.components import (
     is_vector_data,
     run_seed,
 )
+from scoresde_jax.models import NoiseConditionalClassifier
 from scoresde_jax.parameterization import get_model_fn, get_score_fn
 from scoresde_jax.training import distributed
 from scoresde_jax.training.loop import LoopOptions
@@ -101,10 +103,19 @@ def setup(config: Any, *, model: Any = None, mesh: jax.sharding.Mesh | None = No
 
 def get_loss_fn(config: Any, s: Setup, *, train: bool) -> Callable:
     """``loss_fn(params, batch, rng) -> (loss, aux)`` of ``config.training`` (continuous,
-    likelihood_weighting, reduce_mean, eps) for the setup's SDE and model."""
+    likelihood_weighting, reduce_mean, eps) for the setup's SDE and model; for a classifier
+    (``config.model.name='classifier'``) the cross-entropy on perturbed data (training.eps)."""
+    if is_classifier(s.model):
+        return losses.get_classifier_loss_fn(
+            s.sde, s.model, train=train, **_given(_section(config, "training"), ("eps",)))
     kwargs = _given(_section(config, "training"),
                     ("continuous", "likelihood_weighting", "reduce_mean", "eps"))
     return losses.get_loss_fn(s.sde, s.model, train=train, **kwargs)
+
+
+def is_classifier(model: Any) -> bool:
+    """True for the noise-conditional classifier (trained by the classifier objective)."""
+    return isinstance(model, NoiseConditionalClassifier)
 
 
 _LOOP_KEYS = tuple(f.name for f in dataclasses.fields(LoopOptions))
@@ -187,11 +198,16 @@ def snapshot_sample_fn(config: Any, s: Setup) -> Callable[[Any, jax.Array], Any]
 
 
 def make_sample_fn(config: Any, s: Setup, *, num_samples: int, method: str | None = None,
-                   nfe: int | None = None) -> Callable[[Any, jax.Array], Any]:
+                   nfe: int | None = None, classes: Sequence[int] | None = None,
+                   guidance: float = 0.0) -> Callable[[Any, jax.Array], Any]:
     """Jitted ``(params, rng) -> samples`` in data space (images clipped to ``[0, 1]``, vector data
     as they are) with the sampler of ``config.sampling`` (``method`` / ``nfe`` as in
-    :func:`get_sampling_fn`). Compiles once."""
+    :func:`get_sampling_fn`). Compiles once. For a class-conditional model, ``classes`` (cycled
+    over the samples, :func:`sample_classes`) with classifier-free guidance ``guidance``; without
+    ``classes`` it samples the null class (unconditional)."""
     shape = (int(num_samples),) + tuple(s.input_shape[1:])
+    y = None if classes is None else jnp.asarray(sample_classes(classes, num_samples))
+    null = guidance_lib.null_label(s.model) if y is not None else None
     sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps, method=method, nfe=nfe)
     inverse = get_data_inverse_scaler(config)
     clip = not is_vector_data(config)
@@ -200,10 +216,42 @@ def make_sample_fn(config: Any, s: Setup, *, num_samples: int, method: str | Non
         def model_fn(x, labels):
             return s.model.apply({"params": params}, x, labels, train=False)
 
-        x = inverse(sampling_fn(rng, get_score_fn(s.sde, model_fn, continuous=s.continuous)).x)
+        if y is None:
+            score = get_score_fn(s.sde, model_fn, continuous=s.continuous)
+        else:
+            score = guidance_lib.classifier_free_guidance(guidance_lib.model_label_score_fn(
+                s.sde, s.model, params, continuous=s.continuous), y, guidance, null=null)
+        x = inverse(sampling_fn(rng, score).x)
         return jnp.clip(x, 0.0, 1.0) if clip else x
 
     return jax.jit(sample, out_shardings=distributed.replicated(s.mesh))
+
+
+def sample_classes(classes: Sequence[int], num_samples: int) -> np.ndarray:
+    """The class of each of ``num_samples`` samples: ``classes`` cycled."""
+    classes = np.asarray(classes, np.int32).reshape(-1)
+    if classes.size == 0:
+        raise ValueError("classes must name at least one class.")
+    return np.resize(classes, int(num_samples))
+
+
+def conditional_eval_options(config: Any) -> tuple[tuple[int, ...], float] | None:
+    """``(classes, guidance)`` of ``config.eval`` for a class-conditional model
+    (``model.num_classes > 0``; all classes and no guidance by default), else None."""
+    k = int(_section(config, "model").get("num_classes", 0))
+    if k <= 0 or str(_section(config, "model").get("name", "")) == "classifier":
+        return None
+    e = config.get("eval") or {}
+    return tuple(int(c) for c in e.get("classes", range(k))), float(e.get("guidance", 0.0))
+
+
+def class_accuracy(config: Any, samples: np.ndarray, classes: np.ndarray) -> float:
+    """Accuracy of the embedded digits classifier on samples generated for ``classes`` (DIGITS
+    only; chance is 0.1)."""
+    if str(_section(config, "data").get("dataset", "")).upper() != "DIGITS":
+        raise ValueError("class_accuracy needs a classifier of the dataset: only DIGITS has one.")
+    _, logits = evaluation.digits_feature_extractor()(samples)
+    return float(np.mean(np.argmax(logits, -1) == np.asarray(classes)))
 
 
 # --- evaluation ------------------------------------------------------------------------------------
