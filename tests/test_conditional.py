@@ -244,3 +244,27 @@ def test_model_label_score_fn_matches_the_parameterization():
 
     np.testing.assert_allclose(label_score(x, t, y), get_score_fn(sde, model_fn)(x, t), rtol=1e-6)
     assert get_model_fn is not None
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
+def test_conditional_and_classifier_configs():
+    from scoresde_jax import config as config_lib
+    from scoresde_jax.config.run import is_classifier
+
+    base = config_lib.load_config("configs/digits_ddpmpp.py")
+    cond = config_lib.load_config("configs/digits_conditional.py")
+    model = config_lib.create_model(cond)
+    assert isinstance(model, NCSNpp) and model.num_classes == 10 and model.class_dropout == 0.1
+    n_base = count_params(config_lib.param_shapes(base))
+    n_cond = count_params(config_lib.param_shapes(cond))
+    assert n_cond - n_base == 11 * 4 * int(cond.model.nf)
+    assert config_lib.conditional_eval_options(cond) == (tuple(range(10)), 2.0)
+    assert config_lib.conditional_eval_options(base) is None
+    np.testing.assert_array_equal(config_lib.sample_classes([3, 7], 5), [3, 7, 3, 7, 3])
+    for path in ("configs/digits_classifier.py", "configs/cifar10_classifier.py"):
+        c = config_lib.load_config(path)
+        clf = config_lib.create_model(c)
+        assert isinstance(clf, NoiseConditionalClassifier) and is_classifier(clf)
+        assert clf.num_classes == 10
