@@ -122,10 +122,18 @@ def test_digits_eval_and_stats_end_to_end(tmp_path):
     assert np.isfinite(res["quality"]["fid"]) and res["seconds_per_sample"] > 0
 
 
-def test_convert_inception_cli(tmp_path):
+@pytest.mark.slow
+def test_convert_inception_cli_and_the_inception_feature_network(tmp_path):
     src = tmp_path / "torch_sd.npz"
     np.savez(src, **evaluation.random_state_dict(0))
     out = tmp_path / "inception_fid.npz"
     assert cli.main(["convert-inception", str(src), "--out", str(out)]) == 0
-    ext = evaluation.load_inception(str(out))
-    assert ext.preprocess == "score_sde"
+    net, info = evaluation.feature_network("CIFAR10", inception_path=str(out), batch_size=2)
+    assert info["preprocess"] == "score_sde" and info["features"] == str(out)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    feats, logits = net(images)
+    assert feats.shape == (3, 2048) and logits.shape == (3, 1008) and np.isfinite(feats).all()
+    ref = evaluation.Reference(feats.mean(0), np.cov(feats.astype(np.float64), rowvar=False),
+                               feats, 3)
+    rep = evaluation.quality_report(feats, logits, ref)
+    assert abs(rep["fid"]) < 1e-4 * np.trace(ref.sigma) + 1e-6 and rep["kid"] is not None

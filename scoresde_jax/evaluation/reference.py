@@ -144,7 +144,8 @@ def quality_report(features: Any, logits: Any, ref: Reference, *, kid_subsets: i
         raise ValueError(f"features have dimension {f.shape[1]} but the reference statistics "
                          f"{len(ref.mu)}: they come from another feature network; rebuild them "
                          f"with `{STATS_COMMAND}`.")
-    splits = [inception_score(p) for p in np.array_split(np.asarray(logits), 10)]
+    num_splits = min(10, len(f))  # 10 splits as Salimans et al. (fewer for tiny sample sets)
+    splits = [inception_score(p) for p in np.array_split(np.asarray(logits), num_splits)]
     kid = None
     if ref.pool_3 is not None:
         kid = kernel_inception_distance(f, ref.pool_3, num_subsets=kid_subsets,
