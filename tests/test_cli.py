@@ -44,6 +44,9 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert "unknown key 'n_iter'" in capsys.readouterr().err
     assert cli.main(["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.training.sde=edm"]) == 2
     assert "training.sde" in capsys.readouterr().err
+    assert cli.main(["sample", "--config", CONFIG, "--workdir", str(tmp_path / "missing"), *TINY]) == 2
+    assert "does not exist" in capsys.readouterr().err  # a missing workdir is an error, not created
+    (tmp_path / "empty").mkdir()
     assert cli.main(["sample", "--config", CONFIG, "--workdir", str(tmp_path / "empty"), *TINY]) == 2
     assert "No checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
