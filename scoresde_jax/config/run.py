@@ -152,6 +152,7 @@ def sampler_options(config: Any, method: str | None = None) -> tuple[str, dict]:
     ``config.sampling.method``, a key of ``samplers.SAMPLERS``, default 'pc') and the keyword
     options the config sets for it, ``noise_removal`` as ``denoise``."""
     s = _section(config, "sampling")
+    where = "sampling method" if method is not None else "config.sampling.method"
     method = str(method if method is not None else s.get("method", "pc")).lower()
     if method not in samplers.SAMPLERS:
         raise ValueError(f"Unknown {where}={method!r}; use one of {sorted(samplers.SAMPLERS)}.")
@@ -161,7 +162,6 @@ def sampler_options(config: Any, method: str | None = None) -> tuple[str, dict]:
     for arg, table in tables.items():
         value = options.get(arg)
         if isinstance(value, str) and value.lower() not in table:
-    where = "sampling method" if method is not None else "config.sampling.method"
             key = _SAMPLER_KEYS[method][arg]
             raise ValueError(f"Unknown config.sampling.{key}={value!r}; use one of {sorted(table)}.")
     return method, options
