@@ -94,7 +94,7 @@ def cmd_eval(args, config) -> int:
                              seed=args.seed, checkpoint=args.checkpoint,
                              batch_size=args.batch_size, inception_path=args.inception,
                              stats_path=args.stats, preprocess=args.preprocess,
-                             progress=not args.no_progress))
+                             method=args.method, nfe=args.nfe, progress=not args.no_progress))
     return 0
 
 
@@ -172,11 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             s.add_argument("--no_evaluate", action="store_true", help="only train (no final sampling/metrics)")
             s.add_argument("--no_progress", action="store_true", help="log lines instead of a progress bar")
-        if name == "sample":
+        if name in ("sample", "eval"):
             s.add_argument("--method", default=None,
                            help="sampler (a key of samplers.SAMPLERS; default config.sampling.method)")
             s.add_argument("--nfe", type=int, default=None,
                            help="budget of score evaluations (the method picks its steps)")
+        if name == "sample":
             s.add_argument("--batch_size", type=int, default=None,
                            help="samples per resumable round (default: all in one)")
             s.add_argument("--png", action="store_true", help="also one PNG per image in OUT/png/")

@@ -120,6 +120,8 @@ def test_digits_eval_and_stats_end_to_end(tmp_path):
         res = json.load(f)
     assert res["features"] == "digits_classifier" and res["sampler"]["method"] == "pc"
     assert np.isfinite(res["quality"]["fid"]) and res["seconds_per_sample"] > 0
+    d = commands.evaluate(cfg, wd, method="ddim", nfe=5, **kw)  # a few-step sampler, own rounds
+    assert d["nfe"] == 5 and d["sampler"]["method"] == "ddim" and d["rounds"] != a["rounds"]
 
 
 @pytest.mark.slow

@@ -83,11 +83,13 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
              out: str | None = None, seed: int = 0, checkpoint: int | None = None,
              batch_size: int | None = None, inception_path: str | None = None,
              stats_path: str | None = None, preprocess: str | None = None, model: Any = None,
-             progress: bool = True) -> dict:
+             method: str | None = None, nfe: int | None = None, progress: bool = True) -> dict:
     """Sample ``num_samples`` (``config.eval.num_samples``) in resumable rounds and compute the
     dataset's metrics: FID / IS (1 and 10 splits) / KID against reference statistics for images
     (``stats_path`` / ``config.eval.stats_path``: a :func:`~scoresde_jax.commands.stats` file or
     the official one; DIGITS without one: its train split), the toy metrics for vector data.
+    ``method`` / ``nfe``: the sampler and its budget of score evaluations
+    (:func:`scoresde_jax.samplers.sample`; default ``config.sampling``).
 
     Returns (and writes to ``<rounds dir>/results.json``) ``{'samples' (PNG of the first 64),
     'quality', 'num_samples', 'step', 'features', 'preprocess', 'stats', 'sampler', 'nfe',
@@ -113,14 +115,14 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
         if ref is None:
             ref = dataset_reference(config, net, batch_size=bs)
     params, step = _restore(workdir, s, checkpoint)
-    sample_fn = config_lib.make_sample_fn(config, s, num_samples=bs)
+    sample_fn = config_lib.make_sample_fn(config, s, num_samples=bs, method=method, nfe=nfe)
     key = jax.random.PRNGKey(seed)
-    method, options = config_lib.sampler_options(config)
+    method, options = config_lib.sampler_options(config, method=method)
 
     def draw(k: int, m: int) -> np.ndarray:
         return np.asarray(distributed.to_host(sample_fn(params, jax.random.fold_in(key, k))))[:m]
 
-    tag = f"step_{step}_seed_{seed}_batch_{bs}_{method}"
+    tag = f"step_{step}_seed_{seed}_batch_{bs}_{method}" + (f"_nfe_{nfe}" if nfe else "")
     out_dir = os.path.join(os.path.abspath(workdir), "eval", tag)
     t0 = time.perf_counter()
     arrays = sample_rounds(out_dir, num_samples=n, batch_size=bs, draw=draw, net=net,
@@ -138,7 +140,7 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
               "stats": os.path.abspath(stats_file) if stats_file else
               (None if vector else f"{name} train split (in memory)"),
               "sampler": {"method": method, **{k: v for k, v in options.items()}},
-              "nfe": None, "rounds": out_dir, "seconds": seconds,
+              "nfe": nfe, "rounds": out_dir, "seconds": seconds,
               "seconds_per_sample": seconds / n}
     if distributed.is_main_process():
         first = arrays["samples"][:64]
