@@ -38,6 +38,8 @@ def _small(name: str):
         m.nf = 16
         if "ch_mult" in m:
             m.ch_mult, m.num_res_blocks, m.attn_resolutions = (1, 2), 1, (8,)
+        if m.name == "ddpm":
+            m.num_groups = 8  # GroupNorm groups must divide the 16 channels
     return config
 
 
