@@ -144,6 +144,8 @@ def sample(config: Any, workdir: str, *, num_samples: int = 64, out: str | None 
     floats = samples.astype(np.float32) / 255.0 if samples.dtype == np.uint8 else samples
     if distributed.is_main_process():
         save_samples(floats[:GRID_MAX], grid)
+        if floats.ndim == 2:  # vector data: every sample beside the scatter plot (small)
+            np.save(os.path.splitext(grid)[0] + ".npy", floats)
         if png and samples.dtype == np.uint8:
             _save_pngs(samples, os.path.join(out_dir, "png"))
         summary = {**meta, "options": {k: v if isinstance(v, (int, float, str, bool)) else repr(v)
