@@ -84,10 +84,14 @@ def test_experiments_main_and_sample_subcommand(tmp_path):
     wd = tmp_path / "run"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    cache = tmp_path / "xla"
     r = subprocess.run([sys.executable, "-m", "experiments.main", f"--config={CONFIG}", f"--workdir={wd}",
-                        "--evaluate=false", *TINY], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                        "--evaluate=false", f"--compilation_cache={cache}", *TINY], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
+    assert any(cache.iterdir())  # the absl entry point uses the persistent compilation cache too
     png = tmp_path / "grid.png"
     assert cli.main(["sample", "--config", CONFIG, "--workdir", str(wd), "--num_samples", "4",
                      "--out", str(png), *TINY]) == 0
