@@ -8,12 +8,20 @@ The reference ``tests/fixtures/inception_parity.npz`` is made by
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import pathlib
+import subprocess
+import sys
+import textwrap
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from scoresde_jax.evaluation import inception as inc
+from scoresde_jax.evaluation import inception_net as net
 
 FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "inception_parity.npz"
 OUTPUTS = ("pool_3", "logits_unbiased", "logits")
@@ -62,6 +70,74 @@ def test_batch_size_chunks_match_one_batch(reference, weights_file):
     pool, logits = extractor.as_feature_extractor(logits="logits_unbiased", batch_size=4)(images)
     np.testing.assert_array_equal(pool, chunked["pool_3"])
     np.testing.assert_array_equal(logits, chunked["logits_unbiased"])
+
+
+def test_convolutions_and_classifier_run_at_highest_precision(weights_file):
+    """FID features need float32: every convolution and the classifier's matmul ask for HIGHEST
+    (true f32 on GPU / TPU, no TF32 / bf16 passes), even under a lower default precision."""
+    ext = inc.load_inception(weights_file)
+    images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.uint8)
+    with jax.default_matmul_precision("bfloat16"):
+        hlo = inc._extract_jit.lower(ext.variables, images, ext.preprocess, ext.pad_valid).as_text()
+    convs = [l for l in hlo.splitlines() if "stablehlo.convolution" in l]
+    dots = [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
+    assert len(convs) == 94 and len(dots) == 1
+    assert all("precision_config = [#stablehlo<precision HIGHEST>, #stablehlo<precision HIGHEST>]"
+               in l for l in convs)
+    assert "precision = [HIGHEST, HIGHEST]" in dots[0]
+
+
+@pytest.mark.parametrize("kernel, strides, size", [((3, 3), (1, 1), 9), ((3, 3), (2, 2), 9),
+                                                   ((3, 3), (2, 2), 8), ((1, 1), (1, 1), 5)])
+def test_folded_batchnorm_and_pad_valid_compute_the_same_function(kernel, strides, size):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 5)).astype(np.float32))
+    plain = net.BasicConv(7, kernel, strides)
+    v = plain.init(jax.random.key(0), x)
+    v = {"params": {"conv": {"kernel": v["params"]["conv"]["kernel"]},
+                    "bn": {"scale": rng.uniform(0.5, 1.5, 7), "bias": rng.normal(size=7)}},
+         "batch_stats": {"bn": {"mean": rng.normal(size=7), "var": rng.uniform(0.5, 2.0, 7)}}}
+    v = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), v)
+    ref = np.asarray(plain.apply(v, x))
+    padded = np.asarray(net.BasicConv(7, kernel, strides, pad_valid=True).apply(v, x))
+    np.testing.assert_array_equal(padded, ref)  # the extra zero row is never inside a window
+    folded = net.fold_batchnorm(v)
+    assert set(folded["params"]["conv"]) == {"kernel", "bias"} and "batch_stats" not in folded
+    for pv in (False, True):
+        got = np.asarray(net.BasicConv(7, kernel, strides, folded=True, pad_valid=pv).apply(folded, x))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_two_devices_give_the_features_of_one(reference, weights_file):
+    """The extractor shards the batch over the process's devices: 2 forced CPU devices in a
+    subprocess (XLA_FLAGS must be set before JAX starts), 3 images padded to 2 per device, equal
+    to this process's one device."""
+    assert jax.local_device_count() == 1
+    root = pathlib.Path(__file__).resolve().parents[1]
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(root)!r})
+        import jax, numpy as np
+        from scoresde_jax.evaluation import inception as inc
+        images = np.load({str(FIXTURE)!r})["images_32"][:3]
+        ext = inc.load_inception({str(weights_file)!r}, preprocess="torch_fidelity")
+        x = jax.device_put(np.concatenate([images, images[:1]]), ext._batch)
+        out = inc._extract_jit(ext.variables, x, ext.preprocess, ext.pad_valid)
+        print(json.dumps(dict(mesh=int(ext.mesh.devices.size),
+                              devices=len(out["pool_3"].sharding.device_set),
+                              **{{k: v.tolist() for k, v in ext(images).items()}})))
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads(r.stdout.strip().splitlines()[-1])
+    assert two["mesh"] == 2 and two["devices"] == 2
+    one = inc.load_inception(weights_file, preprocess="torch_fidelity")(reference["images_32"])
+    for name in OUTPUTS:
+        got, ref = np.asarray(two[name]), one[name][:3]
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1e-5 * ref.std(), name
 
 
 # --------------------------------------------------------------------------------------------

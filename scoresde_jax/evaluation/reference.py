@@ -111,7 +111,10 @@ def feature_network(dataset: str, *, inception_path: str | None = None,
 
     ``DIGITS``: the digits classifier (128-d features, 10 classes). Other image datasets: the FID
     Inception-v3 from ``inception_path`` (a :func:`~.inception.convert_weights` file; a missing
-    one is a ``FileNotFoundError`` naming ``convert-inception``), ``pool_3`` and ``logits``.
+    one is a ``FileNotFoundError`` naming ``convert-inception``), ``pool_3`` and ``logits``,
+    each call's images sharded over this process's devices in chunks of at most ``batch_size``
+    (and of the extractor's per-device cap, :data:`~.inception.MAX_BATCH_PER_DEVICE`); on
+    several hosts every process computes the features of the whole round it is given.
     """
     if str(dataset).upper() == "DIGITS":
         clf = digits_feature_extractor()
