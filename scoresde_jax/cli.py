@@ -7,6 +7,7 @@ overridden as with absl ``config_flags``: ``--config.training.n_iters=2000``. Ex
     scoresde train --config configs/digits_ddpmpp.py --workdir runs/digits
     scoresde sample --config configs/digits_ddpmpp.py --workdir runs/digits --num_samples 64
     scoresde eval --config configs/digits_ddpmpp.py --workdir runs/digits
+    scoresde sample --workdir runs/digits_cond --class 3 --guidance 2.0   # a conditional model
 
 Multi-host: pass ``--coordinator_address host:port --num_processes N --process_id i`` (or set
 ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``) on every host.
@@ -84,7 +85,7 @@ def cmd_sample(args, config) -> int:
     _, path = commands.sample(config, args.workdir, num_samples=n, out=args.out, seed=args.seed,
                               checkpoint=args.checkpoint, method=args.method, nfe=args.nfe,
                               batch_size=args.batch_size, png=args.png,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, **_conditioning(args))
     _print({"samples": path, "summary": os.path.join(os.path.dirname(path), "summary.json")})
     return 0
 
@@ -94,8 +95,17 @@ def cmd_eval(args, config) -> int:
                              seed=args.seed, checkpoint=args.checkpoint,
                              batch_size=args.batch_size, inception_path=args.inception,
                              stats_path=args.stats, preprocess=args.preprocess,
-                             method=args.method, nfe=args.nfe, progress=not args.no_progress))
+                             method=args.method, nfe=args.nfe, progress=not args.no_progress,
+                             **_conditioning(args)))
     return 0
+
+
+def _conditioning(args) -> dict:
+    """The --class / --guidance / --classifier / --classifier_scale arguments given."""
+    return {k: v for k, v in dict(classes=args.classes, guidance=args.guidance,
+                                  classifier=args.classifier,
+                                  classifier_scale=args.classifier_scale).items()
+            if v is not None}
 
 
 def cmd_likelihood(args, config) -> int:
@@ -177,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sampler (a key of samplers.SAMPLERS; default config.sampling.method)")
             s.add_argument("--nfe", type=int, default=None,
                            help="budget of score evaluations (the method picks its steps)")
+            s.add_argument("--class", dest="classes", default=None,
+                           help="class-conditional model: the class(es) to sample, e.g. 3 or "
+                           "0,1,2 (cycled over the samples; default all, config.eval.classes)")
+            s.add_argument("--guidance", type=float, default=None,
+                           help="classifier-free guidance scale w: (1 + w) s(x, t, y) - w s(x, t, "
+                           "null) (default config.eval.guidance, else 0)")
+            s.add_argument("--classifier", default=None,
+                           help="workdir of a noise-conditional classifier: classifier guidance "
+                           "of the unconditional score (instead of --guidance)")
+            s.add_argument("--classifier_scale", type=float, default=None,
+                           help="classifier guidance scale (default 1: Bayes' rule)")
         if name == "sample":
             s.add_argument("--batch_size", type=int, default=None,
                            help="samples per resumable round (default: all in one)")

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.controllable import conditional_score_fn
-from scoresde_jax.parameterization import get_parameterization
+from scoresde_jax.parameterization import get_model_fn, get_parameterization, get_score_fn
 from scoresde_jax.samplers.common import as_score_pytree
 from scoresde_jax.sde import SDE
 
@@ -44,6 +44,7 @@ __all__ = [
     "model_classifier_fn",
     "guided_score_fn",
     "null_label",
+    "model_score_fn",
 ]
 
 LabelScoreFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -166,3 +167,30 @@ def guided_score_fn(score_fn: Callable, y: Any, *, guidance: float = 0.0, null: 
         raise ValueError("classifier-free guidance needs the null-class index `null` "
                          "(guidance.null_label(model)); or give classifier_fn.")
     return classifier_free_guidance(score_fn, y, guidance, null=null)
+
+
+def model_score_fn(sde: SDE, model: Any, params: Any, *, continuous: bool = True,
+                   labels: Any = None, guidance: Any = 0.0, classifier: Any = None,
+                   classifier_params: Any = None, classifier_sde: SDE | None = None,
+                   classifier_scale: Any = 1.0) -> Callable:
+    """The sampling score ``score(x, t)`` of a flax score network with ``params``:
+
+    * ``labels is None``: the unconditional score (the null class of a conditional network);
+    * ``labels`` and no ``classifier``: classifier-free guidance at ``w = guidance`` of the
+      conditional network (``w = 0``: the conditional score);
+    * a ``classifier`` (a noise-conditional classifier with ``classifier_params``, trained on
+      ``classifier_sde``, default ``sde``): the unconditional score plus ``classifier_scale *
+      grad_x log p_t(labels | x)``.
+
+    Labels, scales and parameters are data (traced under ``jax.jit``), so one compiled sampler
+    serves all of them."""
+    if labels is None or classifier is not None:
+        base = get_score_fn(sde, get_model_fn(model, params), continuous=continuous)
+        if classifier is None:
+            return base
+        if labels is None:
+            raise ValueError("classifier guidance needs class labels (classes).")
+        clf = model_classifier_fn(classifier_sde or sde, classifier, classifier_params)
+        return classifier_guidance(base, clf, labels, classifier_scale)
+    score = model_label_score_fn(sde, model, params, continuous=continuous)
+    return classifier_free_guidance(score, labels, guidance, null=null_label(model))

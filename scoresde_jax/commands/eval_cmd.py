@@ -6,7 +6,12 @@ Samples are drawn in rounds of ``eval.batch_size`` over all devices; round ``k``
 ``<workdir>/eval/<tag>/round_<k>.npz`` (:mod:`~scoresde_jax.commands.rounds`), so a killed
 evaluation resumes with nothing recomputed and gives what an unbroken one gives. Features come from
 :func:`~scoresde_jax.evaluation.reference.feature_network` (Inception-v3 for image datasets, the
-digits classifier for DIGITS) on the uint8 samples ``trunc(255 x)`` (the paper's code).
+digits classifier for DIGITS) on the uint8 samples ``trunc(255 x)`` (the paper's code). The
+rounds come from :func:`scoresde_jax.commands.sampling.round_fn`, the sharded round of the
+``sample`` job. A class-conditional model samples ``classes`` (cycled; default all, from
+``config.eval.classes``) at ``guidance`` (``config.eval.guidance``) or with a classifier, and the
+results add ``class_accuracy`` (DIGITS: the embedded digits classifier on the requested classes)
+beside the class-conditional FID.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from scoresde_jax import config as config_lib
 from scoresde_jax.commands.rounds import run_rounds
 from scoresde_jax.commands.sample_cmd import sample
+from scoresde_jax.commands.sampling import conditioning, round_fn
 from scoresde_jax.commands.stats_cmd import split_reader, to_uint8
 from scoresde_jax.commands.train_cmd import train
 from scoresde_jax.config.run import dataset_name, eval_options
@@ -49,14 +55,14 @@ def sample_rounds(out_dir: str, *, num_samples: int, batch_size: int,
                   draw: Callable[[int, int], Any], net: Callable | None,
                   progress: bool = True) -> dict[str, np.ndarray]:
     """Resumable rounds of ``draw(k, n) -> n samples`` (images in [0, 1] or vectors), each kept as
-    ``samples`` (uint8 images; vectors as they are) plus ``features`` and ``logits`` of
+    ``samples`` (uint8 images, taken as they are or quantized from [0, 1]; vectors as they are) plus ``features`` and ``logits`` of
     ``net(uint8 images)`` when ``net`` is given. Returns the arrays of all rounds."""
 
     def make_round(k: int, n: int) -> dict:
         x = np.asarray(draw(k, n))[:n]
         if net is None:
             return {"samples": x}
-        u8 = samples_to_uint8(x)
+        u8 = x if x.dtype == np.uint8 else samples_to_uint8(x)
         feats, logits = net(u8)
         return {"samples": u8, "features": np.asarray(feats, np.float32),
                 "logits": np.asarray(logits, np.float32)}
@@ -83,17 +89,22 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
              out: str | None = None, seed: int = 0, checkpoint: int | None = None,
              batch_size: int | None = None, inception_path: str | None = None,
              stats_path: str | None = None, preprocess: str | None = None, model: Any = None,
-             method: str | None = None, nfe: int | None = None, progress: bool = True) -> dict:
+             method: str | None = None, nfe: int | None = None, progress: bool = True,
+             classes: Any = None, guidance: float | None = None, classifier: str | None = None,
+             classifier_scale: float | None = None) -> dict:
     """Sample ``num_samples`` (``config.eval.num_samples``) in resumable rounds and compute the
     dataset's metrics: FID / IS (1 and 10 splits) / KID against reference statistics for images
     (``stats_path`` / ``config.eval.stats_path``: a :func:`~scoresde_jax.commands.stats` file or
     the official one; DIGITS without one: its train split), the toy metrics for vector data.
     ``method`` / ``nfe``: the sampler and its budget of score evaluations
-    (:func:`scoresde_jax.samplers.sample`; default ``config.sampling``).
+    (:func:`scoresde_jax.samplers.sample`; default ``config.sampling``). ``classes`` /
+    ``guidance`` / ``classifier`` / ``classifier_scale``: the conditioning of a class-conditional
+    or classifier-guided eval (:func:`scoresde_jax.commands.sampling.conditioning`).
 
     Returns (and writes to ``<rounds dir>/results.json``) ``{'samples' (PNG of the first 64),
     'quality', 'num_samples', 'step', 'features', 'preprocess', 'stats', 'sampler', 'nfe',
-    'rounds', 'seconds_per_sample'}``.
+    'rounds', 'seconds_per_sample'}``, plus ``'class_accuracy'``, ``'classes'`` and
+    ``'guidance'`` for a conditional eval.
     """
     opts = eval_options(config)
     n = config_lib.eval_num_samples(config, num_samples)
@@ -114,15 +125,18 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
             preprocess=preprocess or opts.get("preprocess", "score_sde"), batch_size=bs)
         if ref is None:
             ref = dataset_reference(config, net, batch_size=bs)
+    cond = conditioning(config, s, classes=classes, guidance=guidance, classifier=classifier,
+                        classifier_scale=classifier_scale)
     params, step = _restore(workdir, s, checkpoint)
-    sample_fn = config_lib.make_sample_fn(config, s, num_samples=bs, method=method, nfe=nfe)
+    fn = round_fn(config, s, batch_size=bs, method=method, nfe=nfe, cond=cond)
     key = jax.random.PRNGKey(seed)
     method, options = config_lib.sampler_options(config, method=method)
 
     def draw(k: int, m: int) -> np.ndarray:
-        return np.asarray(distributed.to_host(sample_fn(params, jax.random.fold_in(key, k))))[:m]
+        return np.asarray(distributed.to_host(fn(params, jax.random.fold_in(key, k), k)[0]))[:m]
 
-    tag = f"step_{step}_seed_{seed}_batch_{bs}_{method}" + (f"_nfe_{nfe}" if nfe else "")
+    tag = (f"step_{step}_seed_{seed}_batch_{bs}_{method}" + (f"_nfe_{nfe}" if nfe else "")
+           + cond.tag())
     out_dir = os.path.join(os.path.abspath(workdir), "eval", tag)
     t0 = time.perf_counter()
     arrays = sample_rounds(out_dir, num_samples=n, batch_size=bs, draw=draw, net=net,
@@ -134,6 +148,11 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
         quality = quality_report(arrays["features"], arrays["logits"], ref, seed=seed)
     quality = {k: (None if v is None else float(v)) for k, v in quality.items()}
     quality["num_samples"] = n
+    extra = dict(cond.meta())
+    if cond.classes is not None:
+        labels = config_lib.sample_classes(cond.classes, n)
+        extra["class_accuracy"] = _class_accuracy(config, arrays["samples"], labels)
+        quality["class_accuracy"] = extra["class_accuracy"]
     png = out or os.path.join(out_dir, "samples.png")
     result = {"samples": png, "quality": quality, "num_samples": n, "step": step,
               "checkpoint": step, **info,
@@ -141,7 +160,7 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
               (None if vector else f"{name} train split (in memory)"),
               "sampler": {"method": method, **{k: v for k, v in options.items()}},
               "nfe": nfe, "rounds": out_dir, "seconds": seconds,
-              "seconds_per_sample": seconds / n}
+              "seconds_per_sample": seconds / n, **extra}
     if distributed.is_main_process():
         first = arrays["samples"][:64]
         save_samples(first.astype(np.float32) / 255.0 if first.dtype == np.uint8 else first, png)
@@ -149,6 +168,14 @@ def evaluate(config: Any, workdir: str, *, num_samples: int | None = None,
             json.dump(result, f, indent=2, default=str)
         log.info("eval: %s (written to %s)", json.dumps(quality), out_dir)
     return result
+
+
+def _class_accuracy(config: Any, samples: np.ndarray, labels: np.ndarray) -> float | None:
+    """The dataset classifier's accuracy on samples for ``labels`` (None without one)."""
+    if dataset_name(config).upper() != "DIGITS":
+        return None
+    x = samples.astype(np.float32) / 255.0 if samples.dtype == np.uint8 else samples
+    return config_lib.class_accuracy(config, x, labels)
 
 
 def train_and_evaluate(config: Any, workdir: str, *, num_samples: int | None = None,

@@ -12,7 +12,12 @@ never over the training run's outputs):
   EDM's ``fid.py`` read from a folder), ``grid.png`` (the first 256) and ``summary.json`` (method,
   options, budget and evaluations used, seconds per image, checkpoint step).
 
-Each round's batch is sharded over all devices (the ``'data'`` axis of the setup's mesh).
+Each round's batch is sharded over all devices (the ``'data'`` axis of the setup's mesh) by
+:func:`scoresde_jax.commands.sampling.round_fn`, the round of the ``eval`` job too. A
+class-conditional model samples ``classes`` (``--class 3`` or ``--class 0,1,2``, cycled over the
+samples; default all) at classifier-free guidance ``--guidance w``; ``--classifier DIR
+--classifier_scale s`` guides with a noise-conditional classifier instead. ``summary.json`` records
+the classes and the guidance.
 """
 
 from __future__ import annotations
@@ -24,49 +29,18 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
 from scoresde_jax import config as config_lib
 from scoresde_jax.commands.rounds import run_rounds
+from scoresde_jax.commands.sampling import conditioning, round_fn
 from scoresde_jax.metrics_io import save_samples
-from scoresde_jax.parameterization import get_score_fn
 from scoresde_jax.training import distributed, restore_params
 
 log = logging.getLogger("scoresde_jax.commands")
 
 GRID_MAX = 256  # images in grid.png
-
-
-def _round_fn(config: Any, s: Any, *, batch_size: int, method: str, nfe: int | None):
-    """Jitted ``(params, rng) -> (samples, nfe)``: one round of ``batch_size`` samples in data
-    space (images as uint8), the prior draw sharded over the mesh's ``'data'`` axis."""
-    shape = (int(batch_size),) + tuple(s.input_shape[1:])
-    sampling_fn = config_lib.get_sampling_fn(config, s.sde, shape, s.sampling_eps, method=method,
-                                             nfe=nfe)
-    inverse = config_lib.get_data_inverse_scaler(config)
-    images = not config_lib.is_vector_data(config)
-    shard = batch_size % s.mesh.devices.size == 0
-
-    def one_round(params, rng):
-        k_init, k_sample = jax.random.split(rng)
-        x_init = s.sde.prior_sampling(k_init, shape)
-        if shard:
-            x_init = jax.lax.with_sharding_constraint(
-                x_init, NamedSharding(s.mesh, PartitionSpec("data")))
-
-        def model_fn(x, labels):
-            return s.model.apply({"params": params}, x, labels, train=False)
-
-        res = sampling_fn(k_sample, get_score_fn(s.sde, model_fn, continuous=s.continuous), x_init)
-        x = inverse(res.x)
-        if images:
-            x = jnp.clip(x * 255.0, 0.0, 255.0).astype(jnp.uint8)
-        return x, res.nfe
-
-    return jax.jit(one_round, out_shardings=distributed.replicated(s.mesh))
 
 
 def _check_same_run(out_dir: str, meta: dict) -> None:
@@ -96,12 +70,16 @@ def _save_pngs(samples: np.ndarray, folder: str) -> None:
 def sample(config: Any, workdir: str, *, num_samples: int = 64, out: str | None = None,
            seed: int = 0, model: Any = None, checkpoint: int | None = None,
            method: str | None = None, nfe: int | None = None, batch_size: int | None = None,
-           png: bool = False, progress: bool = True) -> tuple[np.ndarray, str]:
+           png: bool = False, progress: bool = True, classes: Any = None,
+           guidance: float | None = None, classifier: str | None = None,
+           classifier_scale: float | None = None) -> tuple[np.ndarray, str]:
     """``num_samples`` samples of the EMA parameters of ``workdir`` (the newest checkpoint, or step
     ``checkpoint``) with ``method`` (default ``config.sampling.method``) under a budget of ``nfe``
     score evaluations (default: the config's step count), in resumable rounds of ``batch_size``
     (default: one round); see the module docstring for what is written where.  ``out`` is the
     output folder (an ``out`` ending in ``.png`` names the grid, the folder is its directory).
+    ``classes`` / ``guidance`` / ``classifier`` / ``classifier_scale``: the conditioning
+    (:func:`scoresde_jax.commands.sampling.conditioning`).
 
     Returns ``(samples, grid_png_path)``: images ``(N, H, W, C)`` in ``[0, 1]`` (quantized to
     ``k / 255``) or vectors ``(N, D)``.
@@ -117,21 +95,23 @@ def sample(config: Any, workdir: str, *, num_samples: int = 64, out: str | None 
     s = config_lib.setup(config, model=model)
     params, step = restore_params(workdir, s.abstract_state(), step=checkpoint)
     method, options = config_lib.sampler_options(config, method)
+    cond = conditioning(config, s, classes=classes, guidance=guidance, classifier=classifier,
+                        classifier_scale=classifier_scale)
     if out is not None and out.endswith(".png"):
         out_dir, grid = os.path.dirname(os.path.abspath(out)), out
     else:
         out_dir = out or os.path.join(os.path.abspath(workdir), "samples",
-                                      f"sample_{step}_{method}_{nfe or 'default'}")
+                                      f"sample_{step}_{method}_{nfe or 'default'}{cond.tag()}")
         grid = os.path.join(out_dir, "grid.png")
     meta = {"method": method, "options": {k: repr(v) for k, v in options.items()},
-            "nfe_budget": nfe, "seed": int(seed), "checkpoint_step": int(step)}
+            "nfe_budget": nfe, "seed": int(seed), "checkpoint_step": int(step), **cond.meta()}
     _check_same_run(out_dir, meta)
-    round_fn = _round_fn(config, s, batch_size=batch_size, method=method, nfe=nfe)
+    fn = round_fn(config, s, batch_size=batch_size, method=method, nfe=nfe, cond=cond)
     key, used, seconds = jax.random.PRNGKey(seed), [], []
 
     def make_round(k: int, n: int) -> dict:
         t0 = time.perf_counter()
-        x, nfe_used = distributed.to_host(round_fn(params, jax.random.fold_in(key, k)))
+        x, nfe_used = distributed.to_host(fn(params, jax.random.fold_in(key, k), k))
         seconds.append(time.perf_counter() - t0)
         used.append(int(nfe_used))
         return {"samples": np.asarray(x)[:n]}

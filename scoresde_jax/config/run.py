@@ -207,20 +207,15 @@ def make_sample_fn(config: Any, s: Setup, *, num_samples: int, method: str | Non
     ``classes`` it samples the null class (unconditional)."""
     shape = (int(num_samples),) + tuple(s.input_shape[1:])
     y = None if classes is None else jnp.asarray(sample_classes(classes, num_samples))
-    null = guidance_lib.null_label(s.model) if y is not None else None
+    if y is not None:
+        guidance_lib.null_label(s.model)  # a conditional model, else a ValueError now
     sampling_fn = get_sampling_fn(config, s.sde, shape, s.sampling_eps, method=method, nfe=nfe)
     inverse = get_data_inverse_scaler(config)
     clip = not is_vector_data(config)
 
     def sample(params, rng):
-        def model_fn(x, labels):
-            return s.model.apply({"params": params}, x, labels, train=False)
-
-        if y is None:
-            score = get_score_fn(s.sde, model_fn, continuous=s.continuous)
-        else:
-            score = guidance_lib.classifier_free_guidance(guidance_lib.model_label_score_fn(
-                s.sde, s.model, params, continuous=s.continuous), y, guidance, null=null)
+        score = guidance_lib.model_score_fn(s.sde, s.model, params, continuous=s.continuous,
+                                            labels=y, guidance=guidance)
         x = inverse(sampling_fn(rng, score).x)
         return jnp.clip(x, 0.0, 1.0) if clip else x
 
