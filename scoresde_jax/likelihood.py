@@ -48,6 +48,19 @@ probability of the pixels and can be made arbitrarily large, which is how users 
 bits/dim (e.g. VP models near ``t = eps`` concentrate on the training grid).  ``dequantize=True``
 does the official ``uniform_dequantization`` inside the function: data ``k / 255`` (in ``[0, 1]``
 space) become ``(k + u) / 256``, then the bound above holds and ``E_u[bpd] >= 0``.
+
+Data range check
+----------------
+The offset is only right for data in the range ``centered`` names, so concrete inputs are
+checked: finite, and inside ``[0, 1]`` (``centered=False``) or ``[-1, 1]`` (``centered=True``) up
+to :data:`DATA_RANGE_TOLERANCE` = 1/128 of the range's width (1/128 in ``[0, 1]``, 1/64 in
+``[-1, 1]``). Dequantized 8-bit data stay inside: ``(k + u) / 256 < 1``, and even noise added on
+top of ``k / 255`` overshoots by less than 1/256 of the range. Centered data in ``[-1, 1]``
+passed with ``centered=False`` (a 1-bit/dim error in the offset) and wrongly scaled data (e.g.
+pixels in ``[0, 255]``) are rejected with a message naming ``centered``; data in ``[0, 1]``
+passed with ``centered=True`` lie inside ``[-1, 1]`` and cannot be told apart from centered
+data (the config's ``data.centered`` is the only source of truth). Traced inputs are not
+checked.
 """
 
 from __future__ import annotations
@@ -61,11 +74,12 @@ import jax.numpy as jnp
 from scoresde_jax.flow import ODE_SOLVERS, probability_flow_drift, solve_probability_flow
 from scoresde_jax.samplers.common import as_score_pytree
 from scoresde_jax.sde import SDE
-from scoresde_jax.utils import check_data, flat_dim
+from scoresde_jax.utils import flat_dim
 
 __all__ = [
     "LikelihoodResult",
     "BPDResult",
+    "DATA_RANGE_TOLERANCE",
     "DIVERGENCES",
     "SOLVERS",
     "bits_per_dim",
@@ -73,6 +87,7 @@ __all__ = [
     "get_likelihood_fn",
     "hutchinson_probe",
     "bpd_offset",
+    "check_data",
     "logp_to_bpd",
     "uniform_dequantize",
 ]
@@ -126,6 +141,35 @@ def uniform_dequantize(x: jax.Array, rng: jax.Array, *, centered: bool) -> jax.A
     u = jax.random.uniform(rng, x.shape, dtype=x.dtype)
     y = (255.0 * y + u) / 256.0
     return 2.0 * y - 1.0 if centered else y
+
+
+DATA_RANGE_TOLERANCE = 1.0 / 128.0  # of the width of [0, 1] / [-1, 1]; see the module docstring
+
+
+def check_data(x: Any, *, centered: bool | None) -> None:
+    """``ValueError`` if concrete ``x`` holds NaN/inf, or (``centered`` not None) leaves
+    ``[-1, 1]`` (``centered=True``) / ``[0, 1]`` (``False``) by more than
+    :data:`DATA_RANGE_TOLERANCE` of the range's width. Traced or not fully addressable arrays
+    are not checked."""
+    if isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True):
+        return
+    a = jnp.asarray(x)
+    if not bool(jnp.isfinite(a).all()):
+        raise ValueError("x holds NaN/inf values; the likelihood needs finite data.")
+    if centered is None:
+        return
+    lo, hi = (-1.0, 1.0) if centered else (0.0, 1.0)
+    tol = DATA_RANGE_TOLERANCE * (hi - lo)
+    amin, amax = float(a.min()), float(a.max())
+    if lo - tol <= amin and amax <= hi + tol:
+        return
+    hint = ("scale it with the data scaler of the config the model was trained with "
+            "(data.centered)")
+    if not centered and -1.0 - 2 * tol <= amin < -tol and amax <= 1.0 + 2 * tol:
+        hint = ("these look like centered data in [-1, 1]: pass centered=True (data.centered of "
+                "the model's config), or map them to [0, 1] with (x + 1) / 2")
+    raise ValueError(f"x lies in [{amin:.4g}, {amax:.4g}] but centered={bool(centered)} means data "
+                     f"in [{lo:g}, {hi:g}] (tolerance {tol:g}, for dequantization noise); {hint}.")
 
 
 def hutchinson_probe(rng: jax.Array, shape, dtype, *, kind: str) -> jax.Array:
@@ -253,17 +297,9 @@ _jit_bits_per_dim = jax.jit(
 # public API
 # --------------------------------------------------------------------------------------------------
 def log_likelihood(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    *,
-    sde: SDE,
-    rng: jax.Array | None = None,
-    divergence: str = "rademacher",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float = 1e-5,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    score_fn: ScoreFn, x: jax.Array, *, sde: SDE, rng: jax.Array | None = None,
+    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
+    solver: str = "tsit5", max_steps: int = 4096,
 ) -> LikelihoodResult:
     """Per-example ``log p_eps(x) = log p_T(z) + int_eps^T div f~(x(t), t) dt`` in nats, no offset.
 
@@ -282,33 +318,14 @@ def log_likelihood(
     """
     _check_args(x, divergence, solver, rng, False)
     return _jit_log_likelihood(
-        as_score_pytree(score_fn),
-        sde,
-        x,
-        rng,
-        divergence=divergence,
-        rtol=rtol,
-        atol=atol,
-        eps=eps,
-        solver=solver,
-        max_steps=max_steps,
-    )
+        as_score_pytree(score_fn), sde, x, rng, divergence=divergence, rtol=rtol, atol=atol,
+        eps=eps, solver=solver, max_steps=max_steps)
 
 
 def bits_per_dim(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    *,
-    sde: SDE,
-    rng: jax.Array | None,
-    centered: bool,
-    divergence: str = "rademacher",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float = 1e-5,
-    dequantize: bool = False,
-    solver: str = "tsit5",
-    max_steps: int = 4096,
+    score_fn: ScoreFn, x: jax.Array, *, sde: SDE, rng: jax.Array | None, centered: bool,
+    divergence: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-5,
+    dequantize: bool = False, solver: str = "tsit5", max_steps: int = 4096,
 ) -> BPDResult:
     """Per-example bits/dim ``-log p_eps(x) / (D ln 2) + offset`` of data ``x`` (shape ``(B, *D)``).
 
@@ -318,24 +335,15 @@ def bits_per_dim(
     with it the mean bits/dim is a proper upper bound on the code length of the pixels and cannot be
     negative.  With ``dequantize`` the key ``rng`` is split into ``(probe key, dequantization
     key)``.  Returns ``BPDResult(bpd, latent, nfe)``; see :func:`log_likelihood` for the other
-    arguments.
+    arguments. Concrete ``x`` must be finite and inside the range ``centered`` names, up to
+    :data:`DATA_RANGE_TOLERANCE` of its width (see :func:`check_data`).
     """
     _check_args(x, divergence, solver, rng, dequantize)
     check_data(x, centered=bool(centered))
     return _jit_bits_per_dim(
-        as_score_pytree(score_fn),
-        sde,
-        x,
-        rng,
-        centered=bool(centered),
-        divergence=divergence,
-        rtol=rtol,
-        atol=atol,
-        eps=eps,
-        dequantize=bool(dequantize),
-        solver=solver,
-        max_steps=max_steps,
-    )
+        as_score_pytree(score_fn), sde, x, rng, centered=bool(centered), divergence=divergence,
+        rtol=rtol, atol=atol, eps=eps, dequantize=bool(dequantize), solver=solver,
+        max_steps=max_steps)
 
 
 def get_likelihood_fn(

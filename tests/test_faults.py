@@ -311,9 +311,27 @@ def test_bits_per_dim_checks_finite_data_in_range(x, centered, match):
 
 
 def test_bits_per_dim_accepts_dequantized_data_within_tolerance():
-    x = jnp.linspace(-1.0, 1.02, 6).reshape(2, 3)
-    res = bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=True)
-    assert np.isfinite(np.asarray(res.bpd)).all()
+    """Tolerance 1/128 of the range: pixels k / 255 plus dequantization noise u / 256 (at most
+    1/256 beyond [0, 1], 1/128 beyond [-1, 1]) pass, [0, 1] data also pass as centered."""
+    k = jnp.asarray([[0.0, 128.0, 255.0], [255.0, 3.0, 254.0]])
+    y = k / 255 + jnp.asarray([[0.0, 0.5, 0.999], [0.99, 0.1, 0.7]]) / 256
+    for x, centered in ((y, False), (2 * y - 1, True), (y, True)):
+        res = bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=centered)
+        assert np.isfinite(np.asarray(res.bpd)).all()
+
+
+@pytest.mark.parametrize("x,centered", [
+    (jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), False),  # centered data said to be in [0, 1]
+    (jnp.linspace(0.0, 1.0 + 1 / 64, 6).reshape(2, 3), False),
+    (jnp.linspace(-1.0 - 1 / 32, 1.0, 6).reshape(2, 3), True),
+    (jnp.linspace(0.0, 255.0, 6).reshape(2, 3), False),  # unscaled pixels
+])
+def test_bits_per_dim_rejects_data_outside_the_range_of_centered(x, centered):
+    with pytest.raises(ValueError, match=f"centered={centered}") as e:
+        bits_per_dim(_score, x, sde=SDE, rng=jax.random.PRNGKey(0), centered=centered)
+    assert "data.centered" in str(e.value)
+    if float(x.min()) == -1.0 and not centered:
+        assert "pass centered=True" in str(e.value)
 
 
 @pytest.mark.slow
