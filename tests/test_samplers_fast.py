@@ -111,7 +111,7 @@ def test_order_of_convergence_ve_subvp(method, sde_name):
     assert lo < order < hi, order
 
 
-@pytest.mark.parametrize("kind", ["uniform", "logsnr", "edm"])
+@pytest.mark.parametrize("kind", ["uniform", "quadratic", "logsnr", "edm"])
 @pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
 def test_time_grids(kind, sde_name):
     sde, eps = SDES[sde_name]
@@ -124,6 +124,8 @@ def test_time_grids(kind, sde_name):
         np.testing.assert_allclose(
             np.log(sb), np.log(sb[0]) + u * (np.log(sb[-1]) - np.log(sb[0])), rtol=1e-4, atol=1e-4
         )
+    elif kind == "quadratic":
+        np.testing.assert_allclose(np.sqrt(ts), 1.0 + u * (np.sqrt(eps) - 1.0), rtol=1e-5)
     elif kind == "edm":
         r = 1 / 7
         np.testing.assert_allclose(

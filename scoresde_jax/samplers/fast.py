@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from scoresde_jax.sde import SDE
+from scoresde_jax.sde import SDE, VESDE
 from scoresde_jax.samplers.common import (
     SampleResult,
     as_score_pytree,
@@ -49,15 +49,30 @@ __all__ = [
     "heun_sample",
     "data_prediction",
     "time_grid",
+    "default_grid",
     "TIME_GRIDS",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-TIME_GRIDS = ("uniform", "logsnr", "edm")
-"""``uniform``: uniform in ``t``; ``logsnr``: uniform in ``lambda = -log sigma_bar`` (DPM-Solver's
-choice); ``edm``: ``sigma_bar_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) -
-sigma_max^(1/rho)))^rho`` with ``rho = 7`` (Karras et al. 2022)."""
+TIME_GRIDS = ("uniform", "quadratic", "logsnr", "edm")
+"""``uniform``: uniform in ``t``; ``quadratic``: uniform in ``sqrt(t)`` (DPM-Solver's
+"time_quadratic"); ``logsnr``: uniform in ``lambda = -log sigma_bar``; ``edm``: ``sigma_bar_i =
+(sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` with ``rho = 7``
+(Karras et al. 2022).  ``grid=None`` (the ODE solvers' default) is :func:`default_grid`."""
+
+
+def default_grid(sde: SDE) -> str:
+    """The default grid of the ODE solvers: ``"logsnr"`` for VE (where it is uniform in ``t``),
+    ``"quadratic"`` otherwise (VP, sub-VP, custom SDEs).
+
+    Measured (``benchmarks/bench_samplers.py``, 16-D mixture, exact scores, 2048 draws): for VP the
+    quadratic grid puts ~54% of its points where this data's flow bends (``0.1 < sigma_bar < 3``),
+    log-SNR ~35% (it spends ~24% below ``sigma_bar = 0.1`` and ~40% above 3, where ``x0_hat`` is
+    nearly constant); UniPC-2's flow error at NFE 10 / 20 is 0.056 / 0.010 on it against 0.085 /
+    0.031 on log-SNR; sub-VP alike. For VE log-SNR (= uniform ``t``) stays best (0.067 / 0.036
+    against 0.11 / 0.049)."""
+    return "logsnr" if isinstance(sde, VESDE) else "quadratic"
 
 
 def _sigma_bar(sde: SDE, t: jax.Array) -> jax.Array:
@@ -93,6 +108,8 @@ def time_grid(
     u = jnp.linspace(0.0, 1.0, num_steps, dtype=dtype)
     if kind == "uniform":
         return (T + u * (eps - T)).at[-1].set(eps)
+    if kind == "quadratic":
+        return ((jnp.sqrt(T) + u * (jnp.sqrt(eps) - jnp.sqrt(T))) ** 2).at[0].set(T).at[-1].set(eps)
     sb_max, sb_min = _sigma_bar(sde, T[None])[0], _sigma_bar(sde, eps[None])[0]
     if kind == "logsnr":
         sb = jnp.exp(jnp.log(sb_max) + u * (jnp.log(sb_min) - jnp.log(sb_max)))
@@ -119,6 +136,7 @@ def _run(jitted, score_fn, sde, shape, rng, traced, *, x_init, dtype, num_steps,
     shape, dtype = check_shape_dtype(shape, x_init, dtype)
     if int(num_steps) != num_steps or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}.")
+    grid = default_grid(sde) if grid is None else grid
     if grid not in TIME_GRIDS:
         raise ValueError(f"Unknown time grid {grid!r}; use one of {TIME_GRIDS}.")
     return jitted(as_score_pytree(score_fn), rng, x_init, *traced, sde=sde, shape=shape,
@@ -181,7 +199,7 @@ def ddim_sample(
     num_steps: int = 50,
     eta: float = 0.0,
     eps: float = 1e-3,
-    grid: str = "logsnr",
+    grid: str | None = None,
     denoise: bool = True,
     x_init: jax.Array | None = None,
     dtype=None,
@@ -196,10 +214,16 @@ def ddim_sample(
     For VP (``s^2 = 1 - a^2``) this is DDIM verbatim; for sub-VP the same formula on its own ``(a,
     s)``; for VE (``a = 1``, ``s = sigma``) with ``eta = 0`` it is ``x_u = x0 + (sigma_u / sigma_t)
     (x - x0)``, the Euler step of the probability-flow ODE in ``sigma``.  ``eta = 0`` (default) is
-    deterministic.  The default grid is uniform in log-SNR: on the uniform-in-``t`` grid
-    (``grid="uniform"``) the last step spans a fixed share of log-SNR (~0.7 for VP with ``eps =
-    1e-3``) until ``num_steps`` is far above ``1 / eps``, so the error stalls (observed order ~0.2
-    at 320 steps).  See the module docstring for denoising and ``nfe``.
+    deterministic.  The default grid is :func:`default_grid` (VP / sub-VP: quadratic in ``t``; VE:
+    log-SNR).  DDIM is first order in ``lambda``: its error is the sum over steps of ``h^2 |d x0_hat
+    / d lambda|``, so what counts is how many steps fall where ``x0_hat`` moves.  Measured flow
+    error on the 16-D mixture (VP) at NFE 5 / 10 / 20 / 50: quadratic 0.25 / 0.16 / 0.099 / 0.053,
+    uniform 0.27 / 0.17 / 0.094 / 0.051, log-SNR 0.33 / 0.19 / 0.12 / 0.061 (log-SNR spends most of
+    its steps at ``sigma_bar > 3`` and ``< 0.1``, where ``x0_hat`` barely moves).  ``uniform`` has
+    the opposite limit: its last step spans ``0.5 log(1 + 1 / (n eps))`` of log-SNR (~0.7 at 320
+    steps for ``eps = 1e-3``), which skips fine structure at small noise (images); the quadratic
+    grid's last step shrinks as ``1 / (n sqrt(eps))``.  See the module docstring for denoising and
+    ``nfe``.
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
@@ -211,9 +235,11 @@ def ddim_sample(
 # DPM-Solver++(2M)
 # --------------------------------------------------------------------------------------------------
 @functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise")
+    jax.jit,
+    static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "lower_order_final"),
 )
-def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise):
+def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise,
+            lower_order_final):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, dtype=dtype)
     lam = -jnp.log(_sigma_bar(sde, ts))
@@ -226,7 +252,8 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
         h_prev = lam[i] - lam[jnp.maximum(i - 1, 0)]
         # first step: first order (DDIM); later: D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r =
         # h_{i-1} / h_i
-        half_inv_r = jnp.where(i == 0, 0.0, 0.5 * h / jnp.where(i == 0, 1.0, h_prev))
+        first = (i == 0) | (lower_order_final & (i == num_steps - 2))  # first-order steps
+        half_inv_r = jnp.where(first, 0.0, 0.5 * h / jnp.where(i == 0, 1.0, h_prev))
         d = (1.0 + half_inv_r) * x0 - half_inv_r * x0_prev
         x = (s_all[i + 1] / s_all[i]) * x - a_all[i + 1] * jnp.expm1(-h) * d
         return x, x0
@@ -243,7 +270,8 @@ def dpm_solver_pp_sample(
     *,
     num_steps: int = 20,
     eps: float = 1e-3,
-    grid: str = "logsnr",
+    grid: str | None = None,
+    lower_order_final: bool = True,
     denoise: bool = True,
     x_init: jax.Array | None = None,
     dtype=None,
@@ -259,11 +287,14 @@ def dpm_solver_pp_sample(
         D_i = (1 + 1 / (2 r_i)) x0_hat_i - x0_hat_{i-1} / (2 r_i),   r_i = h_{i-1} / h_i.
 
     Written for VP-type SDEs; the derivation only uses the kernel ``(a, s)``, so it is also valid
-    for sub-VP and VE. ``grid`` defaults to uniform log-SNR.  See the module docstring for denoising
-    and ``nfe``.
+    for sub-VP and VE. ``grid`` defaults to :func:`default_grid`; ``lower_order_final`` (as in
+    DPM-Solver's code) takes the last step at first order (``D = x0_hat``), which keeps its long
+    last step in log-SNR stable at few steps (asymptotically one first-order step near ``eps``,
+    where ``x0_hat`` barely moves).  See the module docstring for denoising and ``nfe``.
     """
     return _run(_dpm_pp, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
-                num_steps=num_steps, grid=grid, denoise=bool(denoise))
+                num_steps=num_steps, grid=grid, denoise=bool(denoise),
+                lower_order_final=bool(lower_order_final))
 
 
 # --------------------------------------------------------------------------------------------------
