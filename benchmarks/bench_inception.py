@@ -3,10 +3,13 @@
 in the same process (the machine is shared: compare ratios, not absolute numbers):
 
 * ``extractor``: what :func:`~scoresde_jax.evaluation.inception.load_inception` runs (one jit of
-  preprocessing + network, BatchNorm folded, ``pad_valid`` on CPU, batch sharded over devices);
-* ``bn_valid``: the network as first written (BatchNorm unfolded, ``VALID`` convolutions as they
-  are), the same preprocessing in its own jit;
-* ``folded_only`` / ``pad_valid_only``: one of the two changes each;
+  preprocessing + network, BatchNorm folded, ``pad_valid`` on CPU, 1x1 convolutions as matmuls,
+  batch sharded over devices);
+* ``original``: ``inception_net.py`` as first committed (``git show ORIGINAL:...``; skipped
+  without git): BatchNorm unfolded, ``VALID`` convolutions as they are, 1x1 convolutions as
+  convolutions;
+* ``bn_valid``: today's network with both switches off (only the 1x1 matmuls differ from
+  ``original``); ``folded_only`` / ``pad_valid_only``: one switch on;
 * ``conv_stack``: the ceiling, a plain ``lax.conv_general_dilated`` stack of the same FLOPs
   (32 layers 3x3, 128 -> 128 channels at 35x35 + ReLU, 11.4 GFLOP per image);
 * ``matmul``: a 1024^3 float32 matmul, GFLOP/s of the machine at that moment.
@@ -24,10 +27,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import pathlib
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -39,6 +46,8 @@ from scoresde_jax.evaluation import inception as inc
 from scoresde_jax.evaluation import inception_net as net
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+ORIGINAL = "37ece1c"  # the commit of inception_net.py before the speed work (issue 9)
 GFLOP_PER_IMAGE = 11.42  # 2 x 5.71 GMAC (sum over the 94 convolutions and the classifier)
 HI = jax.lax.Precision.HIGHEST
 
@@ -49,14 +58,28 @@ def _variables():
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
 
 
-def _network(variables, *, folded, pad_valid, mode):
-    """``(jitted f, args)`` for the network variant; preprocessing inside the jit."""
+def _original_module():
+    """``inception_net.py`` at commit ORIGINAL, imported from a temporary file (None without git)."""
+    r = subprocess.run(["git", "show", f"{ORIGINAL}:scoresde_jax/evaluation/inception_net.py"],
+                       cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        return None
+    path = pathlib.Path(tempfile.mkdtemp()) / "inception_net_original.py"
+    path.write_text(r.stdout)
+    spec = importlib.util.spec_from_file_location("inception_net_original", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["inception_net_original"] = mod  # flax's dataclass transform looks it up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _network(variables, module, *, folded, mode):
+    """``(jitted f, args)`` for a network variant; preprocessing inside the jit."""
     v = jax.tree.map(jnp.asarray, net.fold_batchnorm(variables) if folded else variables)
 
     @jax.jit
     def f(v, images):
-        x = inc.preprocess_images(images, mode=mode)
-        return net.InceptionV3(folded=folded, pad_valid=pad_valid).apply(v, x)["pool_3"]
+        return module.apply(v, inc.preprocess_images(images, mode=mode))["pool_3"]
 
     return f, v
 
@@ -98,10 +121,13 @@ def run(batch, size, mode, repeats, n_eval, variants):
         args = (ext.variables, jax.device_put(images, ext._batch), mode, ext.pad_valid)
         cases["extractor"] = (functools.partial(ext, images), inc._extract_jit, args,
                               GFLOP_PER_IMAGE * 1e9 * batch)
-    for name, folded, pad_valid in [("bn_valid", False, False), ("folded_only", True, False),
-                                    ("pad_valid_only", False, True)]:
-        if name in variants:
-            f, v = _network(variables, folded=folded, pad_valid=pad_valid, mode=mode)
+    original = _original_module() if "original" in variants else None
+    for name, folded, pad_valid in [("original", False, False), ("bn_valid", False, False),
+                                    ("folded_only", True, False), ("pad_valid_only", False, True)]:
+        if name in variants and (name != "original" or original is not None):
+            module = (original.InceptionV3() if name == "original" else
+                      net.InceptionV3(folded=folded, pad_valid=pad_valid))
+            f, v = _network(variables, module, folded=folded, mode=mode)
             cases[name] = (functools.partial(f, v, images), f, (v, images),
                            GFLOP_PER_IMAGE * 1e9 * batch)
     if "conv_stack" in variants:
@@ -129,10 +155,10 @@ def run(batch, size, mode, repeats, n_eval, variants):
                  gflop_per_s=round(flops / t / 1e9, 1))
         if name != "matmul":
             r.update(images_per_s=round(batch / t, 2), eval_minutes=round(n_eval / (batch / t) / 60, 1))
-    base = rows.get("bn_valid", {}).get("run_s")
+    base = rows.get("original", {}).get("run_s")
     for r in rows.values():
         if base and "images_per_s" in r:
-            r["speedup_vs_bn_valid"] = round(base / r["run_s"], 2)
+            r["speedup_vs_original"] = round(base / r["run_s"], 2)
     return list(rows.values())
 
 
@@ -143,8 +169,8 @@ def main():
     parser.add_argument("--mode", default="score_sde", choices=inc.PREPROCESS_MODES)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-eval", type=int, default=50_000)
-    parser.add_argument("--variants", nargs="+", default=["extractor", "bn_valid", "folded_only",
-                                                           "pad_valid_only", "conv_stack"])
+    parser.add_argument("--variants", nargs="+", default=[
+        "extractor", "original", "bn_valid", "folded_only", "pad_valid_only", "conv_stack"])
     parser.add_argument("--out", default=str(RESULTS / "bench_inception.json"))
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -157,7 +183,7 @@ def main():
     for r in rows:
         print(f"{r['variant']:>15} {r['trace_s']:>6.2f} {r['lower_s']:>6.2f} {r['compile_s']:>7.2f} "
               f"{r['run_s']:>7.3f} {r['gflop_per_s']:>6.1f} {r.get('images_per_s', ''):>6} "
-              f"{r.get('eval_minutes', ''):>9} {r.get('speedup_vs_bn_valid', ''):>7}")
+              f"{r.get('eval_minutes', ''):>9} {r.get('speedup_vs_original', ''):>7}")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(
@@ -167,7 +193,7 @@ def main():
         device_count=jax.local_device_count(), cpu_count=os.cpu_count(),
         machine=platform.machine(), load_avg_before=[round(x, 2) for x in load_before],
         load_avg_after=[round(x, 2) for x in os.getloadavg()],
-        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        xla_flags=os.environ.get("XLA_FLAGS", ""), original_commit=ORIGINAL,
         note="shared 2-core CPU: absolute numbers move with the load; ratios within one run hold",
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )

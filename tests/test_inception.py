@@ -81,31 +81,40 @@ def test_convolutions_and_classifier_run_at_highest_precision(weights_file):
         hlo = inc._extract_jit.lower(ext.variables, images, ext.preprocess, ext.pad_valid).as_text()
     convs = [l for l in hlo.splitlines() if "stablehlo.convolution" in l]
     dots = [l for l in hlo.splitlines() if "stablehlo.dot_general" in l]
-    assert len(convs) == 94 and len(dots) == 1
+    assert len(convs) + len(dots) == 94 + 1 and len(dots) > 1  # 1x1 convolutions are matmuls
     assert all("precision_config = [#stablehlo<precision HIGHEST>, #stablehlo<precision HIGHEST>]"
                in l for l in convs)
-    assert "precision = [HIGHEST, HIGHEST]" in dots[0]
+    assert all("precision = [HIGHEST, HIGHEST]" in l for l in dots)
 
 
 @pytest.mark.parametrize("kernel, strides, size", [((3, 3), (1, 1), 9), ((3, 3), (2, 2), 9),
                                                    ((3, 3), (2, 2), 8), ((1, 1), (1, 1), 5)])
 def test_folded_batchnorm_and_pad_valid_compute_the_same_function(kernel, strides, size):
+    """``relu(BN(conv(x)))`` against its formula, for the plain module, ``pad_valid``, the
+    folded BatchNorm and the 1x1 matmul (nn.Conv's variable layout)."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, size, size, 5)).astype(np.float32))
-    plain = net.BasicConv(7, kernel, strides)
-    v = plain.init(jax.random.key(0), x)
-    v = {"params": {"conv": {"kernel": v["params"]["conv"]["kernel"]},
-                    "bn": {"scale": rng.uniform(0.5, 1.5, 7), "bias": rng.normal(size=7)}},
-         "batch_stats": {"bn": {"mean": rng.normal(size=7), "var": rng.uniform(0.5, 2.0, 7)}}}
+    w = rng.normal(size=(*kernel, 5, 7)).astype(np.float32)
+    scale, beta = rng.uniform(0.5, 1.5, 7), rng.normal(size=7)
+    mean, var = rng.normal(size=7), rng.uniform(0.5, 2.0, 7)
+    v = {"params": {"conv": {"kernel": w}, "bn": {"scale": scale, "bias": beta}},
+         "batch_stats": {"bn": {"mean": mean, "var": var}}}
     v = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), v)
-    ref = np.asarray(plain.apply(v, x))
+    plain = net.BasicConv(7, kernel, strides)
+    shapes = jax.tree.map(jnp.shape, plain.init(jax.random.key(0), x))
+    assert shapes == jax.tree.map(jnp.shape, v)
+    conv = np.asarray(jax.lax.conv_general_dilated(
+        x, w, strides, "VALID", precision="highest", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    ref = np.maximum((conv - mean) / np.sqrt(var + net.BN_EPS) * scale + beta, 0.0)
+    got = np.asarray(plain.apply(v, x))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     padded = np.asarray(net.BasicConv(7, kernel, strides, pad_valid=True).apply(v, x))
-    np.testing.assert_array_equal(padded, ref)  # the extra zero row is never inside a window
+    np.testing.assert_array_equal(padded, got)  # the extra zero row is never inside a window
     folded = net.fold_batchnorm(v)
     assert set(folded["params"]["conv"]) == {"kernel", "bias"} and "batch_stats" not in folded
     for pv in (False, True):
-        got = np.asarray(net.BasicConv(7, kernel, strides, folded=True, pad_valid=pv).apply(folded, x))
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        out = net.BasicConv(7, kernel, strides, folded=True, pad_valid=pv).apply(folded, x)
+        np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_two_devices_give_the_features_of_one(reference, weights_file):
