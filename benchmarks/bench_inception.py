@@ -9,7 +9,8 @@ in the same process (the machine is shared: compare ratios, not absolute numbers
   without git): BatchNorm unfolded, ``VALID`` convolutions as they are, 1x1 convolutions as
   convolutions;
 * ``bn_valid``: today's network with both switches off (only the 1x1 matmuls differ from
-  ``original``); ``folded_only`` / ``pad_valid_only``: one switch on;
+  ``original``); ``folded_only`` / ``pad_valid_only``: one switch on; ``folded_pad_valid``: both
+  (the extractor's network without its wrapper);
 * ``conv_stack``: the ceiling, a plain ``lax.conv_general_dilated`` stack of the same FLOPs
   (32 layers 3x3, 128 -> 128 channels at 35x35 + ReLU, 11.4 GFLOP per image);
 * ``matmul``: a 1024^3 float32 matmul, GFLOP/s of the machine at that moment.
@@ -123,7 +124,8 @@ def run(batch, size, mode, repeats, n_eval, variants):
                               GFLOP_PER_IMAGE * 1e9 * batch)
     original = _original_module() if "original" in variants else None
     for name, folded, pad_valid in [("original", False, False), ("bn_valid", False, False),
-                                    ("folded_only", True, False), ("pad_valid_only", False, True)]:
+                                    ("folded_only", True, False), ("pad_valid_only", False, True),
+                                    ("folded_pad_valid", True, True)]:
         if name in variants and (name != "original" or original is not None):
             module = (original.InceptionV3() if name == "original" else
                       net.InceptionV3(folded=folded, pad_valid=pad_valid))

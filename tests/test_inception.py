@@ -70,6 +70,11 @@ def test_batch_size_chunks_match_one_batch(reference, weights_file):
     pool, logits = extractor.as_feature_extractor(logits="logits_unbiased", batch_size=4)(images)
     np.testing.assert_array_equal(pool, chunked["pool_3"])
     np.testing.assert_array_equal(logits, chunked["logits_unbiased"])
+    capped = inc.load_inception(weights_file, preprocess="torch_fidelity", max_batch=4)
+    assert capped.max_batch == 4  # a larger batch_size is cut to the cap: the same chunks
+    np.testing.assert_array_equal(capped(images, batch_size=500)["pool_3"], chunked["pool_3"])
+    empty = extractor(images[:0])
+    assert empty["pool_3"].shape == (0, 2048) and empty["logits"].shape == (0, 1008)
 
 
 def test_convolutions_and_classifier_run_at_highest_precision(weights_file):

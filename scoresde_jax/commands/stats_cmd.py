@@ -5,8 +5,9 @@ with the likelihood job.
 Every image of the split goes through the dataset's feature network
 (:func:`scoresde_jax.evaluation.reference.feature_network`) on the uint8 path (``round(255 x)``,
 the stored pixels), in resumable rounds (:func:`~scoresde_jax.commands.rounds.run_rounds`); the
-last, shorter batch is kept. The file holds the raw ``pool_3`` features (so KID works), ``mu`` and
-``sigma``.
+last, shorter batch is kept. Each round's images are sharded over this process's devices by the
+feature network (the Inception extractor, in chunks of at most ``batch_size`` and its per-device
+cap). The file holds the raw ``pool_3`` features (so KID works), ``mu`` and ``sigma``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ plain graph whose variables carry the torch names) change how the same function 
 
 * ``folded=True``: BatchNorm folded into the convolution, ``relu(conv(x, W g) + (beta - mean g))``
   with ``g = scale / sqrt(var + eps)`` (:func:`fold_batchnorm`; float32 rounding moves the
-  outputs by ~4e-6 of their std).
+  outputs by ~4e-6 of their std). No run-time change on CPU (XLA fuses BatchNorm into the
+  convolution's epilogue anyway), ~20% less trace + compile time.
 * ``pad_valid=True``: an unpadded (``VALID``) convolution larger than 1x1 gets one row / column
   of zero padding at the high end, cropped back: the same numbers (the extra row is in no kept
   window), but XLA CPU runs ``VALID`` convolutions 2-6x slower than padded ones
