@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.controllable import conditional_score_fn
+from scoresde_jax.likelihood import LikelihoodResult, log_likelihood
 from scoresde_jax.parameterization import get_model_fn, get_parameterization, get_score_fn
 from scoresde_jax.samplers.common import as_score_pytree
 from scoresde_jax.sde import SDE
@@ -45,6 +46,7 @@ __all__ = [
     "guided_score_fn",
     "null_label",
     "model_score_fn",
+    "conditional_log_likelihood",
 ]
 
 LabelScoreFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -194,3 +196,22 @@ def model_score_fn(sde: SDE, model: Any, params: Any, *, continuous: bool = True
         return classifier_guidance(base, clf, labels, classifier_scale)
     score = model_label_score_fn(sde, model, params, continuous=continuous)
     return classifier_free_guidance(score, labels, guidance, null=null_label(model))
+
+
+def conditional_log_likelihood(score_fn: LabelScoreFn, x: jax.Array, y: Any, *, sde: SDE,
+                               rng: jax.Array | None = None, **options: Any) -> LikelihoodResult:
+    """Per-example ``log p(x_i | y_i)`` in nats of a label score function ``score_fn(x, t, y)``:
+    :func:`scoresde_jax.likelihood.log_likelihood` of the label score at ``y_i`` (the
+    probability-flow ODE of the class), one label per example (``y`` an int or ``(B,)``; the null
+    class gives the unconditional likelihood). ``options``: those of ``log_likelihood``; the
+    Hutchinson probe of example ``i`` comes from ``fold_in(rng, i)``."""
+    y = jnp.broadcast_to(_labels(y), (x.shape[0],))
+    keys = None if rng is None else jax.vmap(lambda i: jax.random.fold_in(rng, i))(
+        jnp.arange(x.shape[0]))
+    fn = as_score_pytree(score_fn, signature="(x, t, y) -> score")
+
+    def one(xi, yi, ki):
+        res = log_likelihood(label_score(fn, yi), xi[None], sde=sde, rng=ki, **options)
+        return jax.tree.map(lambda a: a[0], res)
+
+    return jax.vmap(one, in_axes=(0, 0, None if keys is None else 0))(x, y, keys)

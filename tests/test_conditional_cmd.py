@@ -110,7 +110,8 @@ wd, tiny = sys.argv[1], sys.argv[2:]
 cfg = C.load_config({cond!r}, [a[len("--config."):] for a in tiny])
 commands.train(cfg, wd, progress=False)
 res = commands.evaluate(cfg, wd, num_samples=12, batch_size=8, guidance=1.5, progress=False)
-four = np.concatenate([np.load(f"{{res['rounds']}}/round_{{k}}.npz")["samples"] for k in (0, 1)])
+from scoresde_jax.commands.rounds import round_path
+four = np.concatenate([np.load(round_path(res["rounds"], k))["samples"] for k in (0, 1)])
 one_mesh = distributed.make_mesh(jax.devices()[:1])
 s1 = C.setup(cfg, mesh=one_mesh)
 params, _ = restore_params(wd, s1.abstract_state())
@@ -124,12 +125,12 @@ print(json.dumps(dict(diff=int(np.abs(four[:12].astype(int) - one[:12].astype(in
 """
 
 
+@pytest.mark.slow  # a subprocess that trains, evaluates and compiles twice: minutes on 2 cores
 def test_sharded_eval_round_equals_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
-    tiny = [a.replace("batch_size=8", "batch_size=8") for a in TINY]
     code = textwrap.dedent(SHARDED.format(cond=COND))
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wd"), *tiny], env=env,
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wd"), *TINY], env=env,
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
