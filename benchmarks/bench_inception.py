@@ -141,7 +141,7 @@ def run(batch, size, mode, repeats, n_eval, variants):
 
     rows = {}
     for name, (call, f, args, flops) in cases.items():
-        rows[name] = dict(variant=name, batch=batch, input_size=size, preprocess=mode,
+        rows[name] = dict(name=name, batch=batch, input_size=size, preprocess=mode,
                           **_timed_compile(f, *args))
         jax.block_until_ready(call())  # first call (compiles through the jit cache)
     times = {name: [] for name in cases}
@@ -179,11 +179,11 @@ def main():
     print(f"FID Inception-v3, float32, {jax.default_backend()} x{jax.local_device_count()}, "
           f"uint8 {args.size} px -> 299, batch {args.batch}, load {load_before[0]:.1f}")
     rows = run(args.batch, args.size, args.mode, args.repeats, args.n_eval, args.variants)
-    hdr = (f"{'variant':>15} {'trace':>6} {'lower':>6} {'compile':>7} {'run_s':>7} {'GF/s':>6} "
+    hdr = (f"{'variant':>16} {'trace':>6} {'lower':>6} {'compile':>7} {'run_s':>7} {'GF/s':>6} "
            f"{'img/s':>6} {f'min/{args.n_eval}':>9} {'speedup':>7}")
     print(hdr)
     for r in rows:
-        print(f"{r['variant']:>15} {r['trace_s']:>6.2f} {r['lower_s']:>6.2f} {r['compile_s']:>7.2f} "
+        print(f"{r['name']:>16} {r['trace_s']:>6.2f} {r['lower_s']:>6.2f} {r['compile_s']:>7.2f} "
               f"{r['run_s']:>7.3f} {r['gflop_per_s']:>6.1f} {r.get('images_per_s', ''):>6} "
               f"{r.get('eval_minutes', ''):>9} {r.get('speedup_vs_original', ''):>7}")
     out = pathlib.Path(args.out)
