@@ -51,22 +51,3 @@ def config_reexports(module: str, *names: str) -> Callable[[str], Any]:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__
-
-
-RANGE_TOLERANCE = 5.0  # beyond [0, 1] / [-1, 1] by more than this: wrongly scaled data (a 100x error)
-
-
-def check_data(x: Any, *, centered: bool | None) -> None:
-    """ValueError if concrete ``x`` holds NaN/inf or leaves ``[-1, 1]`` (``centered``) / ``[0, 1]``
-    (not centered; None: unchecked) by more than :data:`RANGE_TOLERANCE`."""
-    if isinstance(x, jax.core.Tracer) or not getattr(x, "is_fully_addressable", True):
-        return
-    a = jnp.asarray(x)
-    lo, hi = (-1.0, 1.0) if centered else (0.0, 1.0)
-    amin, amax = float(a.min()), float(a.max())
-    if not bool(jnp.isfinite(a).all()):
-        raise ValueError("x holds NaN/inf values; the likelihood needs finite data.")
-    if centered is not None and (amin < lo - RANGE_TOLERANCE or amax > hi + RANGE_TOLERANCE):
-        raise ValueError(f"x lies in [{amin:.4g}, {amax:.4g}] but centered={centered} means data in"
-                         f" [{lo:g}, {hi:g}] (tolerance {RANGE_TOLERANCE}); scale it with the data "
-                         "scaler of the config the model was trained with (data.centered).")
