@@ -21,7 +21,7 @@ from scoresde_jax.commands import sampling
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COND = os.path.join(ROOT, "configs", "digits_conditional.py")
 CLF = os.path.join(ROOT, "configs", "digits_classifier.py")
-TINY = ["--config.model.nf=8", "--config.model.ch_mult=(1, 2)", "--config.model.attn_resolutions=()",
+TINY = ["--config.model.nf=8", "--config.model.ch_mult=(1,)", "--config.model.attn_resolutions=()",
         "--config.model.num_scales=25", "--config.training.batch_size=8",
         "--config.training.n_iters=2", "--config.training.log_freq=1",
         "--config.training.eval_freq=0", "--config.training.snapshot_freq=2",
