@@ -42,12 +42,15 @@ All samplers are module-level ``jax.jit`` functions that take the score function
 (:func:`scoresde_jax.samplers.as_score_pytree`: pass ``jax.tree_util.Partial(fn, params)`` to keep
 parameters as data); they compile once per score function, SDE, shape and static options, and work
 for VE, VP and sub-VP with any predictor / corrector of :data:`scoresde_jax.samplers.PREDICTORS` /
-``CORRECTORS`` by name.  The loop IS :func:`scoresde_jax.samplers.pc_sample` (at each ``t_i`` in
-``linspace(T, eps, N)``, ``n_steps`` corrector steps then one predictor step, with per-step keys
-``fold_in``); inpainting and colorization give it the replacement as its ``projection``.  All
-samplers here take ``**pc_options``, the keyword options of :func:`scoresde_jax.samplers.pc_sample`
-(``predictor``, ``corrector``, ``snr``, ``n_steps``, ``probability_flow``, ``denoise``, ``eps``),
-with its defaults.
+``CORRECTORS`` by name.  A class-conditional model works the same way: pass its score at fixed
+labels (:func:`scoresde_jax.guidance.label_score`, or the guided
+:func:`scoresde_jax.guidance.model_score_fn`, labels and scale as data).  The loop IS
+:func:`scoresde_jax.samplers.pc_sample` (at each ``t_i`` in ``linspace(T, eps, N)``, ``n_steps``
+corrector steps then one predictor step, with per-step keys ``fold_in``); inpainting and
+colorization give it the replacement as its ``projection``.  All samplers here take
+``**pc_options``, the keyword options of :func:`scoresde_jax.samplers.pc_sample` (``predictor``,
+``corrector``, ``snr``, ``n_steps``, ``probability_flow``, ``denoise``, ``eps``), with its
+defaults.
 """
 
 from __future__ import annotations
