@@ -1,6 +1,8 @@
 """Time each notebook cell by cell: wall seconds and the kernel's CPU seconds (user + sys).
 
-    nice -n 15 .venv/bin/python experiments/notebooks/time_notebooks.py [01 02 ...]
+    nice -n 15 .venv/bin/python experiments/notebooks/time_notebooks.py [01 02 ...] [--out DIR]
+
+(``--out DIR`` keeps the executed notebooks, with their outputs, in DIR.)
 
 The machine is shared, so the kernel's CPU seconds (``time.process_time()`` inside the kernel, all its
 threads) are the fairer number; wall seconds grow with the load. Each notebook runs in a fresh kernel as
@@ -23,8 +25,9 @@ ROOT = HERE.parents[1]
 PROBE = "import time as _t; print('__cpu__', _t.process_time())"
 
 
-def time_notebook(path: Path) -> tuple[float, float, list[tuple[str, float, float]]]:
-    """Returns (wall s, kernel CPU s, [(first line, wall s, CPU s) per code cell])."""
+def time_notebook(path: Path, out_dir: Path | None = None) -> tuple[float, float, list]:
+    """Returns (wall s, kernel CPU s, [(first line, wall s, CPU s) per code cell]); with ``out_dir``
+    the executed notebook (probe cells removed) is written there, outputs included."""
     nb = nbformat.read(path, as_version=4)
     cells, heads = [], []
     for cell in nb.cells:
@@ -42,6 +45,11 @@ def time_notebook(path: Path) -> tuple[float, float, list[tuple[str, float, floa
     t0 = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - t0
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        done = nbformat.from_dict(nb)
+        done.cells = [c for c in done.cells if c.source != PROBE]
+        nbformat.write(done, out_dir / path.name)
     cpus = [float(out["text"].split()[1]) for cell in nb.cells if cell.source == PROBE
             for out in cell.outputs if "__cpu__" in out.get("text", "")]
     rows, prev_cpu, prev_wall = [], 0.0, t0
@@ -53,11 +61,15 @@ def time_notebook(path: Path) -> tuple[float, float, list[tuple[str, float, floa
 
 
 def main(argv: list[str]) -> None:
+    out_dir = None
+    if "--out" in argv:
+        i = argv.index("--out")
+        out_dir, argv = Path(argv[i + 1]), argv[:i] + argv[i + 2:]
     paths = sorted(HERE.glob("*.ipynb"))
     if argv:
         paths = [p for p in paths if any(p.name.startswith(a) for a in argv)]
     for path in paths:
-        wall, cpu, rows = time_notebook(path)
+        wall, cpu, rows = time_notebook(path, out_dir)
         print(f"\n{path.name}: {wall:.0f} s wall, {cpu:.0f} s kernel CPU")
         for head, w, c in rows:
             print(f"  {w:6.1f} s wall {c:6.1f} s CPU  {head}")
