@@ -70,21 +70,21 @@ state = create_train_state(jax.random.key(0), model, make_optimizer(lr=2e-3, war
 step = make_train_fn(losses.get_loss_fn(sde, model, train=True), make_mesh())
 flat = train.reshape(len(train), -1)
 rng = np.random.default_rng(0)
-for i in range(1200):
+for i in range(900):
     state, metrics = step(state, flat[rng.integers(0, len(flat), 128)][None])
-print("trained 1200 steps, loss", float(metrics.loss[0]))
+print("trained 900 steps, loss", float(metrics.loss[0]))
 
 workdir = Path(os.environ.get("NOTEBOOK_WORKDIR") or tempfile.mkdtemp())
 params = jax.tree.map(np.asarray, state.params)
-official = {"step": np.asarray(1200),
-            "optimizer": {"target": params, "state": {"step": np.asarray(1200), "param_states": jax.tree.map(
+official = {"step": np.asarray(900),
+            "optimizer": {"target": params, "state": {"step": np.asarray(900), "param_states": jax.tree.map(
                 lambda p: {"grad_ema": np.zeros_like(p), "grad_sq_ema": np.zeros_like(p)}, params)}},
             "lr": np.asarray(2e-3, np.float32), "model_state": {}, "ema_rate": np.asarray(0.99, np.float32),
             "params_ema": jax.tree.map(np.asarray, state.ema_params), "rng": np.asarray([0, 42], np.uint32)}
 ckpt_dir = workdir / "official" / "checkpoints"
 ckpt_dir.mkdir(parents=True, exist_ok=True)
-(ckpt_dir / "checkpoint_1200").write_bytes(flax.serialization.msgpack_serialize(official))
-print("wrote", ckpt_dir / "checkpoint_1200")"""),
+(ckpt_dir / "checkpoint_900").write_bytes(flax.serialization.msgpack_serialize(official))
+print("wrote", ckpt_dir / "checkpoint_900")"""),
     ("md", """## Convert it
 
 `read_official_checkpoint` finds the newest `checkpoint_<step>` of a directory and reads it;
@@ -111,9 +111,9 @@ A network trained for half a minute has large errors, and the samplers differ in
 stochastic ones forgive them: the noise added at every step pulls the state back toward the data, so PC with 200
 and the reverse SDE with 25 evaluations draw digits (EDM's sampler, mostly deterministic Heun steps, is in
 between). The deterministic solvers of the probability-flow ODE follow the network's errors to the end:
-DPM-Solver++ with 20 evaluations and the adaptive solver with about four times more agree with each other -- the
+DPM-Solver++ with 20 evaluations and the adaptive solver with four to five times more agree with each other -- the
 few-step solver is accurate, more steps do not help -- and both show the errors as colored noise. That is the
-model, not the solver: trained 2.5 times longer (3000 steps) most ODE samples become digits, and with a
+model, not the solver: trained 3.3 times longer (3000 steps) most ODE samples become digits, and with a
 converted real checkpoint the ODE solvers are the fast choice."""),
     ("code", """key, shape = jax.random.key(1), (64, *SHAPE)
 pc = samplers.pc_sample(score_fn, sde, shape, key, predictor="reverse_diffusion", corrector="langevin", snr=0.16)
