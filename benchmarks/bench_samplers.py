@@ -113,19 +113,24 @@ def digits_rows(args) -> list[dict] | str:
     config = config_lib.load_config(args.config)
     quality = config_lib.get_quality_fn(config)
     rows = []
-    plan = [("pc", args.digits_pc_nfe, 0, None), ("pc", args.digits_pc_nfe, 1, None)]
+    steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()]
+    step = args.digits_checkpoint or (max(steps) if steps else None)  # one checkpoint for all rows
+    plan = [("pc", args.digits_pc_nfe, 0, None)]
     plan += [(m, k, 0, None) for k in (args.digits_nfe or args.nfe) for m in args.digits_methods]
     plan += [(m, k, 0, g) for g in args.digits_grids for k in (args.digits_nfe or args.nfe)
              for m in args.digits_methods if m != "pc"]
+    plan += [("pc", args.digits_pc_nfe, 1, None)]  # last: the FID noise between two PC seeds
     n = args.digits_samples
     for method, budget, seed, grid in plan:
         cfg = config if grid is None else config_lib.load_config(
             args.config, overrides=[f"sampling.grid={grid}"])
         out = os.path.join(args.workdir, "samples",
-                           f"bench_{method}_{budget}_n{n}_seed{seed}" + (f"_{grid}" if grid else ""))
+                           f"bench_{step}_{method}_{budget}_n{n}_seed{seed}"
+                           + (f"_{grid}" if grid else ""))
         t0 = time.perf_counter()
         x, _ = commands.sample(cfg, args.workdir, num_samples=n, out=out, method=method,
-                               nfe=budget, batch_size=n, seed=seed, progress=False)
+                               nfe=budget, batch_size=n, seed=seed, checkpoint=step,
+                               progress=False)
         with open(os.path.join(out, "summary.json")) as f:
             s = json.load(f)
         q = quality(x)
@@ -133,6 +138,8 @@ def digits_rows(args) -> list[dict] | str:
                          fid=q.get("fid"), seconds_per_image=s["seconds_per_image"],
                          checkpoint_step=s.get("checkpoint_step"), samples=n,
                          seconds=time.perf_counter() - t0))
+        with open(os.path.splitext(args.out)[0] + "_digits.partial.json", "w") as fh:
+            json.dump(rows, fh, indent=1)  # kept row by row: a long run can be stopped
         print(f"  digits {method:18s} grid={grid or 'default'} nfe={s['nfe']:5d} seed={seed} "
               f"fid={q.get('fid'):.3f} "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -181,6 +188,7 @@ def main(argv=None):
     p.add_argument("--digits_methods", nargs="+",
                    default=["ddim", "dpm_solver_pp", "dpm_solver_pp_3m", "unipc"])
     p.add_argument("--digits_pc_nfe", type=int, default=1000)
+    p.add_argument("--digits_checkpoint", type=int, default=None, help="default: the newest")
     p.add_argument("--digits_grids", nargs="*", default=[],
                    help="extra rows with sampling.grid set (e.g. logsnr) for the ODE methods")
     p.add_argument("--skip_mixture", action="store_true", help="digits rows only")
@@ -222,7 +230,7 @@ def main(argv=None):
         print("  " + digits)
         return
     ref = [r["fid"] for r in digits if r["method"] == "pc"]
-    print(f"\nPC reference ({args.digits_pc_nfe} NFE, 2 seeds): FID {ref}")
+    print(f"\nPC reference ({args.digits_pc_nfe} NFE, seeds 0 and 1): FID {ref}")
     print("| method | grid | NFE | FID | FID / PC (seed 0) |\n|---|---|---|---|---|")
     for r in digits:
         print(f"| {r['method']} | {r['grid'] or 'default'} | {r['nfe']} | {r['fid']:.3f} | "
