@@ -78,3 +78,28 @@ def test_loop_options_check_frequencies_against_n_jitted_steps():
         C.loop_options(cfg)
     opts = C.loop_options(C.load_config(DIGITS))
     assert opts.n_iters == C.load_config(DIGITS).training.n_iters
+
+
+@pytest.mark.parametrize("item,want", [
+    ("model.remat=false", False), ("model.remat=True", True),
+    ("sampling.lower_order_final=0", False), ("sampling.num_steps=12", 12),
+    ("sampling.eta=1", 1.0), ("sampling.unipc_variant=bh1", "bh1")])
+def test_optional_keys_are_parsed_by_their_type(item, want):
+    config = C.load_config("configs/digits_ddpmpp.py", [item])
+    section, key = item.split("=")[0].split(".")
+    value = config[section][key]
+    assert value == want and type(value) is type(want)
+
+
+def test_optional_int_key_rejects_a_float():
+    with pytest.raises(ValueError, match="integer"):
+        C.load_config("configs/digits_ddpmpp.py", ["sampling.num_steps=8.0"])
+
+
+def test_solver_options_reach_the_sampler():
+    config = C.load_config("configs/digits_ddpmpp.py",
+                           ["sampling.method=unipc", "sampling.lower_order_final=false",
+                            "sampling.unipc_variant=bh1", "sampling.order=3"])
+    options = C.sampler_options(config)[1]
+    assert {k: options[k] for k in ("lower_order_final", "variant", "order")} == {
+        "lower_order_final": False, "variant": "bh1", "order": 3}

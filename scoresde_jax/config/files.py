@@ -34,10 +34,26 @@ OPTIONAL_KEYS = frozenset({
     "sampling.order", "sampling.r", "sampling.rho", "sampling.S_churn", "sampling.S_min",
     "sampling.S_max", "sampling.S_noise", "sampling.h_init", "sampling.safety",
     "sampling.exponent", "sampling.max_nfe", "sampling.noise_removal",
+    "sampling.lower_order_final", "sampling.unipc_variant",
     "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.dequantize",
     "eval.likelihood_repeats", "model.num_classes", "model.class_dropout", "eval.guidance",
     "eval.classes",
 })
+
+# The types of the optional keys that are not free-form (an unset key has no type to parse by):
+# ``--config.model.remat=false`` must be False, not the string "false".
+OPTIONAL_TYPES = {
+    **dict.fromkeys(("model.remat", "eval.dequantize", "sampling.lower_order_final",
+                     "sampling.noise_removal"), bool),
+    **dict.fromkeys(("training.grad_accum_steps", "training.keep_checkpoints",
+                     "training.snapshot_num_samples", "model.num_classes", "model.num_groups",
+                     "sampling.num_steps", "sampling.nfe", "sampling.order", "sampling.max_nfe",
+                     "eval.likelihood_repeats"), int),
+    **dict.fromkeys(("sampling.eta", "sampling.rtol", "sampling.atol", "sampling.r", "sampling.rho",
+                     "sampling.S_churn", "sampling.S_min", "sampling.S_max", "sampling.S_noise",
+                     "sampling.h_init", "sampling.safety", "sampling.exponent", "eval.guidance",
+                     "model.class_dropout", "training.eps"), float),
+}
 
 
 
@@ -179,7 +195,9 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         if part not in node:
             raise ValueError(f"override {item!r}: config has no section {part!r}")
         node = node[part]
-    kind = node.get_type(leaf) if leaf in node else type(None)
+    kind = node.get_type(leaf) if leaf in node else OPTIONAL_TYPES.get(key, type(None))
+    if kind is type(None):  # a key set to None in the config: typed as its optional twin
+        kind = OPTIONAL_TYPES.get(key, kind)
     if isinstance(node[leaf] if leaf in node else None, ml_collections.ConfigDict):
         raise ValueError(f"--config.{key} is a section, not a value; override its keys "
                          f"(--config.{key}.<key>=VALUE).")
