@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.models import up_down
+from scoresde_jax.models.conv import Conv
 
 Dtype = Any
 
@@ -60,18 +61,19 @@ def _compute_dtype(dtype: Optional[Dtype], *arrays) -> Dtype:
 
 def conv3x3(x: jax.Array, out_ch: int, *, stride: int = 1, bias: bool = True,
             init_scale: float = 1.0, dtype: Optional[Dtype] = None) -> jax.Array:
-    """3x3 ``SAME`` convolution with DDPM init; call inside a compact module (named ``Conv_k``)."""
-    return nn.Conv(out_ch, kernel_size=(3, 3), strides=(stride, stride), padding="SAME",
-                   use_bias=bias, kernel_init=default_init(init_scale),
-                   bias_init=nn.initializers.zeros, dtype=dtype)(x)
+    """3x3 ``SAME`` convolution with DDPM init; call inside a compact module (named ``Conv_k``).
+
+    :class:`scoresde_jax.models.conv.Conv`: ``nn.Conv``'s variables, faster gradients on CPU.
+    """
+    return Conv(out_ch, kernel_size=3, strides=stride, use_bias=bias,
+                kernel_init=default_init(init_scale), dtype=dtype)(x)
 
 
 def conv1x1(x: jax.Array, out_ch: int, *, stride: int = 1, bias: bool = True,
             init_scale: float = 1.0, dtype: Optional[Dtype] = None) -> jax.Array:
-    """1x1 convolution with DDPM init (named ``Conv_k`` in the calling module)."""
-    return nn.Conv(out_ch, kernel_size=(1, 1), strides=(stride, stride), padding="SAME",
-                   use_bias=bias, kernel_init=default_init(init_scale),
-                   bias_init=nn.initializers.zeros, dtype=dtype)(x)
+    """1x1 convolution with DDPM init (named ``Conv_k`` in the calling module; a matmul)."""
+    return Conv(out_ch, kernel_size=1, strides=stride, use_bias=bias,
+                kernel_init=default_init(init_scale), dtype=dtype)(x)
 
 
 def group_norm(x: jax.Array, num_groups: Optional[int] = None,
