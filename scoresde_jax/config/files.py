@@ -25,24 +25,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKDIR_CONFIG = "config.json"  # written by the training loop (scoresde_jax.training.workdir)
 CONFIG_DIR = REPO_ROOT / "configs"
 
-# Keys this library reads that the official configs do not define (accepted as overrides).
-OPTIONAL_KEYS = frozenset({
-    "training.grad_accum_steps", "training.keep_checkpoints", "training.snapshot_num_samples",
-    "training.eps", "data.digits_resize", "data.tfds_name", "data.category", "model.dtype",
-    "model.remat", "model.num_groups", "sampling.method", "sampling.num_steps", "sampling.eta",
-    "sampling.rtol", "sampling.atol", "sampling.ode_solver", "sampling.nfe", "sampling.grid",
-    "sampling.order", "sampling.r", "sampling.rho", "sampling.S_churn", "sampling.S_min",
-    "sampling.S_max", "sampling.S_noise", "sampling.h_init", "sampling.safety",
-    "sampling.exponent", "sampling.max_nfe", "sampling.noise_removal",
-    "sampling.lower_order_final", "sampling.unipc_variant",
-    "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.dequantize",
-    "eval.likelihood_repeats", "model.num_classes", "model.class_dropout", "eval.guidance",
-    "eval.classes",
-})
-
-# The types of the optional keys that are not free-form (an unset key has no type to parse by):
-# ``--config.model.remat=false`` must be False, not the string "false".
-OPTIONAL_TYPES = {
+# Keys this library reads that the official configs do not define (accepted as overrides), with
+# the type an override of each is parsed as (an unset key has no type of its own:
+# ``--config.model.remat=false`` must be False, not the string "false"); None: a Python literal,
+# else the string.
+_FREE_FORM = ("data.digits_resize", "data.tfds_name", "data.category", "model.dtype",
+              "sampling.method", "sampling.ode_solver", "sampling.grid", "sampling.unipc_variant",
+              "eval.inception_path", "eval.stats_path", "eval.inception_preprocess", "eval.classes")
+OPTIONAL_TYPES: dict[str, type | None] = {
+    **dict.fromkeys(_FREE_FORM),
     **dict.fromkeys(("model.remat", "eval.dequantize", "sampling.lower_order_final",
                      "sampling.noise_removal"), bool),
     **dict.fromkeys(("training.grad_accum_steps", "training.keep_checkpoints",
@@ -54,6 +45,7 @@ OPTIONAL_TYPES = {
                      "sampling.h_init", "sampling.safety", "sampling.exponent", "eval.guidance",
                      "model.class_dropout", "training.eps"), float),
 }
+OPTIONAL_KEYS = frozenset(OPTIONAL_TYPES)
 
 
 
@@ -195,9 +187,9 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         if part not in node:
             raise ValueError(f"override {item!r}: config has no section {part!r}")
         node = node[part]
-    kind = node.get_type(leaf) if leaf in node else OPTIONAL_TYPES.get(key, type(None))
-    if kind is type(None):  # a key set to None in the config: typed as its optional twin
-        kind = OPTIONAL_TYPES.get(key, kind)
+    kind = node.get_type(leaf) if leaf in node else type(None)
+    if kind is type(None):  # unset, or set to None: the optional key's type, if it has one
+        kind = OPTIONAL_TYPES.get(key) or kind
     if isinstance(node[leaf] if leaf in node else None, ml_collections.ConfigDict):
         raise ValueError(f"--config.{key} is a section, not a value; override its keys "
                          f"(--config.{key}.<key>=VALUE).")
