@@ -17,7 +17,10 @@ TPU VMs, SLURM, Kubernetes) and SIGINT (Ctrl-C) finish the current dispatch, wri
 checkpoint and raise :class:`Preempted` (exit 0 for SIGTERM, 130 for SIGINT in the CLI); all
 processes of a multi-host run agree on that step (the flag is all-gathered after each dispatch).
 Metrics stay on the device between logs: the losses of the dispatches since the last fetch come
-back in one transfer at log, eval and save steps (no per-step host sync). A non-finite loss (in
+back in one transfer at log, eval and save steps (no per-step host sync). A background thread reads,
+preprocesses and places the batches of the next ``PREFETCH`` dispatches on the mesh while the device
+computes (:class:`_Prefetcher`); checkpoints store the position of the batches actually trained on,
+and the iterator is moved back there when the loop ends. A non-finite loss (in
 that window), or non-finite params/EMA at a save, stops the run with
 :class:`~scoresde_jax.training.steps.NonFiniteLossError` naming the newest saved step (every saved
 step has finite params); the checkpoints written before stay.
@@ -29,6 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -47,6 +51,8 @@ from scoresde_jax.training.state import TrainState
 from scoresde_jax.training.steps import SAMPLE_STREAM, NonFiniteLossError, StepMetrics, stream_key
 
 log = logging.getLogger("scoresde_jax.training")
+
+PREFETCH = 2  # dispatches whose batches are read and placed on the mesh ahead of the device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +173,73 @@ def _with_labels(images: np.ndarray, batches: list, *, stacked: bool = True) -> 
         return images
     labels = [np.asarray(b["label"]) for b in batches]
     return {"image": images, "label": np.stack(labels) if stacked else labels[0]}
+
+
+def _chunk_sizes(step: int, end: int, n_jitted_steps: int) -> Iterator[int]:
+    """Steps per dispatch from ``step`` to ``end``: dispatches end on multiples of
+    ``n_jitted_steps``, so the first after resuming from an early stop and the last before
+    ``n_iters`` (1300001 in the paper's configs) may be shorter (one more compile each)."""
+    while step < end:
+        k = min(n_jitted_steps - step % n_jitted_steps, end - step)
+        yield k
+        step += k
+
+
+class _Prefetcher:
+    """The batches of the coming dispatches, read from ``it``, made by ``make(raw_batches)`` (scale,
+    stack, place on the mesh) in a background thread, at most ``depth`` dispatches ahead.
+
+    Host work (the data pipeline, the scaler, the host-to-device copy) thus overlaps the device's
+    step instead of adding to it. :attr:`position` is the iterator's state after the batches handed
+    out so far (what a checkpoint must store); :meth:`close` stops the thread and moves the iterator
+    back to that position. An exception of the thread (the data ran out, a wrong batch size) is
+    raised by :meth:`get` in the loop's thread.
+    """
+
+    def __init__(self, it: Iterator, sizes: Iterator[int], make: Callable[[list], Any],
+                 depth: int = PREFETCH):
+        self._it, self._sizes, self._make = it, sizes, make
+        self.position = iterator_state(it)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scoresde-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for k in self._sizes:
+                if self._stop.is_set():
+                    return
+                raw = [next(self._it) for _ in range(k)]
+                if not self._put((k, self._make(raw), iterator_state(self._it))):
+                    return
+        except BaseException as e:  # noqa: BLE001 -- handed to the loop's thread
+            self._put((None, e, None))
+
+    def get(self) -> tuple[int, Any]:
+        """``(steps, batches)`` of the next dispatch (waits for the thread when it is behind)."""
+        k, batch, position = self._queue.get()
+        if k is None:
+            raise batch
+        self.position = position
+        return k, batch
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60.0)  # it may be inside a slow read; a stuck one is left
+        if (not self._thread.is_alive() and self.position is not None
+                and callable(getattr(self._it, "set_state", None))
+                and iterator_state(self._it) != self.position):
+            self._it.set_state(self.position)  # un-read the prefetched batches
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -299,22 +372,22 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
     metrics: dict = {}
     pending: list = []  # (first step, StepMetrics on device) of the dispatches not yet fetched
     end = o.n_iters if stop_at is None else min(o.n_iters, int(stop_at))
+
+    def make(raw: list) -> Any:
+        chunk = [preprocess(_images(b)) for b in raw]
+        for x in chunk:
+            if x.shape[0] != local_bs:
+                raise ValueError(
+                    f"Data iterator gave a batch of {x.shape[0]} on this process; expected "
+                    f"training.batch_size / process_count = {local_bs}.")
+        return distributed.global_batch(_with_labels(np.stack(chunk), raw), mesh, leading=1)
+
+    prefetch = _Prefetcher(train_iter, _chunk_sizes(step, end, o.n_jitted_steps), make)
     t0 = time.perf_counter()
     try:
         while step < end:
-            # Dispatches end on multiples of n_jitted_steps; the last one may be shorter
-            # (n_iters = 1300001 in the paper's configs), as may the first after resuming from an
-            # early stop: one more compile.
-            k = min(o.n_jitted_steps - step % o.n_jitted_steps, end - step)
-            raw = [next(train_iter) for _ in range(k)]
-            chunk = [preprocess(_images(b)) for b in raw]
-            for x in chunk:
-                if x.shape[0] != local_bs:
-                    raise ValueError(
-                        f"Data iterator gave a batch of {x.shape[0]} on this process; expected "
-                        f"training.batch_size / process_count = {local_bs}.")
-            state, m = train_fn(state, distributed.global_batch(
-                _with_labels(np.stack(chunk), raw), mesh, leading=1))
+            k, batches = prefetch.get()
+            state, m = train_fn(state, batches)
             pending.append((step, m))  # fetched (one transfer) at logs, evals and saves only
             step += k
             if bar is not None:
@@ -342,9 +415,9 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
             if signum and pending:  # check the losses before the preemption save
                 _fetch_window(pending, ckpt, workdir)
             if not snapshot and (preempt or step == end or signum):  # also when stopped early
-                _save(ckpt, step, state, iterator_state(train_iter), workdir, preemption=True)
+                _save(ckpt, step, state, prefetch.position, workdir, preemption=True)
             if snapshot:
-                _save(ckpt, step, state, iterator_state(train_iter), workdir)
+                _save(ckpt, step, state, prefetch.position, workdir)
                 if sample_fn is not None and not signum:
                     _snapshot_samples(sample_fn, state, step, workdir, writer)
             if signum:
@@ -355,6 +428,7 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
                 raise Preempted(signum, step, workdir)
         writer.flush()
     finally:
+        prefetch.close()
         if bar is not None:
             bar.close()
         ckpt.wait()
