@@ -17,8 +17,12 @@
    noise of this sample size), then each of ``--digits_methods`` at each NFE; skipped with a
    message when the workdir has no checkpoint.
 
-Prints tables, writes ``benchmarks/results/bench_samplers.json`` and a quality-vs-NFE plot
-``benchmarks/results/bench_samplers.png``.
+Every row carries ``trace_s`` (jit trace + lower) and ``compile_s`` (XLA compile) of its sampler's
+jitted program, timed apart from running it (issue 14; ``MIXTURE_NOTE`` / ``DIGITS_NOTE``).
+
+Prints tables, writes ``benchmarks/results/bench_samplers.json`` (mixture),
+``benchmarks/results/bench_samplers_digits.json`` (digits, when the workdir is trained) and a
+quality-vs-NFE plot ``benchmarks/results/bench_samplers.png``.
 
     .venv/bin/python benchmarks/bench_samplers.py [--samples 2048] [--nfe 5 10 20 50]
         [--methods ...] [--workdir runs/quickstart] [--digits_samples 500] [--digits_nfe ...]
@@ -40,6 +44,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.common import compile_timed, round_program_timed, trace_compile_s  # noqa: E402
 from scoresde_jax import samplers  # noqa: E402
 from scoresde_jax.analytic import GaussianMixture, exact_score_fn, sample_mixture  # noqa: E402
 from scoresde_jax.sde import VPSDE  # noqa: E402
@@ -48,6 +53,18 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DETERMINISTIC = ("ddim", "dpm_solver_pp", "dpm_solver_pp_3m", "dpm_solver_pp_2s", "unipc", "heun")
 METHODS = DETERMINISTIC + ("edm", "adaptive_sde", "pc")
 OPTIONS = {"edm": {"S_churn": 10.0}}  # benchmarked settings beyond the defaults
+MIXTURE_NOTE = (
+    "per row: trace_s = jit trace + lower, compile_s = XLA compile of the row's sampler program "
+    "(samplers.sample in one jit over the key, denoised: the program 'seconds' times; "
+    "benchmarks.common.compile_timed); seconds = trace + lower + compile + its first call, run_s "
+    "= that call alone; flow_trace_s / flow_compile_s: the deterministic methods' second program "
+    "(x_init given, no denoising) that gives the flow error")
+DIGITS_NOTE = (
+    "per row: trace_s = jit trace + lower, compile_s = XLA compile of the sampling round that "
+    "commands.sample jits (commands.sampling.round_fn for the row's method / NFE / grid and "
+    "batch, traced on the abstract EMA parameters, compiled apart from the job's own compile); "
+    "rows that differ only in the seed (PC at --digits_pc_nfe, seeds 0 and 1) share one program: "
+    "its compile is timed once and recorded on each")
 
 
 def mixture(dtype=jnp.float64) -> GaussianMixture:
@@ -58,6 +75,51 @@ def mixture(dtype=jnp.float64) -> GaussianMixture:
     covs = np.stack([np.diag(rng.uniform(0.05, 0.3, d)) for _ in range(k)])
     return GaussianMixture(jnp.full((k,), 1.0 / k, dtype), jnp.asarray(means, dtype),
                            jnp.asarray(covs, dtype), (d,))
+
+
+def sampler_program(score, sde, shape, kw: dict, rng, x_init=None, *, denoise: bool = True):
+    """``(compiled, compile_timed info)`` of ``samplers.sample(score, sde, shape, rng, **kw)``
+    (with ``x_init`` and ``denoise``) in one ``jax.jit`` over ``rng`` (and ``x_init``): the
+    sampler's jitted program, its trace / lower / compile timed separately (issue 14)."""
+    if x_init is None:
+        fn = jax.jit(lambda key: samplers.sample(score, sde, shape, key, denoise=denoise, **kw))
+        return compile_timed(fn, rng)
+    fn = jax.jit(lambda key, x0: samplers.sample(score, sde, shape, key, x_init=x0,
+                                                 denoise=denoise, **kw))
+    return compile_timed(fn, rng, x_init)
+
+
+def mixture_row(score, sde, method: str, budget: int, *, eps: float, x_T, ref, std: float,
+                exact, proj) -> dict:
+    """One row of the mixture sweep: ``method`` under a budget of ``budget`` evaluations from
+    prior draws of ``x_T``'s shape; the flow error (deterministic methods: ``x_T`` solved without
+    denoising, against ``ref``, over ``std``) and the SWD of the denoised samples to ``exact``
+    (projections ``proj``). Each program is traced, lowered and compiled explicitly
+    (:func:`sampler_program`): ``trace_s`` / ``compile_s`` of the denoised program (the one
+    ``seconds`` times: trace + lower + compile + first call; ``run_s`` that call alone),
+    ``flow_trace_s`` / ``flow_compile_s`` of the flow-error program. Raises ValueError for a
+    budget the method cannot meet."""
+    shape = x_T.shape
+    kw = dict(method=method, nfe=budget, eps=eps, **OPTIONS.get(method, {}))
+    t0 = time.perf_counter()
+    sample_fn, info = sampler_program(score, sde, shape, kw, jax.random.PRNGKey(5))
+    den = sample_fn(jax.random.PRNGKey(5))
+    jax.block_until_ready(den.x)
+    secs = time.perf_counter() - t0
+    run_s = secs - info["trace_s"] - info["lower_s"] - info["compile_s"]
+    row = dict(method=method, nfe_budget=budget, nfe=int(den.nfe), flow_error=None,
+               flow_error_median=None, swd=float(samplers.sliced_wasserstein(den.x, exact, proj)),
+               seconds=secs, run_s=round(run_s, 4), **trace_compile_s(info),
+               options=OPTIONS.get(method, {}))
+    if method in DETERMINISTIC:  # its own program (x_init given, no denoising)
+        raw_fn, flow = sampler_program(score, sde, shape, kw, jax.random.PRNGKey(5), x_T,
+                                       denoise=False)
+        raw = raw_fn(jax.random.PRNGKey(5), x_T)
+        per_draw = np.sqrt(np.mean(np.asarray(raw.x - ref) ** 2, axis=1)) / std
+        row.update(flow_error=float(np.sqrt(np.mean(per_draw**2))),
+                   flow_error_median=float(np.median(per_draw)),
+                   flow_trace_s=trace_compile_s(flow)["trace_s"], flow_compile_s=flow["compile_s"])
+    return row
 
 
 def mixture_rows(args) -> tuple[list[dict], dict]:
@@ -76,29 +138,17 @@ def mixture_rows(args) -> tuple[list[dict], dict]:
     rows = []
     for method in args.methods:
         for budget in args.nfe:
-            kw = dict(method=method, nfe=budget, eps=eps, **OPTIONS.get(method, {}))
             try:
-                t0 = time.perf_counter()
-                den = samplers.sample(score, sde, (n, d), jax.random.PRNGKey(5), **kw)
-                jax.block_until_ready(den.x)
-                secs = time.perf_counter() - t0
-                err = med = None
-                if method in DETERMINISTIC:
-                    raw = samplers.sample(score, sde, (n, d), jax.random.PRNGKey(5), x_init=x_T,
-                                          denoise=False, **kw)
-                    per_draw = np.sqrt(np.mean(np.asarray(raw.x - ref) ** 2, axis=1)) / std
-                    err = float(np.sqrt(np.mean(per_draw**2)))
-                    med = float(np.median(per_draw))
+                rows.append(mixture_row(score, sde, method, budget, eps=eps, x_T=x_T, ref=ref,
+                                        std=std, exact=exact[0], proj=proj))
             except ValueError as e:  # e.g. too few PC levels for the DDPM chain
                 print(f"  {method:18s} nfe<={budget:3d} skipped: {e}")
                 continue
-            swd = float(samplers.sliced_wasserstein(den.x, exact[0], proj))
-            rows.append(dict(method=method, nfe_budget=budget, nfe=int(den.nfe), flow_error=err,
-                             flow_error_median=med, swd=swd, seconds=secs,
-                             options=OPTIONS.get(method, {})))
-            e_txt = "-" if err is None else f"{err:.4f}"
-            print(f"  {method:18s} nfe<={budget:3d} used={int(den.nfe):3d} flow_err={e_txt:>7s} "
-                  f"swd={swd:.4f} ({secs:.1f}s)", flush=True)
+            r = rows[-1]
+            e_txt = "-" if r["flow_error"] is None else f"{r['flow_error']:.4f}"
+            print(f"  {method:18s} nfe<={budget:3d} used={r['nfe']:3d} flow_err={e_txt:>7s} "
+                  f"swd={r['swd']:.4f} ({r['seconds']:.1f}s: trace {r['trace_s']:.2f}s, compile "
+                  f"{r['compile_s']:.2f}s, run {r['run_s']:.2f}s)", flush=True)
     return rows, {"data_std": std, "samples": n, "floor": floor}
 
 
@@ -121,9 +171,14 @@ def digits_rows(args) -> list[dict] | str:
              for m in args.digits_methods if m != "pc"]
     plan += [("pc", args.digits_pc_nfe, 1, None)]  # last: the FID noise between two PC seeds
     n = args.digits_samples
+    programs = {}  # (method, budget, grid) -> trace / compile seconds: the seeds share a program
     for method, budget, seed, grid in plan:
         cfg = config if grid is None else config_lib.load_config(
             args.config, overrides=[f"sampling.grid={grid}"])
+        if (method, budget, grid) not in programs:  # the round commands.sample jits, timed apart
+            programs[method, budget, grid] = trace_compile_s(round_program_timed(
+                cfg, batch_size=n, method=method, nfe=budget))
+        timing = programs[method, budget, grid]
         out = os.path.join(args.workdir, "samples",
                            f"bench_{step}_{method}_{budget}_n{n}_seed{seed}"
                            + (f"_{grid}" if grid else ""))
@@ -137,11 +192,12 @@ def digits_rows(args) -> list[dict] | str:
         rows.append(dict(method=method, nfe_budget=budget, nfe=s["nfe"], seed=seed, grid=grid,
                          fid=q.get("fid"), seconds_per_image=s["seconds_per_image"],
                          checkpoint_step=s.get("checkpoint_step"), samples=n,
-                         seconds=time.perf_counter() - t0))
+                         seconds=time.perf_counter() - t0, **timing))
         with open(os.path.splitext(args.out)[0] + "_digits.partial.json", "w") as fh:
             json.dump(rows, fh, indent=1)  # kept row by row: a long run can be stopped
         print(f"  digits {method:18s} grid={grid or 'default'} nfe={s['nfe']:5d} seed={seed} "
-              f"fid={q.get('fid'):.3f} "
+              f"fid={q.get('fid'):.3f} trace {timing['trace_s']:.1f}s compile "
+              f"{timing['compile_s']:.1f}s "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
     return rows
 
@@ -206,13 +262,14 @@ def main(argv=None):
             rows, info = mixture_rows(args)
         f = info["floor"]
         print(f"\nSWD floor (exact vs exact): {f['swd_mean']:.4f} +- {f['swd_std']:.4f}")
-        print("\n| method | NFE budget | NFE used | flow error (RMS) | median | SWD | s |\n"
-              "|---|---|---|---|---|---|---|")
+        print("\n| method | NFE budget | NFE used | flow error (RMS) | median | SWD | s | trace s "
+              "| compile s |\n|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             err = "-" if r["flow_error"] is None else f"{r['flow_error']:.4f}"
             med = "-" if r["flow_error_median"] is None else f"{r['flow_error_median']:.4f}"
             print(f"| {r['method']} | {r['nfe_budget']} | {r['nfe']} | {err} | {med} | "
-                  f"{r['swd']:.4f} | {r['seconds']:.1f} |")
+                  f"{r['swd']:.4f} | {r['seconds']:.1f} | {r['trace_s']:.2f} | "
+                  f"{r['compile_s']:.2f} |")
         for budget, goal in ((10, 0.061), (20, 0.021)):
             fe = [r for r in rows if r["flow_error"] is not None and r["nfe"] <= budget]
             if fe:
@@ -222,7 +279,8 @@ def main(argv=None):
         png = os.path.splitext(args.out)[0] + ".png"
         plot(rows, f, png)
         with open(args.out, "w") as fh:
-            json.dump(dict(meta={**meta, **info}, mixture=rows), fh, indent=1)
+            json.dump(dict(meta={**meta, **info, "note": MIXTURE_NOTE}, mixture=rows), fh,
+                      indent=1)
         print(f"\nwrote {args.out} and {png}")
     print("Digits FID vs NFE:")
     digits = digits_rows(args)
@@ -231,14 +289,15 @@ def main(argv=None):
         return
     ref = [r["fid"] for r in digits if r["method"] == "pc"]
     print(f"\nPC reference ({args.digits_pc_nfe} NFE, seeds 0 and 1): FID {ref}")
-    print("| method | grid | NFE | FID | FID / PC (seed 0) |\n|---|---|---|---|---|")
+    print("| method | grid | NFE | FID | FID / PC (seed 0) | trace s | compile s |\n"
+          "|---|---|---|---|---|---|---|")
     for r in digits:
         print(f"| {r['method']} | {r['grid'] or 'default'} | {r['nfe']} | {r['fid']:.3f} | "
-              f"{r['fid'] / ref[0]:.3f} |")
+              f"{r['fid'] / ref[0]:.3f} | {r['trace_s']:.1f} | {r['compile_s']:.1f} |")
     out = os.path.splitext(args.out)[0] + "_digits.json"
     with open(out, "w") as fh:
-        json.dump(dict(meta={**meta, "workdir": args.workdir, "config": args.config}, digits=digits),
-                  fh, indent=1)
+        json.dump(dict(meta={**meta, "workdir": args.workdir, "config": args.config,
+                             "note": DIGITS_NOTE}, digits=digits), fh, indent=1)
     print(f"wrote {out}")
 
 

@@ -118,6 +118,30 @@ def compile_timed(jitted: Callable, *args) -> tuple[Callable, dict]:
                       "temp_mib": _temp_mib(compiled)}
 
 
+def trace_compile_s(info: dict) -> dict:
+    """``{"trace_s": trace + lower, "compile_s": XLA compile}`` of a :func:`compile_timed` info:
+    the two columns every benchmark row carries (issue 14)."""
+    return {"trace_s": round(info["trace_s"] + info["lower_s"], 3), "compile_s": info["compile_s"]}
+
+
+def round_program_timed(config: Any, *, batch_size: int, method: str | None = None,
+                        nfe: int | None = None, seed: int = 0, **cond: Any) -> dict:
+    """:func:`compile_timed` info of the sampling round that ``scoresde sample`` / ``scoresde
+    eval`` jit (:func:`scoresde_jax.commands.sampling.round_fn`) for ``config`` with ``method`` /
+    ``nfe`` on ``batch_size`` samples and the conditioning ``cond`` (``classes``, ``guidance``,
+    ``classifier``, ``classifier_scale``), traced on the abstract EMA parameters (shapes, dtypes
+    and shardings: no checkpoint is read). The jobs compile the same program again themselves."""
+    from scoresde_jax import config as config_lib
+    from scoresde_jax.commands.sampling import conditioning, round_fn
+
+    s = config_lib.setup(config)
+    fn = round_fn(config, s, batch_size=batch_size, method=method, nfe=nfe,
+                  cond=conditioning(config, s, **cond))
+    _, info = compile_timed(fn.jitted, *fn.args(s.abstract_state().ema_params,
+                                                 jax.random.PRNGKey(seed)))
+    return info
+
+
 def _gflops(compiled) -> float | None:
     f = _flops(compiled)
     return None if f is None else round(f / 1e9, 3)

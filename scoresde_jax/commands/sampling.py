@@ -150,12 +150,16 @@ class RoundFn(NamedTuple):
             return None
         return round_labels(self.cond.classes, k, self.batch_size)
 
-    def __call__(self, params: Any, rng: jax.Array, k: int = 0):
+    def args(self, params: Any, rng: jax.Array, k: int = 0) -> tuple:
+        """The arguments of ``jitted`` for round ``k`` (``jitted.trace(*args)`` times its
+        compilation: benchmarks)."""
         c = self.cond
         y = self.labels(k)
-        return self.jitted(params, c.classifier_params, rng,
-                           None if y is None else jnp.asarray(y),
-                           jnp.asarray(c.guidance), jnp.asarray(c.classifier_scale))
+        return (params, c.classifier_params, rng, None if y is None else jnp.asarray(y),
+                jnp.asarray(c.guidance), jnp.asarray(c.classifier_scale))
+
+    def __call__(self, params: Any, rng: jax.Array, k: int = 0):
+        return self.jitted(*self.args(params, rng, k))
 
 
 def round_fn(config: Any, s: Any, *, batch_size: int, method: str | None = None,
