@@ -24,6 +24,7 @@ from scoresde_jax.samplers import pc_sample
 from scoresde_jax.sde import VPSDE
 from scoresde_jax.training import distributed
 from scoresde_jax.training.checkpoint import Checkpointer, restore_params
+from scoresde_jax.training.loop import PREFETCH
 from scoresde_jax.training.workdir import WorkdirLock, drop_replayed_metrics
 from test_train import TinyScoreNet, tiny_config
 
@@ -36,7 +37,12 @@ def _cfg(**kw):
 
 
 class _Signalling:
-    """A data iterator that sends ``signum`` to this process when batch ``at`` is drawn."""
+    """A data iterator that sends ``signum`` to this process when batch ``at`` is drawn.
+
+    The loop reads batches up to ``PREFETCH`` dispatches ahead (in a thread), so the signal
+    arrives while one of steps ``at - PREFETCH - 1 .. at`` runs (the queue holds PREFETCH, the
+    thread one more): the run stops after that step.
+    """
 
     def __init__(self, it, at, signum):
         self.it, self.at, self.signum, self.k = it, at, signum, 0
@@ -78,10 +84,11 @@ def test_sigterm_at_a_random_step_saves_and_resume_is_bit_identical(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(training.Preempted) as e:
         _train(cfg, tmp_path / "cut", datasets=_data(cfg, at))
-    assert e.value.step == at and e.value.exit_code == 0
+    cut = e.value.step
+    assert max(1, at - PREFETCH - 1) <= cut <= at and e.value.exit_code == 0
     assert signal.getsignal(signal.SIGTERM) is before  # handlers restored after the loop
-    assert str(at) in os.listdir(tmp_path / "cut" / ("checkpoints" if at == 4 else
-                                                     "checkpoints-meta"))
+    assert str(cut) in os.listdir(tmp_path / "cut" / ("checkpoints" if cut == 4 else
+                                                      "checkpoints-meta"))
     resumed = _train(cfg, tmp_path / "cut")
     full = _train(cfg, tmp_path / "full")
     assert resumed.step == full.step == 8
@@ -94,8 +101,8 @@ def test_sigint_saves_then_exits_130(tmp_path):
     cfg = _cfg(n_iters=4)
     with pytest.raises(training.Preempted) as e:
         _train(cfg, tmp_path, datasets=_data(cfg, 2, signal.SIGINT))
-    assert e.value.step == 2 and e.value.exit_code == 130
-    assert os.listdir(tmp_path / "checkpoints-meta") == ["2"]
+    assert e.value.step in (1, 2) and e.value.exit_code == 130
+    assert os.listdir(tmp_path / "checkpoints-meta") == [str(e.value.step)]
 
 
 # --- workdir lock and hygiene ------------------------------------------------------------------
@@ -393,5 +400,6 @@ def test_two_processes_agree_on_the_preemption_step(tmp_path):
         out, err = p.communicate(timeout=400)
         assert p.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
-    assert results[0] == results[1] == {"step": 3, "code": 0}
-    assert os.listdir(tmp_path / "run" / "checkpoints-meta") == ["3"]
+    assert results[0] == results[1] and results[0]["code"] == 0
+    assert results[0]["step"] in (1, 2, 3)  # the signal comes with batch 3, read ahead
+    assert os.listdir(tmp_path / "run" / "checkpoints-meta") == [str(results[0]["step"])]

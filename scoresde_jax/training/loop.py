@@ -52,7 +52,8 @@ from scoresde_jax.training.steps import SAMPLE_STREAM, NonFiniteLossError, StepM
 
 log = logging.getLogger("scoresde_jax.training")
 
-PREFETCH = 2  # dispatches whose batches are read and placed on the mesh ahead of the device
+# Dispatches whose batches wait, on the mesh, in the prefetch queue; the thread reads one more.
+PREFETCH = 2
 
 
 @dataclasses.dataclass(frozen=True)
