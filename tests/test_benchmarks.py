@@ -1,17 +1,18 @@
 """Issue 14: the row-building functions of the benchmarks give every row ``trace_s`` (jit trace +
 lower) and ``compile_s`` (XLA compile), measured apart from running the program -- on tiny
-settings (seconds): the likelihood rows, a sampler (mixture) row, the sampling-round timing of the
-digits rows, and the guidance rows (the eval stubbed: no trained workdir here)."""
+settings (seconds): the likelihood rows, a sampler (mixture) row, the digits FID rows and the
+guidance rows (their sampling / eval jobs stubbed: no trained workdir here; the timed program is
+the real sampling round of a toy config)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import jax
 import jax.numpy as jnp
 
 from benchmarks import bench_guidance, bench_likelihood, bench_samplers
-from benchmarks.common import round_program_timed
 from scoresde_jax import config as config_lib
 from scoresde_jax.analytic import exact_score_fn
 from scoresde_jax.sde import VPSDE
@@ -45,13 +46,6 @@ def test_sampler_mixture_row_times_trace_and_compile():
     assert r["run_s"] >= 0 and r["flow_error"] is not None and r["flow_compile_s"] > 0
 
 
-def test_round_program_timed_digits_rows():
-    """The digits rows' timing: the round commands.sample jits (any config; a toy one here)."""
-    info = round_program_timed(config_lib.load_config(TOY, ["model.hidden_sizes=(16,)"]),
-                               batch_size=2, method="ddim", nfe=3)
-    _timed(info)
-
-
 def test_guidance_rows_time_trace_and_compile(monkeypatch):
     # a class-conditional toy model (10 classes, as the digits) stands in for digits_conditional
     cond_config = config_lib.load_config(TOY, ["model.hidden_sizes=(16,)", "model.num_classes=10"])
@@ -73,3 +67,31 @@ def test_guidance_rows_time_trace_and_compile(monkeypatch):
         _timed(r)
     # the scales are data: one program, timed once, recorded on both rows
     assert rows[0]["trace_s"] == rows[1]["trace_s"] and rows[0]["compile_s"] == rows[1]["compile_s"]
+
+
+def test_sampler_digits_rows_time_trace_and_compile(tmp_path, monkeypatch):
+    """The digits FID rows (the sampling job stubbed; a toy config stands in for the digits):
+    each row carries its round's timing, and the two PC seeds share one timed program."""
+    from scoresde_jax import commands
+
+    (tmp_path / "checkpoints" / "1").mkdir(parents=True)
+    calls = []
+
+    def fake_sample(config, workdir, *, num_samples, out, method, nfe, seed, **kw):
+        calls.append((method, nfe, seed))
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            f.write('{"nfe": %d, "seconds_per_image": 0.1, "checkpoint_step": 1}' % nfe)
+        return jax.random.normal(jax.random.PRNGKey(seed), (num_samples, 2)), None
+
+    monkeypatch.setattr(commands, "sample", fake_sample)
+    monkeypatch.setattr(config_lib, "get_quality_fn", lambda config: lambda x: {"fid": 1.0})
+    args = argparse.Namespace(workdir=str(tmp_path), config=TOY, digits_checkpoint=None,
+                              digits_pc_nfe=50, digits_nfe=[3], nfe=[3], digits_methods=["ddim"],
+                              digits_grids=[], digits_samples=2,
+                              out=str(tmp_path / "bench_samplers.json"))
+    rows = bench_samplers.digits_rows(args)
+    assert calls == [("pc", 50, 0), ("ddim", 3, 0), ("pc", 50, 1)]
+    for r in rows:
+        _timed(r)
+    assert (rows[0]["trace_s"], rows[0]["compile_s"]) == (rows[2]["trace_s"], rows[2]["compile_s"])
