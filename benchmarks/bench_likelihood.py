@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import platform
 import sys
@@ -164,6 +165,8 @@ def main():
         backend=jax.default_backend(),
         device=str(jax.devices()[0]),
         machine=platform.machine(),
+        cpu_count=os.cpu_count(),
+        load_average_1m=round(os.getloadavg()[0], 2),  # a shared machine: compare within a run
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         note="per row: trace_s = jit trace + lower, compile_s = XLA compile of the row's program "
         "(log_likelihood in one jit over (score, x, rng); compile_timed), compile_and_first_s = "
