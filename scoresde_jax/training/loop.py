@@ -15,7 +15,8 @@ order and random numbers as an unbroken run (``metrics.jsonl`` rows of replayed 
 One run per workdir: a lock (:mod:`scoresde_jax.training.workdir`). SIGTERM (preemption notices of
 TPU VMs, SLURM, Kubernetes) and SIGINT (Ctrl-C) finish the current dispatch, write a preemption
 checkpoint and raise :class:`Preempted` (exit 0 for SIGTERM, 130 for SIGINT in the CLI); all
-processes of a multi-host run agree on that step (the flag is all-gathered after each dispatch).
+processes of a multi-host run agree on that step (after each dispatch, through the coordination
+service's key-value store and a barrier: host messages, no wait for the device).
 Metrics stay on the device between logs: the losses of the dispatches since the last fetch come
 back in one transfer at log, eval and save steps (no per-step host sync). A background thread reads,
 preprocesses and places the batches of the next ``PREFETCH`` dispatches on the mesh while the device
@@ -98,13 +99,32 @@ class Preempted(Exception):
                          f"{step} under {workdir}; run the same command again to resume.")
 
 
+# How long a process waits for the others at the per-dispatch agreement on a stop signal (the
+# first dispatch includes their compilation).
+AGREE_TIMEOUT_MS = 3_600_000
+
+
+def _coordination_client():
+    """The ``jax.distributed`` coordination-service client, or None (Orbax uses the same one)."""
+    try:
+        from jax._src import distributed as jax_distributed
+    except ImportError:  # pragma: no cover
+        return None
+    return getattr(jax_distributed.global_state, "client", None)
+
+
 class _StopRequest:
     """SIGTERM/SIGINT handlers that only record the signal (installed around the loop)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+    _runs = 0  # loops started in this process: the same count on every process of a run
+
     def __init__(self):
         self.signum: int | None = None
+        _StopRequest._runs += 1
+        self.run = _StopRequest._runs
+        self._last_key: str | None = None
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
@@ -125,12 +145,27 @@ class _StopRequest:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def agreed(self) -> int | None:
-        """The signal, agreed by all processes (the largest signal number any of them got)."""
+    def agreed(self, step: int) -> int | None:
+        """The signal, agreed by all processes after the dispatch that ends at ``step`` (the
+        largest signal number any of them got).
+
+        Several processes agree through the coordination service of ``jax.distributed`` (its
+        key-value store and a barrier): host messages only, so the device keeps computing the
+        queued steps. (A device all-gather would wait for them: a pipeline drain per step.)
+        """
         if jax.process_count() == 1:
             return self.signum
-        got = multihost_utils.process_allgather(np.int32(self.signum or 0))
-        best = int(np.max(got))
+        client = _coordination_client()
+        if client is None:  # not started by jax.distributed.initialize: a device collective
+            got = multihost_utils.process_allgather(np.int32(self.signum or 0))
+            return int(np.max(got)) or None
+        prefix = f"scoresde_jax/stop/{self.run}/{step}"
+        client.key_value_set(f"{prefix}/{jax.process_index()}", str(self.signum or 0))
+        client.wait_at_barrier(prefix, AGREE_TIMEOUT_MS)
+        best = max(int(v) for _, v in client.key_value_dir_get(prefix + "/"))
+        if self._last_key is not None:
+            client.key_value_delete(self._last_key)  # everyone has read it (the barrier above)
+        self._last_key = f"{prefix}/{jax.process_index()}"
         return best or None
 
 
@@ -412,7 +447,7 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
                                                             stacked=False), mesh)
                 metrics["eval/loss"] = float(distributed.to_host(eval_fn(state, xb)))
                 writer.write_scalars(step, {"eval/loss": metrics["eval/loss"]})
-            signum = stop.agreed()
+            signum = stop.agreed(step)
             if signum and pending:  # check the losses before the preemption save
                 _fetch_window(pending, ckpt, workdir)
             if not snapshot and (preempt or step == end or signum):  # also when stopped early
