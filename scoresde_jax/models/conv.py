@@ -3,11 +3,12 @@
 * 1x1 convolutions run as a matmul over the channel axis (``x @ kernel[0, 0]``): the same
   function, and XLA CPU runs matmuls (and their gradients) faster than 1x1 convolutions.
 * Odd square stride-1 convolutions (``conv_same``) keep the forward convolution, but on CPU the
-  gradient with respect to the kernel at resolutions of 32 and above is computed from a 1-D
+  gradient with respect to the kernel at resolutions of 8 and above is computed from a 1-D
   formulation: ``conv(x, dw) = sum_dx conv1d_H(x[:, :, dx:dx + W], dw[:, dx])`` with ``B * W`` as
   the batch of the 1-D convolutions, whose transpose is a 1-D convolution contracting over
   ``B * W``. XLA's own kernel gradient contracts over the batch alone (8 for batch 8) and runs
-  2-3x slower at 32x32. Only the summation order changes (float32 rounding, ~4e-6 relative).
+  2-3x slower at 32x32, 1.5-2x at 16x16 and 8x8. Only the summation order changes (float32
+  rounding, ~4e-6 relative).
   This is a ``custom_jvp`` (forward mode, e.g. the likelihood's ``jax.jvp``, keeps working; the
   tangent in ``x`` is the plain convolution); other backends and bfloat16 use the plain
   convolution.
@@ -27,8 +28,9 @@ from jax.custom_derivatives import SymbolicZero
 
 _DN = ("NHWC", "HWIO", "NHWC")
 # Height and width from which the 1-D kernel-gradient formulation is used on CPU (measured on
-# XLA CPU / YNNPACK, jax 0.10: 0.5-0.8x the time at 32x32, no gain at 16x16).
-MIN_SIZE_1D = 32
+# XLA CPU / YNNPACK, jax 0.10: 0.3-0.5x the kernel-gradient time at 32x32, 0.5-0.7x at 16x16 and
+# 8x8, equal at 4x4; NCSN++ CIFAR-10 fwd+bwd CPU time 0.91x with 8 instead of 32).
+MIN_SIZE_1D = 8
 
 
 def _conv2d(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -36,18 +38,23 @@ def _conv2d(x: jax.Array, w: jax.Array) -> jax.Array:
 
 
 def _conv_rows(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``_conv2d(x, w)`` as ``k`` 1-D convolutions along H over the batch ``B * W``."""
+    """``_conv2d(x, w)`` as ``k`` 1-D convolutions along H over the batch ``B * W``.
+
+    The 1-D convolutions read ``x`` laid out ``(C, H + 2p, B * W)`` and write ``(H, B * W, O)``:
+    the layouts XLA CPU's kernel-gradient convolution (contracting over ``B * W``) wants, so the
+    transpose of ``x`` is made once here (one transpose) instead of once per ``dx`` inside XLA.
+    """
     b, h, ww, c = x.shape
     k = w.shape[0]
     p = k // 2
-    xt = jnp.pad(jnp.swapaxes(x, 1, 2), ((0, 0), (p, p), (p, p), (0, 0)))  # (B, W+2p, H+2p, C)
+    xt = jnp.pad(jnp.transpose(x, (3, 1, 0, 2)), ((0, 0), (p, p), (0, 0), (p, p)))
     y = None
     for dx in range(k):
-        rows = xt[:, dx:dx + ww].reshape(b * ww, h + 2 * p, c)
-        t = jax.lax.conv_general_dilated(rows, w[:, dx], (1,), "VALID",
-                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        rows = xt[..., dx:dx + ww].reshape(c, h + 2 * p, b * ww)  # (C, H + 2p, B * W)
+        t = jax.lax.conv_general_dilated(rows, jnp.transpose(w[:, dx], (1, 0, 2)), (1,), "VALID",
+                                         dimension_numbers=("CWN", "IWO", "WNC"))
         y = t if y is None else y + t
-    return jnp.swapaxes(y.reshape(b, ww, h, -1), 1, 2)
+    return jnp.transpose(y.reshape(h, b, ww, -1), (1, 0, 2, 3))
 
 
 def _kernel_tangent(x: jax.Array, dw: jax.Array) -> jax.Array:
