@@ -6,7 +6,8 @@ The ``scoresde_jax/models`` package at ``--baseline`` (default ``414d3e4^``, bef
 same module attributes and run on the same parameters (parameter names and shapes are unchanged).
 Both variants are compiled ahead of time, then called alternately (forward, forward+backward;
 the order swapped every round) for ``--rounds`` rounds: on a shared, noisy machine the medians of
-interleaved calls compare the two codes under the same load. The forward outputs, losses and
+interleaved calls compare the two codes under the same load; the process CPU seconds of each call
+are reported too (``*_cpu_s``), which other processes' load disturbs less than wall time. The forward outputs, losses and
 gradients of the two are compared as well.
 
 Prints a table and writes ``benchmarks/results/bench_models_vs_baseline_<backend>.json``.
@@ -88,9 +89,10 @@ def functions(model, z):
 
 
 def _call(fn, args):
-    t0 = time.perf_counter()
+    """Wall seconds and process CPU seconds (all threads) of one blocking call."""
+    c0, t0 = time.process_time(), time.perf_counter()
     jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _max_rel(a, b):
@@ -144,12 +146,15 @@ def main(argv=None):
     del outs
 
     times = {name: {"forward": [], "fwd_bwd": []} for name in models}
+    cpu = {name: {"forward": [], "fwd_bwd": []} for name in models}
     loads = [os.getloadavg()[0]]
     order = list(models)
     for r in range(args.rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
-            times[name]["forward"].append(_call(compiled[name][0], fargs))
-            times[name]["fwd_bwd"].append(_call(compiled[name][1], bargs))
+            for i, kind in enumerate(("forward", "fwd_bwd")):
+                wall, cpu_s = _call(compiled[name][i], fargs if i == 0 else bargs)
+                times[name][kind].append(wall)
+                cpu[name][kind].append(cpu_s)
         loads.append(os.getloadavg()[0])
         print(f"round {r + 1}/{args.rounds}: " + "  ".join(
             f"{n} fwd {t['forward'][-1]:.3f} s fwd+bwd {t['fwd_bwd'][-1]:.3f} s"
@@ -157,9 +162,11 @@ def main(argv=None):
 
     rows = []
     base = {k: float(np.median(v)) for k, v in times["baseline"].items()}
+    base_cpu = {k: float(np.median(v)) for k, v in cpu["baseline"].items()}
     for name in models:
         fi, bi = info[name]
         med = {k: float(np.median(v)) for k, v in times[name].items()}
+        med_cpu = {k: float(np.median(v)) for k, v in cpu[name].items()}
         rows.append({
             "variant": name,
             "code": args.baseline if name == "baseline" else "working tree",
@@ -171,6 +178,11 @@ def main(argv=None):
             "fwd_bwd_s": round(med["fwd_bwd"], 4),
             "fwd_bwd_all_s": [round(t, 4) for t in times[name]["fwd_bwd"]],
             "fwd_bwd_ratio": round(med["fwd_bwd"] / base["fwd_bwd"], 3),
+            "forward_cpu_s": round(med_cpu["forward"], 4),
+            "forward_cpu_ratio": round(med_cpu["forward"] / base_cpu["forward"], 3),
+            "fwd_bwd_cpu_s": round(med_cpu["fwd_bwd"], 4),
+            "fwd_bwd_cpu_all_s": [round(t, 4) for t in cpu[name]["fwd_bwd"]],
+            "fwd_bwd_cpu_ratio": round(med_cpu["fwd_bwd"] / base_cpu["fwd_bwd"], 3),
             "forward_trace_s": round(fi["trace_s"] + fi["lower_s"], 3),
             "forward_compile_s": fi["compile_s"],
             "fwd_bwd_trace_s": round(bi["trace_s"] + bi["lower_s"], 3),
@@ -185,21 +197,24 @@ def main(argv=None):
     print(f"\n{args.config} batch {args.batch} {args.dtype}, {args.rounds} interleaved rounds, "
           f"load {min(loads):.1f}-{max(loads):.1f}")
     print(f"{'variant':9s} {'fwd s':>8s} {'ratio':>6s} {'fwd+bwd s':>10s} {'ratio':>6s} "
-          f"{'bwd MiB':>8s} {'trace s':>8s} {'compile s':>10s}")
+          f"{'cpu s':>8s} {'ratio':>6s} {'bwd MiB':>8s} {'trace s':>8s} {'compile s':>10s}")
     for r in rows:
         print(f"{r['variant']:9s} {r['forward_s']:8.3f} {r['forward_ratio']:6.3f} "
               f"{r['fwd_bwd_s']:10.3f} {r['fwd_bwd_ratio']:6.3f} "
+              f"{r['fwd_bwd_cpu_s']:8.3f} {r['fwd_bwd_cpu_ratio']:6.3f} "
               f"{r['fwd_bwd_temp_mib'] or float('nan'):8.0f} "
               f"{r['forward_trace_s'] + r['fwd_bwd_trace_s']:8.1f} "
               f"{r['forward_compile_s'] + r['fwd_bwd_compile_s']:10.1f}")
     print("current vs baseline: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     cur = rows[-1]
     summary = [{"metric": f"{args.config.split('/')[-1]} fwd+bwd vs {args.baseline} (ratio)",
-                "value": cur["fwd_bwd_ratio"], "fwd_bwd_s": cur["fwd_bwd_s"],
+                "value": cur["fwd_bwd_ratio"], "cpu_ratio": cur["fwd_bwd_cpu_ratio"],
+                "fwd_bwd_s": cur["fwd_bwd_s"],
                 "baseline_fwd_bwd_s": rows[0]["fwd_bwd_s"], "temp_mib": cur["fwd_bwd_temp_mib"]}]
     write_results("bench_models_vs_baseline", rows, out=args.out, summary=summary, note=(
         f"baseline: scoresde_jax/models at git {args.baseline}; {args.rounds} rounds of "
         "alternating calls (order swapped each round), medians; ratio = current / baseline; "
+        "*_cpu_s: process CPU seconds of the call (all threads; less sensitive to other load); "
         f"load average 1m over the rounds {min(loads):.1f}-{max(loads):.1f}; diffs: current vs "
         f"baseline {diffs}"))
 
