@@ -48,7 +48,7 @@ from scoresde_jax import samplers  # noqa: E402
 from scoresde_jax.parameterization import get_model_fn, get_score_fn  # noqa: E402
 from scoresde_jax.training import distributed, make_train_fn, train_loop  # noqa: E402
 from scoresde_jax.training.checkpoint import Checkpointer  # noqa: E402
-from scoresde_jax.training.loop import _images, _with_labels  # noqa: E402
+from scoresde_jax.training.host import _images, _with_labels  # noqa: E402
 
 CONFIG = "configs/toy_8gaussians.py"
 

@@ -24,7 +24,7 @@ from scoresde_jax.samplers import pc_sample
 from scoresde_jax.sde import VPSDE
 from scoresde_jax.training import distributed
 from scoresde_jax.training.checkpoint import Checkpointer, restore_params
-from scoresde_jax.training.loop import PREFETCH
+from scoresde_jax.training.host import PREFETCH
 from scoresde_jax.training.workdir import WorkdirLock, drop_replayed_metrics
 from test_train import TinyScoreNet, tiny_config
 
@@ -378,12 +378,12 @@ def test_two_processes_agree_on_the_preemption_step(tmp_path):
 
     distributed.initialize("127.0.0.1:{port}", 2, pid)
     import types
-    from scoresde_jax.training import loop as loop_lib
+    from scoresde_jax.training import host as host_lib
 
     def _no_device_collective(*a, **k):  # the stop flag goes through the coordination service
         raise AssertionError("process_allgather: a per-step device sync")
 
-    loop_lib.multihost_utils = types.SimpleNamespace(process_allgather=_no_device_collective)
+    host_lib.multihost_utils = types.SimpleNamespace(process_allgather=_no_device_collective)
     cfg = tiny_config(n_iters=8, snapshot_freq=8, snapshot_freq_for_preemption=0, log_freq=1,
                       eval_freq=0)
     kw = dict(shard=(pid, 2))

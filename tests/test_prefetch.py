@@ -9,7 +9,7 @@ import pytest
 from scoresde_jax import commands
 from scoresde_jax.data import make_dataset
 from scoresde_jax.training.checkpoint import Checkpointer
-from scoresde_jax.training.loop import _chunk_sizes, _Prefetcher
+from scoresde_jax.training.host import _chunk_sizes, _Prefetcher
 from test_train import TinyScoreNet, _setup, tiny_config
 
 
