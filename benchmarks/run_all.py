@@ -1,7 +1,8 @@
 """Run every benchmark in turn, then print one summary table of all of them (also written as markdown
 to ``benchmarks/results/SUMMARY.md``).
 
-    python -m benchmarks.run_all [NAME ...]      # NAME in: loop samplers likelihood models train inception
+    python -m benchmarks.run_all [NAME ...]      # NAME in: loop samplers likelihood models
+                                                 #   models_vs_baseline train inception
     python -m benchmarks.run_all --summary-only  # the table of the JSON files already in results/
 
 Each benchmark runs in its own process (its default, small sizes) so that one's compilation caches
@@ -25,6 +26,7 @@ BENCHMARKS = {  # name -> (script, prefix of its JSON file in results/)
     "samplers": ("bench_samplers.py", "bench_samplers"),
     "likelihood": ("bench_likelihood.py", "bench_likelihood"),
     "models": ("bench_models.py", "bench_models"),
+    "models_vs_baseline": ("bench_models_vs_baseline.py", "bench_models_vs_baseline"),
     "train": ("bench_train.py", "bench_train"),
     "inception": ("bench_inception.py", "bench_inception"),
 }
@@ -38,7 +40,10 @@ METRIC_KEYS = ("ratio", "mfu", "step_s", "fwd_bwd_s", "forward_s", "run_s", "sam
 
 
 def _latest(prefix: str) -> Path | None:
-    files = sorted(RESULTS.glob(f"{prefix}*.json"), key=lambda p: p.stat().st_mtime)
+    longer = [p for _, p in BENCHMARKS.values() if p != prefix and p.startswith(prefix)]
+    files = sorted((f for f in RESULTS.glob(f"{prefix}*.json")
+                    if not any(f.name.startswith(p) for p in longer)),
+                   key=lambda p: p.stat().st_mtime)
     return files[-1] if files else None
 
 
