@@ -42,17 +42,20 @@ def _time(jitted, *args, repeats):
     return first, med, times, info
 
 
-def bench_one(name, batch, dtype, remat, repeats):
-    config = load_config(f"configs/{name}.py")
-    model = create_model(config, dtype=dtype, remat=remat)
-    params = init_model(jax.random.key(0, impl="unsafe_rbg"), config, dtype=dtype, remat=remat)
+def inputs(config, batch, model):
+    """``(x, labels, z)``: uniform images, noise levels across the range, the regression target."""
     x, labels = dummy_inputs(config, batch, model)
     x = jax.random.uniform(jax.random.key(1), x.shape)
     if labels.dtype == jnp.int32:
         labels = jnp.linspace(0, 999, batch).astype(jnp.float32)  # (N-1) t for VP
     else:
         labels = jnp.geomspace(0.01, 50.0, batch).astype(jnp.float32)  # sigma(t) for VE
-    z = jax.random.normal(jax.random.key(2), x.shape)
+    return x, labels, jax.random.normal(jax.random.key(2), x.shape)
+
+
+def functions(model, z):
+    """Jitted ``forward(p, x, labels)`` and ``forward_backward(p, x, labels, key)`` (value and
+    gradient of ``mean((model(x) - z)^2)`` with dropout on)."""
 
     @jax.jit
     def forward(p, x, labels):
@@ -66,6 +69,15 @@ def bench_one(name, batch, dtype, remat, repeats):
 
         return jax.value_and_grad(loss)(p)
 
+    return forward, forward_backward
+
+
+def bench_one(name, batch, dtype, remat, repeats):
+    config = load_config(f"configs/{name}.py")
+    model = create_model(config, dtype=dtype, remat=remat)
+    params = init_model(jax.random.key(0, impl="unsafe_rbg"), config, dtype=dtype, remat=remat)
+    x, labels, z = inputs(config, batch, model)
+    forward, forward_backward = functions(model, z)
     f_first, f_med, f_all, f_info = _time(forward, params, x, labels, repeats=repeats)
     b_first, b_med, b_all, b_info = _time(forward_backward, params, x, labels, jax.random.key(3),
                                           repeats=repeats)

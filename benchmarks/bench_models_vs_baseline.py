@@ -39,9 +39,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_models import functions, inputs  # noqa: E402
 from benchmarks.common import compile_timed, mfu, write_results  # noqa: E402
 from scoresde_jax.config_utils import load_config  # noqa: E402
-from scoresde_jax.models import count_params, create_model, dummy_inputs, init_model  # noqa: E402
+from scoresde_jax.models import count_params, create_model, init_model  # noqa: E402
 
 BASELINE_PKG = "scoresde_models_baseline"
 
@@ -70,22 +71,6 @@ def same_module(model, pkg):
     kw = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
           if f.init and f.name not in ("parent", "name")}
     return cls(**kw)
-
-
-def functions(model, z):
-    @jax.jit
-    def forward(p, x, labels):
-        return model.apply({"params": p}, x, labels, train=False)
-
-    @jax.jit
-    def forward_backward(p, x, labels, key):
-        def loss(p):
-            out = model.apply({"params": p}, x, labels, train=True, rngs={"dropout": key})
-            return jnp.mean((out - z) ** 2)
-
-        return jax.value_and_grad(loss)(p)
-
-    return forward, forward_backward
 
 
 def _call(fn, args):
@@ -118,13 +103,7 @@ def main(argv=None):
     model = create_model(config, dtype=args.dtype)
     models = {"baseline": same_module(model, old_pkg), "current": model}
     params = init_model(jax.random.key(0, impl="unsafe_rbg"), config, dtype=args.dtype)
-    x, labels = dummy_inputs(config, args.batch, model)
-    x = jax.random.uniform(jax.random.key(1), x.shape)
-    if labels.dtype == jnp.int32:
-        labels = jnp.linspace(0, 999, args.batch).astype(jnp.float32)
-    else:
-        labels = jnp.geomspace(0.01, 50.0, args.batch).astype(jnp.float32)
-    z = jax.random.normal(jax.random.key(2), x.shape)
+    x, labels, z = inputs(config, args.batch, model)
     fargs = (params, x, labels)
     bargs = (params, x, labels, jax.random.key(3))
 
