@@ -17,9 +17,21 @@ and the few-step DDIM / DPM-Solver++) against ``NFE`` network calls on the same 
 Two configs: the toy MLP (its bare step takes a few milliseconds, so host overhead shows most) and
 the digits DDPM++ U-Net (a small image model). Every row records trace and compile seconds.
 
+On a CPU backend the "device" is the host's own cores, so every thread of the loop (the prefetch
+thread, Orbax's background commit, Grain) takes time from the step, which a GPU/TPU host does not.
+The training rows therefore run twice there: ``train_loop`` with XLA on all cores (shared), and
+``train_loop_pinned`` (``--pin``, a subprocess) with XLA's threads on the first core and every host
+thread on the others, the layout of an accelerator host; the bare step is timed under the same
+pinning. Pinned rows split the window's wall time on the device core (from the kernel's per-thread
+``schedstat``) into ``device_busy`` (XLA ran), ``device_preempted`` (XLA had work but another
+process ran: outside load) and ``device_idle`` (XLA had nothing to do: the host fell behind, the
+overhead this benchmark is after), for the loop and (``bare_*``) the bare step, with the CPU ms per
+step of the device's threads and of the host's (``device_cpu_ms`` / ``host_cpu_ms``).
+``save_cpu_ms`` is the CPU time of one save in all (Orbax's background commit included).
+
     .venv/bin/python benchmarks/bench_loop.py [--configs configs/toy_8gaussians.py ...]
         [--window W] [--batch B] [--num_samples N] [--repeats 3] [--skip_training]
-        [--skip_sampling] [--out benchmarks/results/bench_loop_<backend>.json]
+        [--skip_sampling] [--no_pinned] [--out benchmarks/results/bench_loop_<backend>.json]
 
 Runs unchanged on GPU/TPU. On a shared CPU compare the ratios of one run.
 """
@@ -29,9 +41,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import logging
+import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,29 +90,87 @@ def _loop_batch(cfg, s):
     return distributed.global_batch(_with_labels(x, [raw]), s.mesh, leading=1)
 
 
-def bare_step_s(fn, xb, state, n: int) -> tuple[float, object]:
-    """Mean time of ``n`` back-to-back dispatches of the compiled step on one device batch."""
+def bare_step_s(fn, xb, state, n: int) -> tuple[float, object, dict]:
+    """Mean time of ``n`` back-to-back dispatches of the compiled step on one device batch (and,
+    when pinned, the device core's busy / preempted fractions of that time)."""
     state, m = fn(state, xb)
     jax.block_until_ready(m)
-    t0 = time.perf_counter()
+    t0, d0 = time.perf_counter(), _device_sched_s(DEVICE_CORE)
     for _ in range(n):
         state, m = fn(state, xb)
     jax.block_until_ready((state, m))
-    return (time.perf_counter() - t0) / n, state
+    wall = time.perf_counter() - t0
+    return wall / n, state, _device_fractions(d0, _device_sched_s(DEVICE_CORE), wall)
 
 
-def loop_step_s(fn, s, cfg, window: int) -> float:
-    """Per-step wall time of a fresh ``train_loop`` over its steady-state window.
+def _device_fractions(before, after, wall: float) -> dict:
+    """Shares of ``wall`` in which the device core ran XLA (busy), had XLA work but ran another
+    process (preempted: load from outside), or had nothing to do (idle: the host fell behind)."""
+    if DEVICE_CORE is None:
+        return {}
+    busy, preempted = ((b - a) / wall for a, b in zip(before, after))
+    return {"device_busy": busy, "device_preempted": preempted,
+            "device_idle": max(0.0, 1.0 - busy - preempted)}
+
+
+def pin_device_core() -> tuple[int, list[int]]:
+    """Lay out this process as an accelerator host on a multi-core CPU: XLA's threads on the first
+    core (the "device"), this thread and every thread started later (the loop's prefetch thread,
+    Orbax, Grain, the progress bar) on the others. Call before the first JAX computation; Linux only.
+    Returns ``(device core, host cores)``."""
+    from jax._src import xla_bridge  # noqa: PLC0415 -- only to check that no backend exists yet
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit(f"--pin needs at least 2 cores; this process may use {cores}.")
+    if xla_bridge._backends:  # noqa: SLF001
+        raise RuntimeError("pin_device_core() must run before JAX starts its backend.")
+    os.sched_setaffinity(0, {cores[0]})  # pid 0: this thread; XLA's pools inherit the mask
+    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.ones(4)))  # backend + execution threads
+    os.sched_setaffinity(0, set(cores[1:]))
+    return cores[0], cores[1:]
+
+
+def _device_sched_s(core: int | None) -> tuple[float, float]:
+    """``(run, wait)`` seconds so far of this process's threads bound to ``core`` alone (XLA's,
+    when pinned): time on the core, and time runnable but waiting for it (other processes)."""
+    if core is None:
+        return 0.0, 0.0
+    run = wait = 0
+    for task in pathlib.Path("/proc/self/task").iterdir():
+        try:
+            if os.sched_getaffinity(int(task.name)) != {core}:
+                continue
+            r, w, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+        run, wait = run + int(r), wait + int(w)
+    return run / 1e9, wait / 1e9
+
+
+def _process_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system  # every thread's, the ended ones included
+
+
+DEVICE_CORE: int | None = None  # set by --pin
+
+
+def loop_step_s(fn, s, cfg, window: int) -> tuple[float, dict]:
+    """Per-step wall time of a fresh ``train_loop`` over its steady-state window, and the CPU ms per
+    step spent in that window (all threads; when pinned, split into the device's and the host's).
 
     The loop waits for the device at every log (step 50, 100, ...), so the dispatch of step 51 and
     that of step ``51 + window`` both start right after such a wait: the time between them is the
     device work of ``window`` steps plus everything the loop adds (data, logs, the checkpoints at
     ``window / 2`` and ``window``, the progress bar), without set-up and teardown.
     """
-    calls = []
+    calls, cpu = [], []
 
     def timed(state, batch):
         calls.append(time.perf_counter())
+        if len(calls) in (WARM + 1, WARM + window + 1):
+            cpu.append((_process_cpu_s(), _device_sched_s(DEVICE_CORE)))
         return fn(state, batch)
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -105,21 +178,32 @@ def loop_step_s(fn, s, cfg, window: int) -> float:
                    abstract_state=s.abstract_state(), train_iter=C.get_dataset(cfg, split="train"),
                    mesh=s.mesh, options=C.loop_options(cfg), batch_size=s.input_shape[0],
                    preprocess=C.get_data_scaler(cfg), progress=True, description="bench")
-    return (calls[WARM + window] - calls[WARM]) / window
+    (p0, d0), (p1, d1) = cpu
+    wall = calls[WARM + window] - calls[WARM]
+    per = {"process_cpu_ms": 1e3 * (p1 - p0) / window}
+    if DEVICE_CORE is not None:
+        device = d1[0] - d0[0]
+        per.update(device_cpu_ms=1e3 * device / window,
+                   host_cpu_ms=1e3 * (p1 - p0 - device) / window, **_device_fractions(d0, d1, wall))
+    return wall / window, per
 
 
-def save_ms(s, repeats: int = 3) -> float:
-    """Blocking time of one checkpoint save (the rest is written in the background)."""
-    state, times = s.init_state(), []
+def save_ms(s, repeats: int = 3) -> dict:
+    """One checkpoint save: ``save_ms``, the time it blocks the loop (the rest is written in the
+    background), and ``save_cpu_ms``, the CPU time it costs in all (Orbax's background commit
+    included; on a CPU backend it competes with the steps)."""
+    state, times, cpu = s.init_state(), [], []
     with tempfile.TemporaryDirectory() as workdir:
         ckpt = Checkpointer(workdir, max_to_keep=2)
         for i in range(repeats + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _process_cpu_s()
             ckpt.save(i + 1, state, {"step": i + 1})
             times.append(time.perf_counter() - t0)
             ckpt.wait()  # as in the loop, where saves are far apart
+            cpu.append(_process_cpu_s() - c0)
         ckpt.close()
-    return round(statistics.median(times[1:]) * 1e3, 1)
+    return {"save_ms": round(statistics.median(times[1:]) * 1e3, 1),
+            "save_cpu_ms": round(statistics.median(cpu[1:]) * 1e3, 1)}
 
 
 def _paired(loop: list[float], bare: list[float]) -> float:
@@ -135,17 +219,27 @@ def bench_training(config: str, window: int, batch: int, repeats: int) -> dict:
     xb = _loop_batch(cfg, s)
     _, info = compile_timed(fn, s.init_state(), xb)  # trace / lower / compile, timed apart
     state = s.init_state()
-    _, state = bare_step_s(fn, xb, state, 2)
-    bares, loops = [], []
+    _, state, _ = bare_step_s(fn, xb, state, 2)
+    bares, loops, cpus, bare_fracs = [], [], [], []
     for _ in range(repeats):  # alternate, so that load changes hit both alike
-        b, state = bare_step_s(fn, xb, state, window)
+        b, state, fractions = bare_step_s(fn, xb, state, window)
         bares.append(b)
-        loops.append(loop_step_s(fn, s, cfg, window))
+        bare_fracs.append(fractions)
+        t, per = loop_step_s(fn, s, cfg, window)
+        loops.append(t)
+        cpus.append(per)
     bare, loop = statistics.median(bares), statistics.median(loops)
-    return {"case": "train_loop", "config": config, "batch": batch, "window": window,
+    cpu = {k: round(statistics.median(c[k] for c in cpus), 3) for k in cpus[0]}
+    cpu.update({f"bare_{k}": round(statistics.median(f[k] for f in bare_fracs), 3)
+                for k in bare_fracs[0]})
+    pinned = DEVICE_CORE is not None
+    return {"case": "train_loop_pinned" if pinned else "train_loop", "config": config,
+            "batch": batch, "window": window, **cpu,
+            "layout": (f"XLA on core {DEVICE_CORE}, host threads on the other cores" if pinned
+                       else "XLA and the host threads share all cores"),
             "bare_step_ms": round(bare * 1e3, 3), "loop_step_ms": round(loop * 1e3, 3),
             "ratio": _paired(loops, bares), "all_bare_ms": [round(b * 1e3, 3) for b in bares],
-            "all_loop_ms": [round(v * 1e3, 3) for v in loops], "save_ms": save_ms(s),
+            "all_loop_ms": [round(v * 1e3, 3) for v in loops], **save_ms(s),
             "trace_s": round(info["trace_s"] + info["lower_s"], 3),
             "compile_s": info["compile_s"], "gflops": info["gflops"],
             "mfu": mfu(info["gflops"], bare), "temp_mib": info["temp_mib"],
@@ -216,6 +310,18 @@ SIZES = {"configs/toy_8gaussians.py": (256, 1000, 1024, 500),
          "configs/digits_ddpmpp.py": (32, 100, 64, 50)}
 
 
+def _pinned_rows(config: str, window: int, batch: int, repeats: int) -> list[dict]:
+    """The training rows of ``config`` from a subprocess run with ``--pin`` (the pinning must
+    precede JAX's backend, which this process has started)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "pinned.json")
+        subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--pin",
+                        "--skip_sampling", "--configs", config, "--window", str(window),
+                        "--batch", str(batch), "--repeats", str(repeats), "--out", out],
+                       check=True)
+        return json.loads(pathlib.Path(out).read_text())["rows"]
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=list(SIZES))
@@ -227,15 +333,28 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip_training", action="store_true")
     p.add_argument("--skip_sampling", action="store_true")
+    p.add_argument("--pin", action="store_true",
+                   help="XLA on the first core, host threads on the others (see the module doc)")
+    p.add_argument("--no_pinned", action="store_true",
+                   help="on CPU, skip the pinned training rows (a subprocess with --pin)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if args.pin:
+        global DEVICE_CORE
+        DEVICE_CORE, host = pin_device_core()
+        print(f"pinned: XLA on core {DEVICE_CORE}, host threads on cores {host}")
+    pinned_too = not (args.pin or args.no_pinned or args.skip_training) and (
+        jax.default_backend() == "cpu" and hasattr(os, "sched_setaffinity")
+        and len(os.sched_getaffinity(0)) >= 2)
     rows = []
     for config in args.configs:
         batch, window, num_samples, pc_steps = SIZES.get(config, (64, 200, 64, 100))
         batch, num_samples = args.batch or batch, args.num_samples or num_samples
         if not args.skip_training:
             rows.append(bench_training(config, args.window or window, batch, args.repeats))
+        if pinned_too:
+            rows += _pinned_rows(config, args.window or window, batch, args.repeats)
         if not args.skip_sampling:
             for method in ("pc", "ddim", "dpm_solver_pp"):
                 rows.append(bench_sampling(config, method, num_samples, args.num_steps,
@@ -252,10 +371,12 @@ def main(argv=None) -> list[dict]:
                 "value": r["ratio"], "goal": "<= 1.05", "trace_s": r["trace_s"],
                 "compile_s": r["compile_s"]} for r in rows]
     write_results("bench_loop", rows, out=args.out, summary=summary, note=(
-        "train_loop: per-step time of the full loop over a window of steps between two of its "
+        "train_loop(_pinned): per-step time of the full loop over a window of steps between two of its "
         "waits for the device (data prefetched in a thread, EMA, logs every 50, a preemption "
         "checkpoint and a snapshot in the window, progress bar) over the bare compiled step "
-        "dispatched back to back on the same batch; save_ms: blocking time of one save; sample_*: make_sample_fn time over NFE "
+        "dispatched back to back on the same batch (pinned: XLA's threads on one core, the host's on "
+        "the others, as beside an accelerator; device_cpu_ms / host_cpu_ms: CPU ms per step of "
+        "each); save_ms: blocking time of one save; sample_*: make_sample_fn time over NFE "
         "network calls (the time changing from call to call) in one jitted fori_loop (the "
         "sampler's ms per NFE in the loop column); trace_s = trace + lower, compile_s = XLA "
         "compile of the train step / the sampler"))

@@ -31,7 +31,7 @@ import numpy as np
 
 from scoresde_jax.data import tfds as tfds_data
 from scoresde_jax.data.digits import load_digits_images
-from scoresde_jax.data.toy import TOY_DISTRIBUTIONS, get_toy_distribution, sample_mixture_np
+from scoresde_jax.data.toy import TOY_DISTRIBUTIONS, get_toy_distribution, mixture_sampler_np
 
 __all__ = ["DATASETS", "DataIterator", "make_dataset"]
 
@@ -258,11 +258,11 @@ def make_dataset(
         if num_epochs is not None:  # an "epoch" has no meaning for an infinite generator
             raise ValueError(f"{dataset} is an infinite generator; use num_epochs=None.")
         gmm = get_toy_distribution(dataset)
-        host_gmm = gmm.replace(**{f: np.asarray(getattr(gmm, f)) for f in ("weights", "means", "covs")})
+        sample = mixture_sampler_np(gmm)  # host arrays and Cholesky factors, computed once
         base = _seed_int("toy", seed, split, index, count)
 
-        def toy_batch(k):  # the mixture's arrays on the host: no device transfer per batch
-            x, comp = sample_mixture_np(host_gmm, np.random.default_rng([base, int(k)]), per_host)
+        def toy_batch(k):
+            x, comp = sample(np.random.default_rng([base, int(k)]), per_host)
             return {"image": x, "label": comp}
 
         info["distribution"] = gmm

@@ -21,6 +21,7 @@ __all__ = [
     "example_shape",
     "get_toy_distribution",
     "is_vector_dataset",
+    "mixture_sampler_np",
     "sample_mixture_np",
 ]
 
@@ -81,18 +82,31 @@ def single_gaussian(
     return gaussian(jnp.asarray(mean, dtype), jnp.asarray(cov, dtype))
 
 
+def mixture_sampler_np(
+    mix: GaussianMixture,
+) -> Callable[[np.random.Generator | int, int], tuple[np.ndarray, np.ndarray]]:
+    """``sample(rng, n)`` of :func:`sample_mixture_np` with the mixture's host arrays and Cholesky
+    factors computed once (an input pipeline draws a batch per step)."""
+    w = np.asarray(mix.weights, np.float64)
+    p = w / w.sum()
+    means = np.asarray(mix.means, np.float64)
+    chol = np.linalg.cholesky(np.asarray(mix.covs, np.float64))
+
+    def sample(rng: np.random.Generator | int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(rng)
+        comp = rng.choice(len(p), size=n, p=p)
+        z = rng.standard_normal((n, means.shape[1]))
+        x = means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
+        return x.astype(np.float32), comp.astype(np.int32)
+
+    return sample
+
+
 def sample_mixture_np(
     mix: GaussianMixture, rng: np.random.Generator | int, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` exact samples in numpy (input pipelines): ``(x (n, D) float32, component (n,))``."""
-    rng = np.random.default_rng(rng)
-    w = np.asarray(mix.weights, np.float64)
-    means = np.asarray(mix.means, np.float64)
-    chol = np.linalg.cholesky(np.asarray(mix.covs, np.float64))
-    comp = rng.choice(len(w), size=n, p=w / w.sum())
-    z = rng.standard_normal((n, means.shape[1]))
-    x = means[comp] + np.einsum("nij,nj->ni", chol[comp], z)
-    return x.astype(np.float32), comp.astype(np.int32)
+    return mixture_sampler_np(mix)(rng, n)
 
 
 TOY_DISTRIBUTIONS: dict[str, Callable[[], GaussianMixture]] = {
