@@ -135,15 +135,19 @@ _SMALL = {
 
 @pytest.mark.parametrize("cls", [NCSNpp, DDPM], ids=["ncsnpp", "ddpm"])
 def test_label_embedding_adds_one_table(cls):
+    # shapes by jax.eval_shape, random NumPy parameters: eager initializers compiled every
+    # jax.random call apart (most of the time); applies eager, so None and 10 run the same ops
     x, t = jnp.zeros((3, 8, 8, 1)), jnp.ones((3,))
-    p0 = cls(**_SMALL[cls]).init(jax.random.key(0), x, t)["params"]
+    p0 = jax.eval_shape(cls(**_SMALL[cls]).init, jax.random.key(0), x, t)["params"]
     model = cls(num_classes=10, class_dropout=0.2, **_SMALL[cls])
-    p1 = model.init(jax.random.key(0), x, t)["params"]
+    p1 = jax.eval_shape(model.init, jax.random.key(0), x, t)["params"]
     assert set(p1) - set(p0) == {"class_embed"}
     width = p1["class_embed"]["embedding"].shape[-1]
     assert count_params(p1) - count_params(p0) == 11 * width
     # labels change the output; None is the null class
-    p1 = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(2), a.shape), p1)
+    rng = np.random.default_rng(2)
+    p1 = jax.tree.map(lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+                                 ).astype(np.float32), p1)
     out = [model.apply({"params": p1}, x, t, class_labels=jnp.full((3,), k)) for k in (1, 4, 10)]
     assert not np.allclose(out[0], out[1])
     np.testing.assert_allclose(model.apply({"params": p1}, x, t), out[2], rtol=1e-6)
@@ -219,7 +223,10 @@ def test_classifier_loss_fn_trains_a_classifier_signal():
     clf = NoiseConditionalClassifier(num_classes=2, nf=8, ch_mult=(1,), centered=True)
     x = jnp.concatenate([jnp.ones((4, 4, 4, 1)), -jnp.ones((4, 4, 4, 1))])
     batch = {"image": x, "label": jnp.array([0] * 4 + [1] * 4)}
-    params = clf.init(jax.random.key(0), x, jnp.ones((8,)))["params"]
+    shapes = jax.eval_shape(clf.init, jax.random.key(0), x, jnp.ones((8,)))["params"]
+    rng = np.random.default_rng(0)  # random parameters: no eager initializers to compile
+    params = jax.tree.map(lambda s: (rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1]))
+                                     ).astype(np.float32), shapes)
     loss_fn = losses.get_classifier_loss_fn(sde, clf, train=True)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, jax.random.key(1))
     np.testing.assert_allclose(loss, aux.per_example.mean(), rtol=1e-6)
