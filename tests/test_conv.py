@@ -17,19 +17,29 @@ from scoresde_jax.models.conv import MIN_SIZE_1D, Conv
 def test_conv_equals_flax_conv_with_gradients_and_jvp(k, stride, size):
     ours, ref = Conv(5, kernel_size=k, strides=stride), nn.Conv(5, (k, k), (stride, stride),
                                                                    padding="SAME")
-    x = jax.random.normal(jax.random.key(0), (2, size, size, 4))
-    v_ours, v_ref = ours.init(jax.random.key(1), x), ref.init(jax.random.key(1), x)
+    rng = np.random.default_rng(0)  # NumPy inputs, eval_shape, one jit: eager op-by-op
+    x, dx = rng.standard_normal((2, 2, size, size, 4), dtype=np.float32)  # compiled each op apart
+    v_ours, v_ref = (jax.eval_shape(m.init, jax.random.key(1), x) for m in (ours, ref))
     assert jax.tree.map(jnp.shape, v_ours) == jax.tree.map(jnp.shape, v_ref)
-    variables = jax.tree.map(lambda a: a + 0.1, v_ref)  # non-zero bias too
-    np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x), rtol=1e-5,
-                               atol=1e-5)
 
-    def loss(m):
-        return lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+    def init(s):  # as flax's init (lecun-normal kernel, zero bias) + 0.1: non-zero bias too
+        if len(s.shape) == 1:
+            return np.full(s.shape, 0.1, np.float32)
+        return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1])) + 0.1).astype(
+            np.float32)
 
-    g_ours, g_ref = (jax.grad(loss(m), argnums=(0, 1))(variables, x) for m in (ours, ref))
+    variables = jax.tree.map(init, v_ref)
+
+    def outputs(m, variables, x, dx):  # output, gradients (of v and x), forward tangent
+        def loss(v, x):
+            return jnp.sum(jnp.sin(m.apply(v, x)))
+
+        return (m.apply(variables, x), jax.grad(loss, argnums=(0, 1))(variables, x),
+                jax.jvp(lambda y: m.apply(variables, y), (x,), (dx,))[1])
+
+    (y_ours, g_ours, t_ours), (y_ref, g_ref, t_ref) = jax.jit(
+        lambda *a: (outputs(ours, *a), outputs(ref, *a)))(variables, x, dx)
+    np.testing.assert_allclose(y_ours, y_ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
-    dx = jax.random.normal(jax.random.key(2), x.shape)
-    t_ours, t_ref = (jax.jvp(lambda y: m.apply(variables, y), (x,), (dx,))[1] for m in (ours, ref))
     np.testing.assert_allclose(t_ours, t_ref, rtol=1e-5, atol=1e-5)
