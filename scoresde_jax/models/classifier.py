@@ -53,8 +53,8 @@ class NoiseConditionalClassifier(nn.Module):
         else:
             raise ValueError(f"embedding_type {self.embedding_type!r} not in ('fourier', "
                              "'positional')")
-        temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
-        temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+        temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+        temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
 
         cls = layers.ResnetBlockBigGANpp
         block = nn.remat(cls, static_argnums=(3,)) if self.remat else cls
@@ -74,5 +74,5 @@ class NoiseConditionalClassifier(nn.Module):
                 idx += 1
         h = act(layers.group_norm(h, dtype=dt))
         h = jnp.mean(h, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, kernel_init=layers.default_init(), dtype=dt)(h)
+        logits = layers.Dense(self.num_classes, kernel_init=layers.default_init(), dtype=dt)(h)
         return logits.astype(x.dtype)

@@ -14,7 +14,14 @@
   convolution.
 
 The class is named ``Conv`` so modules get the same auto-names (``Conv_0``, ...) as with
-``nn.Conv``: official checkpoints load unchanged.
+``nn.Conv``: official checkpoints load unchanged. ``Dense`` is ``nn.Dense`` (same variables and
+float32 numbers) with the bias added by :func:`broadcast_add`.
+
+Reduced precision (bfloat16 compute, float32 parameters): every bias and every broadcast
+per-image term (the time embedding added to ``(B, H, W, C)`` activations) is added by
+:func:`broadcast_add`, whose gradient sums the cotangent over the broadcast axes in float32. The
+plain ``y + b`` of bfloat16 arrays transposes to a bfloat16 sum over ``B * H * W`` terms, which
+stalls once the partial sum is 2^8-2^9 times a term (1024 equal terms sum to 256).
 """
 
 from __future__ import annotations
@@ -64,6 +71,19 @@ def _kernel_tangent(x: jax.Array, dw: jax.Array) -> jax.Array:
     return jax.lax.platform_dependent(x, dw, cpu=_conv_rows, default=_conv2d)
 
 
+def broadcast_add(y: jax.Array, b: jax.Array) -> jax.Array:
+    """``y + b`` in ``y``'s dtype, ``b`` broadcastable to ``y`` (a ``(C,)`` bias, ``(B, 1, 1, C)``).
+
+    If ``y`` is narrower than float32, ``b`` is broadcast in float32 and then cast (the same
+    values): the gradient with respect to ``b``, the sum of ``y``'s cotangent over the broadcast
+    axes, then accumulates in float32 instead of ``y``'s dtype. Otherwise the plain ``y + b``.
+    """
+    if jnp.finfo(y.dtype).bits >= 32:
+        return y + b.astype(y.dtype)
+    wide = jnp.promote_types(b.dtype, jnp.float32)
+    return y + jnp.broadcast_to(b.astype(wide), y.shape).astype(y.dtype)
+
+
 @jax.custom_jvp
 def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
     """Stride-1 ``SAME`` convolution of NHWC ``x`` with an odd square HWIO kernel ``w``."""
@@ -110,5 +130,23 @@ class Conv(nn.Module):
         else:
             y = jax.lax.conv_general_dilated(x, w, (s, s), "SAME", dimension_numbers=_DN)
         if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,)).astype(dt)
+            y = broadcast_add(y, self.param("bias", self.bias_init, (self.features,)))
         return y
+
+
+class Dense(nn.Module):
+    """``nn.Dense(features)``: parameters ``kernel`` ``(in, features)`` and ``bias``; the bias is
+    added by :func:`broadcast_add` (float32 bias gradient under bfloat16 compute)."""
+
+    features: int
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        b = self.param("bias", self.bias_init, (self.features,))
+        dt = self.dtype if self.dtype is not None else jnp.result_type(x, w, b)
+        y = jax.lax.dot_general(x.astype(dt), w.astype(dt), (((x.ndim - 1,), (0,)), ((), ())))
+        return broadcast_add(y, b)

@@ -67,8 +67,8 @@ class DDPM(nn.Module):
 
         if self.conditional:
             temb = layers.get_timestep_embedding(labels, nf)
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
         else:
             temb = None
         temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scoresde_jax.models import up_down
-from scoresde_jax.models.conv import Conv
+from scoresde_jax.models.conv import Conv, Dense, broadcast_add
 from scoresde_jax.models.norm import GroupNorm
 
 Dtype = Any
@@ -136,7 +136,7 @@ class NIN(nn.Module):
         w = self.param("W", default_init(self.init_scale), (x.shape[-1], self.num_units))
         b = self.param("b", nn.initializers.zeros, (self.num_units,))
         dt = _compute_dtype(self.dtype, x, w)
-        return jnp.tensordot(x.astype(dt), w.astype(dt), axes=1) + b.astype(dt)
+        return broadcast_add(jnp.tensordot(x.astype(dt), w.astype(dt), axes=1), b)
 
 
 class Combine(nn.Module):
@@ -268,7 +268,7 @@ class Conv2d(nn.Module):
             y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.fmaps,)).astype(dt)
+            y = broadcast_add(y, self.param("bias", nn.initializers.zeros, (self.fmaps,)))
         return y
 
 
@@ -292,8 +292,8 @@ class ResnetBlockDDPMpp(nn.Module):
         h = self.act(group_norm(x, self.num_groups, self.dtype))
         h = conv3x3(h, out_ch, dtype=self.dtype)
         if temb is not None:
-            h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
-                self.act(temb))[:, None, None, :]
+            h = broadcast_add(h, Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
+                self.act(temb))[:, None, None, :])
         h = self.act(group_norm(h, self.num_groups, self.dtype))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=self.init_scale, dtype=self.dtype)
@@ -348,8 +348,8 @@ class ResnetBlockBigGANpp(nn.Module):
                 x = up_down.naive_downsample_2d(x, 2)
         h = conv3x3(h, out_ch, dtype=self.dtype)
         if temb is not None:
-            h = h + nn.Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
-                self.act(temb))[:, None, None, :]
+            h = broadcast_add(h, Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
+                self.act(temb))[:, None, None, :])
         h = self.act(group_norm(h, None, self.dtype))
         h = nn.Dropout(self.dropout)(h, deterministic=not train)
         h = conv3x3(h, out_ch, init_scale=self.init_scale, dtype=self.dtype)

@@ -58,17 +58,17 @@ class MLP(nn.Module):
             temb = layers.get_timestep_embedding(labels, self.embedding_dim)
         temb = temb.astype(in_dtype)
         width = int(self.hidden_sizes[0]) if len(self.hidden_sizes) else self.embedding_dim
-        temb = nn.Dense(width, dtype=dt, name="temb_0")(temb)
-        temb = nn.Dense(width, dtype=dt, name="temb_1")(act(temb))
+        temb = layers.Dense(width, dtype=dt, name="temb_0")(temb)
+        temb = layers.Dense(width, dtype=dt, name="temb_1")(act(temb))
         temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
                                    class_dropout=self.class_dropout, train=train,
                                    batch=x.shape[0])
         temb = act(temb)
-        h = nn.Dense(width, dtype=dt, name="input")(x)
+        h = layers.Dense(width, dtype=dt, name="input")(x)
         for i, size in enumerate(self.hidden_sizes):
-            h = nn.Dense(int(size), dtype=dt, name=f"hidden_{i}")(h)
-            h = act(h + nn.Dense(int(size), dtype=dt, name=f"temb_proj_{i}")(temb))
+            h = layers.Dense(int(size), dtype=dt, name=f"hidden_{i}")(h)
+            h = act(h + layers.Dense(int(size), dtype=dt, name=f"temb_proj_{i}")(temb))
             if self.dropout > 0:
                 h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        out = nn.Dense(x.shape[-1], dtype=dt, name="output")(h)
+        out = layers.Dense(x.shape[-1], dtype=dt, name="output")(h)
         return out.astype(in_dtype)

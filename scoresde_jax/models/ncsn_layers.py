@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.models.conv import broadcast_add
+
 Act = Callable[[jax.Array], jax.Array]
 
 
@@ -35,9 +37,34 @@ def ncsn_conv(x: jax.Array, out_ch: int, *, kernel: int = 3, stride: int = 1, bi
     def bias_init(key, shape, dtype=jnp.float32):
         return kernel_init(key, kshape, dtype)[0, 0, 0, :]
 
-    return nn.Conv(out_ch, kernel_size=(kernel, kernel), strides=(stride, stride), padding="SAME",
-                   use_bias=bias, kernel_dilation=(dilation, dilation), kernel_init=kernel_init,
-                   bias_init=bias_init, dtype=dtype)(x)
+    return Conv(out_ch, kernel, stride, dilation, use_bias=bias, kernel_init=kernel_init,
+                bias_init=bias_init, dtype=dtype)(x)
+
+
+class Conv(nn.Module):
+    """``nn.Conv(features, (k, k), (s, s), 'SAME', kernel_dilation=(d, d))``: the same variables
+    and float32 numbers; the bias is added by ``broadcast_add`` (float32 bias gradient under
+    bfloat16 compute, where flax sums the cotangent over ``B * H * W`` in bfloat16)."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    dilation: int = 1
+    use_bias: bool = True
+    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+    bias_init: Callable[..., Any] = nn.initializers.zeros
+    dtype: Optional[Any] = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, d = self.kernel_size, self.strides, self.dilation
+        w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        b = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+        dt = self.dtype if self.dtype is not None else jnp.result_type(x, w)
+        y = jax.lax.conv_general_dilated(x.astype(dt), w.astype(dt), (s, s), "SAME",
+                                         rhs_dilation=(d, d),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y if b is None else broadcast_add(y, b)
 
 
 def _instance_norm_plus_parts(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -159,8 +186,7 @@ class ConvMeanPool(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.Conv(self.output_dim, (self.kernel_size, self.kernel_size), padding="SAME",
-                    use_bias=self.biases, dtype=self.dtype)(x)
+        y = Conv(self.output_dim, self.kernel_size, use_bias=self.biases, dtype=self.dtype)(x)
         return (y[:, ::2, ::2] + y[:, 1::2, ::2] + y[:, ::2, 1::2] + y[:, 1::2, 1::2]) / 4.0
 
 

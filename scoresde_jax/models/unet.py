@@ -153,8 +153,8 @@ class NCSNpp(nn.Module):
             used_sigmas = sigmas[labels.astype(jnp.int32)]
             temb = layers.get_timestep_embedding(labels, nf)
         if self.conditional:
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
+            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
+            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
         else:
             temb = None
         temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
