@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from scoresde_jax.data.images import (
     _to_float, central_crop, crop_resize, resize_bilinear, resize_small,
@@ -120,6 +119,8 @@ def _prepare_instructions(name: str, data_dir: str | None) -> str:
 
 def open_source(name: str, split: str, data_dir: str | None):
     """Random-access source of decoded examples; clear errors instead of a download attempt."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 -- seconds to import; only TFDS runs need it
+
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as err:  # noqa: BLE001 -- translated below into an actionable message
@@ -214,6 +215,7 @@ def tf_batches(
             "backend='tf' needs TensorFlow (`pip install tensorflow-cpu`); without it convert the "
             "dataset to ArrayRecord (`tfds convert_format ...`) and use the default backend."
         ) from err
+    import tensorflow_datasets as tfds  # noqa: PLC0415 -- as in open_source
     index, count = shard
 
     def make_iter(step: int) -> Iterator[dict]:
