@@ -22,16 +22,19 @@ thread, Orbax's background commit, Grain) takes time from the step, which a GPU/
 The training rows therefore run twice there: ``train_loop`` with XLA on all cores (shared), and
 ``train_loop_pinned`` (``--pin``, a subprocess) with XLA's threads on the first core and every host
 thread on the others, the layout of an accelerator host; the bare step is timed under the same
-pinning. Pinned rows split the window's wall time on the device core (from the kernel's per-thread
-``schedstat``) into ``device_busy`` (XLA ran), ``device_preempted`` (XLA had work but another
-process ran: outside load) and ``device_idle`` (XLA had nothing to do: the host fell behind, the
-overhead this benchmark is after), for the loop and (``bare_*``) the bare step, with the CPU ms per
-step of the device's threads and of the host's (``device_cpu_ms`` / ``host_cpu_ms``).
+pinning. Pinned rows split the window's wall time on the device core into ``device_busy`` (XLA's
+threads ran: their ``schedstat``), ``device_idle`` (the core ran nothing: ``/proc/stat``; XLA had
+no work because the host fell behind, the overhead this benchmark is after) and ``device_outside``
+(the rest: other processes and the kernel on that core), for the loop and (``bare_*``) the bare
+step, with the CPU ms per step of the device's threads and of the host's (``device_cpu_ms`` /
+``host_cpu_ms``). ``loop_over_device`` is the loop's wall time over the time XLA ran in that
+same window: the host overhead without the drift of the bare step between runs (on a shared VM
+the bare step's own time varies 10-20 % from run to run).
 ``save_cpu_ms`` is the CPU time of one save in all (Orbax's background commit included).
 
     .venv/bin/python benchmarks/bench_loop.py [--configs configs/toy_8gaussians.py ...]
         [--window W] [--batch B] [--num_samples N] [--repeats 3] [--skip_training]
-        [--skip_sampling] [--no_pinned] [--out benchmarks/results/bench_loop_<backend>.json]
+        [--skip_sampling] [--no_pinned] [--no_saves] [--out benchmarks/results/bench_loop_<backend>.json]
 
 Runs unchanged on GPU/TPU. On a shared CPU compare the ratios of one run.
 """
@@ -68,14 +71,18 @@ from scoresde_jax.training.host import _images, _with_labels  # noqa: E402
 CONFIG = "configs/toy_8gaussians.py"
 
 
+SAVES = True  # --no_saves: no checkpoint in the timed window (to separate the saves' share)
+
+
 def _train_config(config: str, batch: int, window: int):
     """The loop's cadence: logs every 50 steps, a preemption checkpoint every ``window / 2`` and a
-    snapshot every ``window`` steps; ``window + 100`` steps in all."""
+    snapshot every ``window`` steps (none with ``--no_saves``); ``window + 100`` steps in all."""
     cfg = C.load_config(config)
     t = cfg.training
     t.batch_size, t.n_iters, t.n_jitted_steps = batch, window + 2 * WARM, 1
     t.log_freq, t.eval_freq = WARM, 0
-    t.snapshot_freq, t.snapshot_freq_for_preemption = window, window // 2
+    t.snapshot_freq, t.snapshot_freq_for_preemption = ((window, window // 2) if SAVES
+                                                       else (10 * window, 0))
     t.snapshot_sampling, t.keep_checkpoints = False, 2
     return cfg
 
@@ -92,7 +99,7 @@ def _loop_batch(cfg, s):
 
 def bare_step_s(fn, xb, state, n: int) -> tuple[float, object, dict]:
     """Mean time of ``n`` back-to-back dispatches of the compiled step on one device batch (and,
-    when pinned, the device core's busy / preempted fractions of that time)."""
+    when pinned, the device core's busy / idle / outside fractions of that time)."""
     state, m = fn(state, xb)
     jax.block_until_ready(m)
     t0, d0 = time.perf_counter(), _device_sched_s(DEVICE_CORE)
@@ -104,13 +111,14 @@ def bare_step_s(fn, xb, state, n: int) -> tuple[float, object, dict]:
 
 
 def _device_fractions(before, after, wall: float) -> dict:
-    """Shares of ``wall`` in which the device core ran XLA (busy), had XLA work but ran another
-    process (preempted: load from outside), or had nothing to do (idle: the host fell behind)."""
+    """Shares of ``wall`` in which the device core ran XLA's threads (busy), ran nothing (idle: XLA
+    had no work, the host fell behind) or ran something else (outside: other processes, the
+    kernel)."""
     if DEVICE_CORE is None:
         return {}
-    busy, preempted = ((b - a) / wall for a, b in zip(before, after))
-    return {"device_busy": busy, "device_preempted": preempted,
-            "device_idle": max(0.0, 1.0 - busy - preempted)}
+    busy, idle = ((b - a) / wall for a, b in zip(before, after))
+    return {"device_busy": busy, "device_idle": idle,
+            "device_outside": max(0.0, 1.0 - busy - idle)}
 
 
 def pin_device_core() -> tuple[int, list[int]]:
@@ -132,20 +140,26 @@ def pin_device_core() -> tuple[int, list[int]]:
 
 
 def _device_sched_s(core: int | None) -> tuple[float, float]:
-    """``(run, wait)`` seconds so far of this process's threads bound to ``core`` alone (XLA's,
-    when pinned): time on the core, and time runnable but waiting for it (other processes)."""
+    """``(run, idle)`` seconds so far on ``core``: the run time of this process's threads bound to
+    it alone (XLA's, when pinned; per-thread ``schedstat``) and the core's idle time (``/proc/stat``,
+    idle + iowait)."""
     if core is None:
         return 0.0, 0.0
-    run = wait = 0
+    run = 0
     for task in pathlib.Path("/proc/self/task").iterdir():
         try:
             if os.sched_getaffinity(int(task.name)) != {core}:
                 continue
-            r, w, _ = (task / "schedstat").read_text().split()
+            run += int((task / "schedstat").read_text().split()[0])
         except (OSError, ValueError):  # the thread ended meanwhile
             continue
-        run, wait = run + int(r), wait + int(w)
-    return run / 1e9, wait / 1e9
+    for line in pathlib.Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            idle = sum(int(v) for v in line.split()[4:6]) / os.sysconf("SC_CLK_TCK")
+            break
+    else:
+        idle = 0.0
+    return run / 1e9, idle
 
 
 def _process_cpu_s() -> float:
@@ -184,7 +198,8 @@ def loop_step_s(fn, s, cfg, window: int) -> tuple[float, dict]:
     if DEVICE_CORE is not None:
         device = d1[0] - d0[0]
         per.update(device_cpu_ms=1e3 * device / window,
-                   host_cpu_ms=1e3 * (p1 - p0 - device) / window, **_device_fractions(d0, d1, wall))
+                   host_cpu_ms=1e3 * (p1 - p0 - device) / window, **_device_fractions(d0, d1, wall),
+                   loop_over_device=wall / device)  # how much longer than its own device work
     return wall / window, per
 
 
@@ -233,7 +248,8 @@ def bench_training(config: str, window: int, batch: int, repeats: int) -> dict:
     cpu.update({f"bare_{k}": round(statistics.median(f[k] for f in bare_fracs), 3)
                 for k in bare_fracs[0]})
     pinned = DEVICE_CORE is not None
-    return {"case": "train_loop_pinned" if pinned else "train_loop", "config": config,
+    return {"case": ("train_loop_pinned" if pinned else "train_loop") + ("" if SAVES else "_no_saves"),
+            "config": config,
             "batch": batch, "window": window, **cpu,
             "layout": (f"XLA on core {DEVICE_CORE}, host threads on the other cores" if pinned
                        else "XLA and the host threads share all cores"),
@@ -317,8 +333,8 @@ def _pinned_rows(config: str, window: int, batch: int, repeats: int) -> list[dic
         out = os.path.join(tmp, "pinned.json")
         subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--pin",
                         "--skip_sampling", "--configs", config, "--window", str(window),
-                        "--batch", str(batch), "--repeats", str(repeats), "--out", out],
-                       check=True)
+                        "--batch", str(batch), "--repeats", str(repeats), "--out", out]
+                       + ([] if SAVES else ["--no_saves"]), check=True)
         return json.loads(pathlib.Path(out).read_text())["rows"]
 
 
@@ -337,9 +353,12 @@ def main(argv=None) -> list[dict]:
                    help="XLA on the first core, host threads on the others (see the module doc)")
     p.add_argument("--no_pinned", action="store_true",
                    help="on CPU, skip the pinned training rows (a subprocess with --pin)")
+    p.add_argument("--no_saves", action="store_true", help="no checkpoint in the timed window")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.WARNING)
+    global SAVES
+    SAVES = not args.no_saves
     if args.pin:
         global DEVICE_CORE
         DEVICE_CORE, host = pin_device_core()
@@ -370,6 +389,9 @@ def main(argv=None) -> list[dict]:
     summary = [{"metric": f"{pathlib.Path(r['config']).stem} {r['case']} loop/bare",
                 "value": r["ratio"], "goal": "<= 1.05", "trace_s": r["trace_s"],
                 "compile_s": r["compile_s"]} for r in rows]
+    summary += [{"metric": f"{pathlib.Path(r['config']).stem} {r['case']} loop/device time",
+                 "value": r["loop_over_device"], "goal": "<= 1.05"}
+                for r in rows if "loop_over_device" in r]
     write_results("bench_loop", rows, out=args.out, summary=summary, note=(
         "train_loop(_pinned): per-step time of the full loop over a window of steps between two of its "
         "waits for the device (data prefetched in a thread, EMA, logs every 50, a preemption "

@@ -27,14 +27,15 @@ def test_training_row_pinned_splits_the_device_core_time():
     """The pinned row (a subprocess running ``bench_training`` as the shared row does, with XLA's
     threads on one core); without Linux affinity or a second core, the shared row itself."""
     if not _PIN:
-        row = bench_loop.bench_training(TOY, window=20, batch=16, repeats=1)
+        row = bench_loop.bench_training(TOY, window=200, batch=64, repeats=1)
         assert row["case"] == "train_loop" and "device_idle" not in row
         _common(row)
         return
-    (row,) = bench_loop._pinned_rows(TOY, 20, 16, 1)
+    (row,) = bench_loop._pinned_rows(TOY, 200, 64, 1)
     assert row["case"] == "train_loop_pinned" and "core" in row["layout"]
     _common(row)
     for prefix in ("", "bare_"):
-        busy, pre, idle = (row[f"{prefix}device_{k}"] for k in ("busy", "preempted", "idle"))
-        assert 0.05 < busy <= 1.05 and 0 <= pre and 0 <= idle <= 1, row  # XLA ran on its core
-    assert row["device_cpu_ms"] > 0 and row["host_cpu_ms"] > 0, row
+        busy, idle, out = (row[f"{prefix}device_{k}"] for k in ("busy", "idle", "outside"))
+        # /proc/stat counts in 10 ms ticks: a window of ~0.2 s is good to about 5 %
+        assert 0 < busy <= 1.05 and 0 <= idle <= 1.1 and 0 <= out <= 1, row  # XLA ran there
+    assert row["device_cpu_ms"] > 0 and row["host_cpu_ms"] > 0 and row["loop_over_device"] >= 0.9, row
