@@ -55,12 +55,13 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import compile_timed, mfu, write_results  # noqa: E402
+from benchmarks.cpu_layout import (  # noqa: E402
+    device_fractions, device_sched_s, pin_device_core, process_cpu_s)
 from scoresde_jax import config as C  # noqa: E402
 from scoresde_jax import samplers  # noqa: E402
 from scoresde_jax.parameterization import get_model_fn, get_score_fn  # noqa: E402
@@ -102,69 +103,12 @@ def bare_step_s(fn, xb, state, n: int) -> tuple[float, object, dict]:
     when pinned, the device core's busy / idle / outside fractions of that time)."""
     state, m = fn(state, xb)
     jax.block_until_ready(m)
-    t0, d0 = time.perf_counter(), _device_sched_s(DEVICE_CORE)
+    t0, d0 = time.perf_counter(), device_sched_s(DEVICE_CORE)
     for _ in range(n):
         state, m = fn(state, xb)
     jax.block_until_ready((state, m))
     wall = time.perf_counter() - t0
-    return wall / n, state, _device_fractions(d0, _device_sched_s(DEVICE_CORE), wall)
-
-
-def _device_fractions(before, after, wall: float) -> dict:
-    """Shares of ``wall`` in which the device core ran XLA's threads (busy), ran nothing (idle: XLA
-    had no work, the host fell behind) or ran something else (outside: other processes, the
-    kernel)."""
-    if DEVICE_CORE is None:
-        return {}
-    busy, idle = ((b - a) / wall for a, b in zip(before, after))
-    return {"device_busy": busy, "device_idle": idle,
-            "device_outside": max(0.0, 1.0 - busy - idle)}
-
-
-def pin_device_core() -> tuple[int, list[int]]:
-    """Lay out this process as an accelerator host on a multi-core CPU: XLA's threads on the first
-    core (the "device"), this thread and every thread started later (the loop's prefetch thread,
-    Orbax, Grain, the progress bar) on the others. Call before the first JAX computation; Linux only.
-    Returns ``(device core, host cores)``."""
-    from jax._src import xla_bridge  # noqa: PLC0415 -- only to check that no backend exists yet
-
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        raise SystemExit(f"--pin needs at least 2 cores; this process may use {cores}.")
-    if xla_bridge._backends:  # noqa: SLF001
-        raise RuntimeError("pin_device_core() must run before JAX starts its backend.")
-    os.sched_setaffinity(0, {cores[0]})  # pid 0: this thread; XLA's pools inherit the mask
-    jax.block_until_ready(jax.jit(lambda x: x + 1)(np.ones(4)))  # backend + execution threads
-    os.sched_setaffinity(0, set(cores[1:]))
-    return cores[0], cores[1:]
-
-
-def _device_sched_s(core: int | None) -> tuple[float, float]:
-    """``(run, idle)`` seconds so far on ``core``: the run time of this process's threads bound to
-    it alone (XLA's, when pinned; per-thread ``schedstat``) and the core's idle time (``/proc/stat``,
-    idle + iowait)."""
-    if core is None:
-        return 0.0, 0.0
-    run = 0
-    for task in pathlib.Path("/proc/self/task").iterdir():
-        try:
-            if os.sched_getaffinity(int(task.name)) != {core}:
-                continue
-            run += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError):  # the thread ended meanwhile
-            continue
-    for line in pathlib.Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{core} "):
-            idle = sum(int(v) for v in line.split()[4:6]) / os.sysconf("SC_CLK_TCK")
-            break
-    else:
-        idle = 0.0
-    return run / 1e9, idle
-
-
-def _process_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system  # every thread's, the ended ones included
+    return wall / n, state, device_fractions(d0, device_sched_s(DEVICE_CORE), wall, DEVICE_CORE)
 
 
 DEVICE_CORE: int | None = None  # set by --pin
@@ -184,7 +128,7 @@ def loop_step_s(fn, s, cfg, window: int) -> tuple[float, dict]:
     def timed(state, batch):
         calls.append(time.perf_counter())
         if len(calls) in (WARM + 1, WARM + window + 1):
-            cpu.append((_process_cpu_s(), _device_sched_s(DEVICE_CORE)))
+            cpu.append((process_cpu_s(), device_sched_s(DEVICE_CORE)))
         return fn(state, batch)
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -198,7 +142,8 @@ def loop_step_s(fn, s, cfg, window: int) -> tuple[float, dict]:
     if DEVICE_CORE is not None:
         device = d1[0] - d0[0]
         per.update(device_cpu_ms=1e3 * device / window,
-                   host_cpu_ms=1e3 * (p1 - p0 - device) / window, **_device_fractions(d0, d1, wall),
+                   host_cpu_ms=1e3 * (p1 - p0 - device) / window,
+                   **device_fractions(d0, d1, wall, DEVICE_CORE),
                    loop_over_device=wall / device)  # how much longer than its own device work
     return wall / window, per
 
@@ -211,11 +156,11 @@ def save_ms(s, repeats: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         ckpt = Checkpointer(workdir, max_to_keep=2)
         for i in range(repeats + 1):
-            t0, c0 = time.perf_counter(), _process_cpu_s()
+            t0, c0 = time.perf_counter(), process_cpu_s()
             ckpt.save(i + 1, state, {"step": i + 1})
             times.append(time.perf_counter() - t0)
             ckpt.wait()  # as in the loop, where saves are far apart
-            cpu.append(_process_cpu_s() - c0)
+            cpu.append(process_cpu_s() - c0)
         ckpt.close()
     return {"save_ms": round(statistics.median(times[1:]) * 1e3, 1),
             "save_cpu_ms": round(statistics.median(cpu[1:]) * 1e3, 1)}
