@@ -26,8 +26,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.common import (  # noqa: E402
     compile_timed, mfu, peak_memory_mib, time_calls, write_results)
-from scoresde_jax.config_utils import load_config  # noqa: E402
-from scoresde_jax.models import count_params, create_model, dummy_inputs, init_model  # noqa: E402
+from scoresde_jax.config import load_config  # noqa: E402
+from scoresde_jax.config import create_model, dummy_inputs, init_model  # noqa: E402
+from scoresde_jax.models import count_params  # noqa: E402
 
 DEFAULT_CONFIGS = ["ve/cifar10_ncsnpp_continuous", "vp/cifar10_ddpmpp_continuous"]
 

@@ -41,8 +41,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.bench_models import functions, inputs  # noqa: E402
 from benchmarks.common import compile_timed, mfu, write_results  # noqa: E402
-from scoresde_jax.config_utils import load_config  # noqa: E402
-from scoresde_jax.models import count_params, create_model, init_model  # noqa: E402
+from scoresde_jax.config import load_config  # noqa: E402
+from scoresde_jax.config import create_model, init_model  # noqa: E402
+from scoresde_jax.models import count_params  # noqa: E402
 
 BASELINE_PKG = "scoresde_models_baseline"
 

@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "analytic", "cli", "commands", "config", "config_utils", "controllable", "convert", "data",
+    "analytic", "cli", "commands", "config", "controllable", "convert", "data",
     "evaluation", "likelihood", "losses", "metrics_io", "models", "parameterization", "samplers",
     "sde", "training", "utils",
 )

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scoresde_jax.utils import batch_mul, batch_sum, config_reexports, flat_dim
+from scoresde_jax.utils import batch_mul, batch_sum, flat_dim
 
 __all__ = [
     "SDE",
@@ -349,4 +349,3 @@ SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
 """SDE classes by the official name ``config.training.sde``."""
 
 # Official name; reads config.training.sde and config.model (scoresde_jax.config is the boundary).
-__getattr__ = config_reexports(__name__, "get_sde")

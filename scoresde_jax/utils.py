@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
-
 import jax
 import jax.numpy as jnp
 
@@ -32,22 +29,3 @@ def flat_dim(shape) -> int:
         d *= int(s)
     return d
 
-
-def config_reexports(module: str, *names: str) -> Callable[[str], Any]:
-    """A module-level ``__getattr__`` re-exporting ``names`` from :mod:`scoresde_jax.config`.
-
-    The official score_sde names that read a config (``sde.get_sde``, ``models.create_model``,
-    ``data.get_dataset``, ``samplers.get_sampling_fn``, ...) live at the one config boundary,
-    :mod:`scoresde_jax.config`, which imports the math modules; re-exporting them lazily keeps
-    ``from scoresde_jax.sde import get_sde`` working without an import cycle::
-
-        __getattr__ = config_reexports(__name__, "get_sde")
-    """
-    exported = frozenset(names)
-
-    def __getattr__(name: str) -> Any:
-        if name in exported:
-            return getattr(importlib.import_module("scoresde_jax.config"), name)
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-
-    return __getattr__

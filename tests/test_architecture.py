@@ -66,13 +66,3 @@ def test_config_sections_are_read_only_at_the_config_boundary():
                     and isinstance(node.value, ast.Name) and node.value.id in {"config", "cfg"}):
                 bad.append(f"{_rel(f)}:{node.lineno} reads config.{node.attr}")
     assert not bad, f"read configs in scoresde_jax/config/ only: {bad}"
-
-
-@pytest.mark.parametrize("name", ["get_sde", "create_model", "get_optimizer", "get_sampling_fn",
-                                  "get_dataset", "get_data_scaler", "get_data_inverse_scaler"])
-def test_official_names_are_reexported_where_score_sde_users_look(name):
-    home = {"get_sde": "sde", "create_model": "models", "get_optimizer": "training.optimizer",
-            "get_sampling_fn": "samplers", "get_dataset": "data", "get_data_scaler": "data",
-            "get_data_inverse_scaler": "data"}[name]
-    module = importlib.import_module(f"scoresde_jax.{home}")
-    assert getattr(module, name) is getattr(config, name)

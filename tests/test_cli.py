@@ -106,7 +106,7 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     from scoresde_jax import commands, training
     from scoresde_jax import config as C
     from scoresde_jax.training.checkpoint import restore_params
-    from scoresde_jax.models import param_shapes
+    from scoresde_jax.config import param_shapes
 
     config = cli.load_config(CONFIG, [a[len("--config."):] for a in TINY])
     rng = np.random.default_rng(0)

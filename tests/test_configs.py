@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
-from scoresde_jax.config_utils import REPO_ROOT, apply_override, list_configs, load_config
-from scoresde_jax.models import count_params, create_model, param_shapes
+from scoresde_jax.config import apply_override, create_model, list_configs, load_config, param_shapes
+from scoresde_jax.config.files import REPO_ROOT
+from scoresde_jax.models import count_params
 
 PAPER_CONFIGS = [
     "configs/ve/cifar10_ncsnpp_continuous.py",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scoresde_jax import convert
-from scoresde_jax.models import create_model, param_shapes
+from scoresde_jax.config import create_model, param_shapes
 
 
 def tiny_config(name: str = "ncsnpp") -> ml_collections.ConfigDict:

@@ -1,7 +1,7 @@
 """Input pipelines: digits, exact 2-D toy mixtures, scalers and resize ops, argument validation.
 
 Pipeline behaviour is tested through ``data.make_dataset`` (plain arguments); the config-reading
-front doors (``data.get_dataset(config, ...)``, ``data.get_data_scaler(config)``, re-exported from
+front doors (``config_lib.get_dataset(config, ...)``, ``config_lib.get_data_scaler(config)``, re-exported from
 ``scoresde_jax.config``) have their own tests at the end.  The TFDS pipelines (mocked) are in
 test_data_tfds.py.
 """
@@ -15,6 +15,7 @@ import pytest
 
 from data_helpers import assert_batches_equal, image_keys, make, make_config, take
 from scoresde_jax import analytic, data
+from scoresde_jax import config as config_lib
 
 
 def test_argument_validation_errors():
@@ -166,24 +167,24 @@ def test_vector_datasets_and_example_shapes():
 
 def test_get_dataset_reads_the_digits_config_and_validates_it():
     cfg = make_config("DIGITS", 12, batch_size=8, num_channels=1, digits_resize="pad")
-    batches = take(data.get_dataset(cfg, shard=(0, 1)), 2)
+    batches = take(config_lib.get_dataset(cfg, shard=(0, 1)), 2)
     assert_batches_equal(batches, take(make("DIGITS", 12, batch_size=8, digits_resize="pad",
                                             shard=(0, 1)), 2))
     np.testing.assert_array_equal(batches[0]["image"][:, :2], 0.0)  # zero padding
     with pytest.raises(ValueError, match="not divisible by the number of hosts"):
-        data.get_dataset(make_config("DIGITS", 8, batch_size=6, num_channels=1), shard=(0, 4))
+        config_lib.get_dataset(make_config("DIGITS", 8, batch_size=6, num_channels=1), shard=(0, 4))
     with pytest.raises(ValueError, match="num_channels = 1"):
-        data.get_dataset(make_config("DIGITS", 8, num_channels=3))
+        config_lib.get_dataset(make_config("DIGITS", 8, num_channels=3))
     with pytest.raises(ValueError, match="image_size >= 8"):
-        data.get_dataset(make_config("DIGITS", 4, num_channels=1))
+        config_lib.get_dataset(make_config("DIGITS", 4, num_channels=1))
 
 
 def test_config_scalers():
     x = np.linspace(0.0, 1.0, 11)
-    np.testing.assert_array_equal(data.get_data_scaler(make_config())(x), x)  # official signature
+    np.testing.assert_array_equal(config_lib.get_data_scaler(make_config())(x), x)  # official signature
     centered = make_config(centered=True)
-    np.testing.assert_allclose(data.get_data_scaler(centered)(x), 2 * x - 1)
-    np.testing.assert_allclose(data.get_data_inverse_scaler(centered)(2 * x - 1), x)
-    np.testing.assert_allclose(data.get_data_scaler(True)(x), 2 * x - 1)
+    np.testing.assert_allclose(config_lib.get_data_scaler(centered)(x), 2 * x - 1)
+    np.testing.assert_allclose(config_lib.get_data_inverse_scaler(centered)(2 * x - 1), x)
+    np.testing.assert_allclose(config_lib.get_data_scaler(True)(x), 2 * x - 1)
     with pytest.raises(TypeError, match="centered"):
-        data.get_data_scaler("yes")
+        config_lib.get_data_scaler("yes")

@@ -1,6 +1,6 @@
 """Input pipelines, TFDS (mocked, no TensorFlow) through Grain: CIFAR-10, CelebA and LSUN shapes,
 determinism, epochs, resumption, host shards, augmentation, the eval split, missing datasets, TFDS
-names, and the config front door ``data.get_dataset(config, ...)`` on a TFDS dataset.  Digits, toy
+names, and the config front door ``config_lib.get_dataset(config, ...)`` on a TFDS dataset.  Digits, toy
 mixtures, scalers and resize ops are in test_data.py.
 """
 
@@ -14,6 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_helpers import assert_batches_equal, image_keys, make, make_config, take
+from scoresde_jax import config as config_lib
 from scoresde_jax import data
 
 N_MOCK = 12
@@ -196,16 +197,16 @@ def test_get_dataset_reads_the_config(mock_tfds):
     cfg = make_config(random_flip=True, uniform_dequantization=True)
     cfg.seed, cfg.eval.batch_size = 3, 6
     kw = dict(data_dir=mock_tfds, shard=(0, 1))
-    got = data.get_dataset(cfg, **kw)
+    got = config_lib.get_dataset(cfg, **kw)
     want = make(seed=3, random_flip=True, uniform_dequantization=True, num_channels=3, **kw)
     assert got.fingerprint == want.fingerprint
     assert_batches_equal(take(got, 4), take(want, 4))
-    ev = data.get_dataset(cfg, split="eval", **kw)  # eval batch size; flips on train only
+    ev = config_lib.get_dataset(cfg, split="eval", **kw)  # eval batch size; flips on train only
     assert ev.fingerprint == make(split="eval", batch_size=6, seed=3, uniform_dequantization=True,
                                   **kw).fingerprint
     assert len(list(ev)) == N_MOCK // 6
-    over = data.get_dataset(cfg, seed=4, batch_size=2, uniform_dequantization=False, **kw)
+    over = config_lib.get_dataset(cfg, seed=4, batch_size=2, uniform_dequantization=False, **kw)
     assert over.fingerprint == make(batch_size=2, seed=4, random_flip=True, **kw).fingerprint
-    lsun = data.get_dataset(make_config("LSUN", 32, category="church_outdoor"), **kw)
+    lsun = config_lib.get_dataset(make_config("LSUN", 32, category="church_outdoor"), **kw)
     assert lsun.info["tfds_name"] == "lsun/church_outdoor"
     assert next(lsun)["image"].shape == (4, 32, 32, 3)

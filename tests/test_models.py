@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from scoresde_jax.config_utils import load_config
-from scoresde_jax.models import (DDPM, NCSNpp, NCSNv2, NoiseConditionalClassifier, count_params,
-                                 create_model, init_model, param_shapes)
+from scoresde_jax.config import load_config
+from scoresde_jax.config import create_model, init_model, param_shapes
+from scoresde_jax.models import DDPM, NCSNpp, NCSNv2, NoiseConditionalClassifier, count_params
 from scoresde_jax.models import up_down
 
 # Parameter counts of the official score_sde code at input (1, H, W, C) (issue 4).

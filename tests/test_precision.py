@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from scoresde_jax.config_utils import load_config
-from scoresde_jax.models import NoiseConditionalClassifier, create_model, dummy_inputs, layers
+from scoresde_jax.config import load_config
+from scoresde_jax.config import create_model, dummy_inputs
+from scoresde_jax.models import NoiseConditionalClassifier, layers
 from scoresde_jax.models.conv import broadcast_add
 from scoresde_jax.models.ncsn_layers import Conv as NCSNConv
 

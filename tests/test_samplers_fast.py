@@ -22,10 +22,10 @@ from scoresde_jax.samplers import (
     SAMPLERS,
     ddim_sample,
     dpm_solver_pp_sample,
-    get_sampling_fn,
     heun_sample,
     time_grid,
 )
+from scoresde_jax.config import get_sampling_fn
 from scoresde_jax.samplers import fast as fast_module
 from test_samplers_ode import MU, VAR, exact_flow
 from test_samplers_pc import N_SAMPLES, SCORES, SDES, check_ring, reference  # noqa: F401 (fixture)

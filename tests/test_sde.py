@@ -11,6 +11,7 @@ import pytest
 import scipy.integrate
 import scipy.stats
 
+from scoresde_jax import config as config_lib
 from scoresde_jax import sde as sde_lib
 from scoresde_jax.utils import batch_mul
 
@@ -252,14 +253,14 @@ def test_get_sde_from_config():
     cfg = ml_collections.ConfigDict({"training": {"sde": "vesde"},
                                      "model": {"sigma_min": 0.01, "sigma_max": 50.0, "beta_min": 0.1,
                                                "beta_max": 20.0, "num_scales": 1000}})
-    s, eps = sde_lib.get_sde(cfg)
+    s, eps = config_lib.get_sde(cfg)
     assert s == sde_lib.VESDE() and eps == 1e-5
     cfg.training.sde = "subvpsde"
-    s, eps = sde_lib.get_sde(cfg)
+    s, eps = config_lib.get_sde(cfg)
     assert s == sde_lib.subVPSDE() and eps == 1e-3
     cfg.training.sde = "vp"
     with pytest.raises(ValueError, match="vpsde"):
-        sde_lib.get_sde(cfg)
+        config_lib.get_sde(cfg)
 
 
 def test_vp_rejects_ddpm_chain_with_beta_at_least_one():

@@ -12,7 +12,7 @@ import pytest
 
 from scoresde_jax import commands, evaluation, models
 from scoresde_jax import config as C
-from scoresde_jax.config_utils import load_config
+from scoresde_jax.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,16 +23,16 @@ def _config(path: str = "configs/toy_8gaussians.py"):
 
 def test_mlp_shapes_and_create_model():
     config = _config()
-    model = models.create_model(config)
+    model = C.create_model(config)
     assert isinstance(model, models.MLP)
-    params = models.init_model(jax.random.key(0), config)
+    params = C.init_model(jax.random.key(0), config)
     x = jnp.ones((5, 2))
     labels = jnp.linspace(0.0, 499.0, 5)
     out = model.apply({"params": params}, x, labels, train=False)
     assert out.shape == (5, 2) and out.dtype == x.dtype
     assert C.example_shape(config) == (2,)
     config.model.embedding_type = "fourier"
-    fourier = models.create_model(config)
+    fourier = C.create_model(config)
     p = fourier.init(jax.random.key(1), x, jnp.full((5,), 0.5))["params"]
     assert fourier.apply({"params": p}, x, jnp.full((5,), 0.5)).shape == (5, 2)
     with pytest.raises(ValueError, match="vector data"):

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from scoresde_jax.training.optimizer import get_optimizer, learning_rate_schedule, make_optimizer
+from scoresde_jax.config import get_optimizer
+from scoresde_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from scoresde_jax.training.state import TrainState, ema_update
 
 

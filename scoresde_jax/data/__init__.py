@@ -9,8 +9,7 @@ One entry point, :func:`make_dataset` (``pipeline``), taking plain arguments:
   ``'TOY_GAUSSIAN'`` -- 2-D Gaussian mixtures with exact parameters and scores (``toy``).
 
 The official names that read a config (``get_dataset(config, ...)``, ``get_data_scaler``,
-``get_data_inverse_scaler``) live at the config boundary, :mod:`scoresde_jax.config`, and are
-re-exported here.
+``get_data_inverse_scaler``) live at the config boundary, :mod:`scoresde_jax.config`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from scoresde_jax.data.tfds import DatasetNotFoundError
 from scoresde_jax.data.toy import (
     TOY_DISTRIBUTIONS, example_shape, get_toy_distribution, is_vector_dataset, sample_mixture_np,
 )
-from scoresde_jax.utils import config_reexports
 
 __all__ = [
     "DATASETS",
@@ -34,9 +32,6 @@ __all__ = [
     "central_crop",
     "crop_resize",
     "example_shape",
-    "get_data_inverse_scaler",
-    "get_data_scaler",
-    "get_dataset",
     "get_toy_distribution",
     "inverse_scaler",
     "is_vector_dataset",
@@ -47,7 +42,3 @@ __all__ = [
     "sample_mixture_np",
     "scaler",
 ]
-
-__getattr__ = config_reexports(
-    __name__, "get_dataset", "get_data_scaler", "get_data_inverse_scaler"
-)

@@ -1,8 +1,7 @@
 """Score networks of the paper as flax.linen modules, and ``create_model(config)``.
 
 Modules (they take plain arguments, never the config; ``create_model(config)``, ``init_model``,
-``param_shapes`` and ``dummy_inputs`` are defined in :mod:`scoresde_jax.config` and re-exported
-here):
+``param_shapes`` and ``dummy_inputs`` are in :mod:`scoresde_jax.config`):
   * ``MLP`` (``mlp.py``): a time-conditioned MLP for vector data ``(B, D)`` (2-D toy datasets).
   * ``NCSNpp`` (``unet.py``): NCSN++ and DDPM++, one configurable U-Net.
   * ``DDPM`` (``ddpm.py``): the DDPM U-Net.
@@ -39,16 +38,11 @@ from scoresde_jax.models.ddpm import DDPM
 from scoresde_jax.models.mlp import MLP
 from scoresde_jax.models.ncsnv2 import NCSNv2
 from scoresde_jax.models.unet import NCSNpp
-from scoresde_jax.utils import config_reexports
 
 __all__ = [
-    "NCSNpp", "DDPM", "NCSNv2", "MLP", "NoiseConditionalClassifier", "MODEL_NAMES", "create_model",
-    "init_model", "param_shapes", "count_params", "dummy_inputs", "uses_sigma_labels",
+    "NCSNpp", "DDPM", "NCSNv2", "MLP", "NoiseConditionalClassifier", 
+    "count_params", "dummy_inputs", "uses_sigma_labels",
 ]
-
-# create_model & co. read config.model: they live at the config boundary (scoresde_jax.config).
-__getattr__ = config_reexports(
-    __name__, "MODEL_NAMES", "create_model", "init_model", "param_shapes", "dummy_inputs")
 
 
 def uses_sigma_labels(model: nn.Module) -> bool:

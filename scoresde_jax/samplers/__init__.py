@@ -3,8 +3,7 @@ functions.
 
 The front door is :func:`sample` (:mod:`scoresde_jax.samplers.api`): any sampler by name, with an
 optional budget ``nfe`` of score evaluations.  Every sampler has the signature ``sampler(score_fn, sde, shape, rng, **options) -> SampleResult(x,
-nfe)`` and is listed by name in :data:`SAMPLERS`; ``get_sampling_fn`` (defined at the config
-boundary, :mod:`scoresde_jax.config`, and re-exported here) builds one from an official-layout
+nfe)`` and is listed by name in :data:`SAMPLERS`; ``scoresde_jax.config.get_sampling_fn`` builds one from an official-layout
 config, passing only the options the config sets: the defaults are those of the signatures here.
 Compilation caching (pass parameters with ``jax.tree_util.Partial``, or use :func:`get_pc_sampler`)
 is described in :mod:`scoresde_jax.samplers.pc`.
@@ -48,7 +47,6 @@ from scoresde_jax.samplers.predictors import (
     reverse_diffusion,
 )
 from scoresde_jax.samplers.predictors import none as none_predictor
-from scoresde_jax.utils import config_reexports
 
 __all__ = [
     "SampleResult",
@@ -86,12 +84,8 @@ __all__ = [
     "data_prediction",
     "time_grid",
     "as_score_pytree",
-    "get_sampling_fn",
     "sliced_wasserstein",
     "predictors",
     "correctors",
     "common",
 ]
-
-# Official name; reads config.sampling (scoresde_jax.config is the boundary).
-__getattr__ = config_reexports(__name__, "get_sampling_fn")

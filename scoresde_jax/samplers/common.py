@@ -51,7 +51,7 @@ def check_sde(sde: Any) -> None:
     if not isinstance(sde, SDE):
         raise TypeError(
             f"sde must be a scoresde_jax.sde SDE (VESDE, VPSDE, subVPSDE), got "
-            f"{type(sde).__name__}; build one with scoresde_jax.sde.get_sde(config)."
+            f"{type(sde).__name__}; build one with scoresde_jax.config.get_sde(config)."
         )
 
 

@@ -50,17 +50,14 @@ from scoresde_jax.training.steps import (
     make_train_fn,
     stream_key,
 )
-from scoresde_jax.utils import config_reexports
 
 __all__ = [
     "Checkpointer", "restore_params", "LoopOptions", "TrainResult", "train_loop",
     "CheckpointError", "NonFiniteStateError", "has_checkpoints", "Preempted", "WorkdirBusyError",
     "workdir",
-    "learning_rate_schedule", "make_optimizer", "get_optimizer", "TrainState", "abstract_state",
+    "learning_rate_schedule", "make_optimizer", "TrainState", "abstract_state",
     "create_train_state", "ema_update", "init_state", "EVAL_STREAM", "SAMPLE_STREAM",
     "TRAIN_STREAM", "NonFiniteLossError", "StepMetrics", "make_eval_fn", "make_step_fn",
     "make_train_fn", "stream_key", "checkpoint", "distributed", "loop", "optimizer", "state",
     "steps",
 ]
-
-__getattr__ = config_reexports(__name__, "get_optimizer")

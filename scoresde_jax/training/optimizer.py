@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 import optax
 
-from scoresde_jax.utils import config_reexports
 
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "adam": lambda lr, *, b1, eps, weight_decay: (
@@ -67,6 +66,3 @@ def make_optimizer(
     if grad_accum_steps > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=grad_accum_steps)
     return tx
-
-
-__getattr__ = config_reexports(__name__, "get_optimizer")  # official name; reads config.optim

@@ -62,7 +62,7 @@ def make_step_fn(
     """One optimizer step ``(state, batch) -> (state, StepMetrics)`` (not jitted; scanned by the caller).
 
     With ``grad_accum_steps = k > 1`` the state's ``tx`` must be an ``optax.MultiSteps`` over ``k``
-    steps (:func:`scoresde_jax.optim.get_optimizer` builds it): the batch is split into ``k``
+    steps (:func:`scoresde_jax.config.get_optimizer` builds it): the batch is split into ``k``
     micro-batches fed to ``tx.update`` in turn, and the ``k``-th call applies the mean gradient.
     """
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
