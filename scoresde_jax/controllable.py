@@ -1,17 +1,6 @@
-"""Controllable generation (Song et al., ICLR 2021, section 5 and appendix I): class-conditional
-sampling, inpainting and colorization with an unconditional score model.
-
-Class-conditional sampling (appendix I.1)
------------------------------------------
-By Bayes' rule ``grad_x log p_t(x | y) = grad_x log p_t(x) + grad_x log p_t(y | x)``, so a
-time-dependent classifier ``classifier_fn(x, t) -> logits`` trained on noisy data turns the
-unconditional score into a conditional one:
-
-    score_y(x, t) = score(x, t) + scale * grad_x log softmax(classifier_fn(x, t))[y]
-
-(``scale = 1`` is Bayes' rule; ``scale > 1`` sharpens the class, as classifier guidance).  Any
-sampler of :mod:`scoresde_jax.samplers` then samples ``p_0(x | y)``; :func:`pc_conditional_sample`
-is the PC sampler.
+"""Controllable generation with an unconditional score model (Song et al., ICLR 2021, section 5
+and appendix I): inpainting and colorization.  Class-conditional sampling with a time-dependent
+classifier (appendix I.1) is conditioning and lives in :mod:`scoresde_jax.guidance`.
 
 Inpainting and colorization (appendix I.2 and I.3, the official ``pc_inpainter`` / ``pc_colorizer``)
 ----------------------------------------------------------------------------------------------------
@@ -57,22 +46,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.common import SampleResult, as_score_pytree
+from scoresde_jax.samplers.common import SampleResult
 from scoresde_jax.samplers.pc import pc_sample
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
-    "classifier_logp_grad",
-    "conditional_score_fn",
-    "pc_conditional_sample",
     "pc_inpaint",
     "pc_colorize",
     "color_decoupling_matrix",
@@ -81,92 +67,6 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-ClassifierFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-# --------------------------------------------------------------------------------------------------
-# class-conditional sampling
-# --------------------------------------------------------------------------------------------------
-def classifier_logp_grad(
-    classifier_fn: ClassifierFn, x: jax.Array, t: jax.Array, y: jax.Array
-) -> jax.Array:
-    """``grad_x log p_t(y | x)`` with ``log p_t(. | x) = log_softmax(classifier_fn(x, t))``; ``y``
-    has shape ``(B,)`` (integer labels) and the classifier maps ``(B, *D), (B,) -> (B, K)`` logits,
-    each example independently."""
-    y = jnp.broadcast_to(jnp.asarray(y), (x.shape[0],))
-
-    def total_logp(x_):
-        logp = jax.nn.log_softmax(classifier_fn(x_, t), axis=-1)
-        return jnp.sum(jnp.take_along_axis(logp, y[:, None].astype(jnp.int32), axis=-1))
-
-    return jax.grad(total_logp)(x)
-
-
-def _logits_grad(classifier, x, t, y):
-    return classifier_logp_grad(classifier, x, t, y)
-
-
-def _conditional_score(score, logp_grad, y, scale, x, t):
-    y = jnp.broadcast_to(jnp.asarray(y), (x.shape[0],))
-    return score(x, t) + jnp.asarray(scale, x.dtype) * logp_grad(x, t, y)
-
-
-def conditional_score_fn(
-    score_fn: ScoreFn,
-    classifier_fn: ClassifierFn | None = None,
-    y: Any = None,
-    scale: float = 1.0,
-    *,
-    classifier_logp_grad_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array] | None = None,
-) -> Partial:
-    """``score_y(x, t) = score_fn(x, t) + scale * grad_x log p_t(y | x)`` as a
-    :class:`jax.tree_util.Partial`.
-
-    Give either ``classifier_fn(x, t) -> logits`` (the gradient of the selected log-softmax is taken
-    with ``jax.grad``) or ``classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x)``.  ``y`` is
-    an integer label or a ``(B,)`` vector of labels; it and ``scale`` are data of the returned
-    pytree, so samplers compiled for one label are reused for another.  ``score_fn`` /
-    ``classifier_fn`` may be ``Partial``\\ s carrying parameters.
-    """
-    if (classifier_fn is None) == (classifier_logp_grad_fn is None):
-        raise ValueError(
-            "conditional_score_fn needs exactly one of classifier_fn(x, t) -> logits and "
-            "classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x)."
-        )
-    if y is None:
-        raise ValueError(
-            "conditional_score_fn needs the class label(s) y (an int or a (B,) integer array)."
-        )
-    y = jnp.asarray(y)
-    if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise TypeError(f"class labels y must be integers, got dtype {y.dtype}.")
-    if classifier_fn is not None:
-        grad_fn = Partial(_logits_grad, as_score_pytree(classifier_fn))
-    else:
-        grad_fn = as_score_pytree(classifier_logp_grad_fn)
-    return Partial(_conditional_score, as_score_pytree(score_fn), grad_fn, y, jnp.asarray(scale))
-
-
-def pc_conditional_sample(
-    score_fn: ScoreFn,
-    classifier_fn: ClassifierFn | None,
-    y: Any,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    scale: float = 1.0,
-    classifier_logp_grad_fn=None,
-    **pc_options: Any,
-) -> SampleResult:
-    """Class-conditional PC sampling: :func:`scoresde_jax.samplers.pc_sample` with
-    :func:`conditional_score_fn` (official ``get_pc_conditional_sampler``); ``pc_options`` are the
-    keyword options of ``pc_sample`` (``x_init`` and ``dtype`` included).  ``nfe`` counts
-    evaluations of the conditional score (each one score and one classifier-gradient evaluation)."""
-    cond = conditional_score_fn(
-        score_fn, classifier_fn, y, scale, classifier_logp_grad_fn=classifier_logp_grad_fn
-    )
-    return pc_sample(cond, sde, shape, rng, **pc_options)
 
 
 # --------------------------------------------------------------------------------------------------

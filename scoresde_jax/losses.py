@@ -18,8 +18,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.parameterization import get_parameterization, get_score_fn
-from scoresde_jax.sde import SDE, VESDE, VPSDE
+from scoresde_jax.parameterization import get_logits_fn, get_model_fn, get_score_fn
+from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
@@ -67,14 +67,14 @@ def dsm_loss(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde
     return _reduce(jnp.square(score + batch_mul(1.0 / std, z)), reduce_mean) * g2
 
 
-def smld_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: VESDE,
+def smld_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: SDE,
               reduce_mean: bool = False) -> jax.Array:
     """Discrete SMLD / NCSN loss (Song & Ermon 2019), per example.
 
     ``labels`` index the *descending* noise levels ``sigma_{N-1-labels}`` (the NCSN convention); with
     ``x~ = x + sigma z`` the loss is ``sigma^2 reduce(|| s_theta(x~, label) + z / sigma ||^2)``.
     """
-    if not isinstance(sde, VESDE):
+    if sde.kind != "ve":
         raise TypeError(f"smld_loss needs a VESDE, got {type(sde).__name__}; use ddpm_loss for VP.")
     sigmas = jnp.asarray(sde.discrete_sigmas[::-1].copy(), x.dtype)[labels]
     noise = batch_mul(sigmas, z)
@@ -83,11 +83,11 @@ def smld_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, 
     return _reduce(jnp.square(score - target), reduce_mean) * sigmas**2
 
 
-def ddpm_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: VPSDE,
+def ddpm_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, *, sde: SDE,
               reduce_mean: bool = False) -> jax.Array:
     """Discrete DDPM loss (Ho et al. 2020), per example: ``reduce(|| eps_theta(x_i, i) - z ||^2)`` with
     ``x_i = sqrt(alphabar_i) x + sqrt(1 - alphabar_i) z``."""
-    if not isinstance(sde, VPSDE):
+    if sde.kind != "vp":
         raise TypeError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}; use smld_loss for VE and the "
                         "continuous dsm_loss for sub-VP.")
     a = jnp.asarray(sde.sqrt_alphas_cumprod, x.dtype)[labels]
@@ -117,13 +117,13 @@ def _discrete_from_key(loss, model_fn, x, rng, *, sde, reduce_mean):
     return loss(model_fn, x, labels, z, sde=sde, reduce_mean=reduce_mean)
 
 
-def smld_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VESDE,
+def smld_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: SDE,
                        reduce_mean: bool = False) -> jax.Array:
     """:func:`smld_loss` with uniform noise levels and ``z ~ N(0, I)`` drawn from ``rng``."""
     return _discrete_from_key(smld_loss, model_fn, x, rng, sde=sde, reduce_mean=reduce_mean)
 
 
-def ddpm_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: VPSDE,
+def ddpm_loss_from_key(model_fn: ModelFn, x: jax.Array, rng: jax.Array, *, sde: SDE,
                        reduce_mean: bool = False) -> jax.Array:
     """:func:`ddpm_loss` with uniform timesteps and ``z ~ N(0, I)`` drawn from ``rng``."""
     return _discrete_from_key(ddpm_loss, model_fn, x, rng, sde=sde, reduce_mean=reduce_mean)
@@ -142,14 +142,6 @@ class LossAux(NamedTuple):
     per_example: jax.Array
 
 
-def _apply_fn(model: Any) -> Callable:
-    if hasattr(model, "apply"):
-        return model.apply
-    if callable(model):
-        return model
-    raise TypeError(f"get_loss_fn needs a flax module or an apply function, got {type(model).__name__}.")
-
-
 def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
                 likelihood_weighting: bool = False, reduce_mean: bool = False, eps: float = 1e-5
                 ) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, LossAux]]:
@@ -163,7 +155,6 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     The loss is chosen like the official ``get_step_fn``: continuous DSM for any SDE when ``continuous``, else
     SMLD for VE and DDPM for VP (discrete sub-VP does not exist).
     """
-    apply = _apply_fn(model)
     conditional = int(getattr(model, "num_classes", 0) or 0) > 0
     if not continuous:
         if getattr(sde, "kind", None) == "subvp":
@@ -177,20 +168,15 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     def loss_fn(params, batch, rng):
         x = batch["image"] if isinstance(batch, dict) else batch
         k_loss, k_drop = jax.random.split(rng)
-        cond = {"class_labels": batch_labels(batch, "get_loss_fn")} if conditional else {}
-
-        def model_fn(x_in, labels):
-            if train:
-                return apply({"params": params}, x_in, labels, train=True, rngs={"dropout": k_drop},
-                             **cond)
-            return apply({"params": params}, x_in, labels, train=False, **cond)
-
+        cond = (batch_labels(batch, "get_loss_fn"),) if conditional else ()
+        network = get_model_fn(model, params, train=train, rng=k_drop if train else None)
         if continuous:
-            score_fn = get_score_fn(sde, model_fn, continuous=True)
-            losses = dsm_loss_from_key(score_fn, x, k_loss, sde=sde, eps=eps,
+            score = get_score_fn(sde, network, continuous=True)
+            losses = dsm_loss_from_key(lambda x_t, t: score(x_t, t, *cond), x, k_loss, sde=sde, eps=eps,
                                        likelihood_weighting=likelihood_weighting, reduce_mean=reduce_mean)
         else:
-            losses = DISCRETE_LOSSES[sde.kind](model_fn, x, k_loss, sde=sde, reduce_mean=reduce_mean)
+            losses = DISCRETE_LOSSES[sde.kind](lambda x_i, labels: network(x_i, labels, *cond), x, k_loss,
+                                               sde=sde, reduce_mean=reduce_mean)
         return jnp.mean(losses), LossAux(per_example=losses)
 
     return loss_fn
@@ -226,21 +212,14 @@ def get_classifier_loss_fn(sde: SDE, classifier: Any, *, train: bool, eps: float
     ``t ~ U(eps, T)``, ``z ~ N(0, I)``, the classifier conditioned on the continuous-time network
     label of ``sde`` (``sigma(t)`` for VE, ``(N - 1) t`` for VP / sub-VP, as the score networks and
     :func:`scoresde_jax.guidance.model_classifier_fn`). ``batch`` is ``{'image', 'label'}``."""
-    apply = _apply_fn(classifier)
-    labels_of = get_parameterization(sde, True).labels
-
     def loss_fn(params, batch, rng):
         x, y = batch["image"] if isinstance(batch, dict) else batch, batch_labels(batch,
                                                                                     "classifier")
         k_t, k_z, k_drop = jax.random.split(rng, 3)
         t = jax.random.uniform(k_t, (x.shape[0],), x.dtype, minval=eps, maxval=sde.T)
         z = jax.random.normal(k_z, x.shape, x.dtype)
-
-        def logits_fn(x_in, t_in):
-            kw = {"train": True, "rngs": {"dropout": k_drop}} if train else {"train": False}
-            return apply({"params": params}, x_in, labels_of(sde, t_in), **kw)
-
-        losses = classifier_loss(logits_fn, x, y, t, z, sde=sde)
+        network = get_model_fn(classifier, params, train=train, rng=k_drop if train else None)
+        losses = classifier_loss(get_logits_fn(sde, network), x, y, t, z, sde=sde)
         return jnp.mean(losses), LossAux(per_example=losses)
 
     return loss_fn

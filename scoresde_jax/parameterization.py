@@ -18,15 +18,27 @@ The official code hard-codes the continuous VP label as ``999 t``, which equals 
 ``N = 1000`` configurations; sub-VP is always treated as continuous.  The table is
 :data:`PARAMETERIZATIONS`, keyed on ``(sde.kind, continuous)``: small named functions chosen once by
 :func:`get_parameterization`.
+
+The adapter from a flax network to a score is two composable pytrees,
+``get_score_fn(sde, get_model_fn(model, params), continuous=...)``: :func:`get_model_fn` applies the
+module (parameters, dropout key and mode), :func:`get_score_fn` feeds it the label of ``t`` and
+converts its output.  Both are :class:`jax.tree_util.Partial` objects whose static part (a frozen
+dataclass: SDE, model, flags) is the ``jax.jit`` cache key and whose data are the parameters, so a
+sampler, a loss or the likelihood compiles once per model and not once per parameters.  Extra
+positional arguments ``score_fn(x, t, y)`` are the class labels of a conditional network.
+:func:`get_logits_fn` reads a noise-conditional classifier the same way (label of ``t``, raw
+logits).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
@@ -38,8 +50,11 @@ __all__ = [
     "network_labels",
     "output_to_score",
     "score_to_output",
-    "get_score_fn",
+    "ModelApply",
+    "AtTime",
     "get_model_fn",
+    "get_score_fn",
+    "get_logits_fn",
 ]
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -145,32 +160,86 @@ def score_to_output(sde: SDE, score: jax.Array, t: jax.Array, *, continuous: boo
     return get_parameterization(sde, continuous).score_to_output(sde, score, t)
 
 
-def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool = True) -> ScoreFn:
-    """Wrap a network ``model_fn(x, labels) -> output`` into ``score_fn(x, t) -> score``."""
+# --- the network -> score adapter ------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ModelApply:
+    """The static half of :func:`get_model_fn`: ``(variables, rng, x, labels[, class_labels])``
+    applies ``model`` (a flax module, or a function with the signature of ``Module.apply``).
 
-    param = get_parameterization(sde, continuous)
+    ``train=True`` applies it in training mode with the dropout key ``rng``.  ``class_labels``
+    (``(B,)`` integers) reach a class-conditional network as its ``class_labels`` argument; without
+    them the network is called without that argument (its null class, or an unconditional
+    network).  Frozen and compared by fields, so it is a stable ``jax.jit`` cache key."""
 
-    def score_fn(x, t):
+    model: Any
+    train: bool = False
+
+    def __call__(self, variables, rng, x, labels, class_labels=None):
+        apply = self.model.apply if hasattr(self.model, "apply") else self.model
+        cond = {} if class_labels is None else {"class_labels": class_labels}
+        if self.train:
+            return apply(variables, x, labels, train=True, rngs={"dropout": rng}, **cond)
+        return apply(variables, x, labels, train=False, **cond)
+
+
+@dataclasses.dataclass(frozen=True)
+class AtTime:
+    """The static half of :func:`get_score_fn` / :func:`get_logits_fn`: ``(model_fn, x, t,
+    *class_labels)`` feeds the network ``model_fn`` the label of ``t`` (the row of ``(sde.kind,
+    continuous)``) and, with ``score=True``, turns its output into the score.  ``t`` takes the
+    dtype of floating ``x``; ``class_labels`` are passed on to ``model_fn``."""
+
+    sde: SDE
+    continuous: bool = True
+    score: bool = True
+
+    def __call__(self, model_fn, x, t, *class_labels):
+        param = get_parameterization(self.sde, self.continuous)
         t = jnp.asarray(t, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(t)
-        return param.output_to_score(sde, model_fn(x, param.labels(sde, t)), t)
+        out = model_fn(x, param.labels(self.sde, t), *class_labels)
+        return param.output_to_score(self.sde, out, t) if self.score else out
 
-    return score_fn
+
+def _as_pytree(fn: Callable) -> Partial:
+    if not callable(fn):
+        raise TypeError(f"model_fn must be a callable model_fn(x, labels), got {type(fn).__name__}.")
+    return fn if isinstance(fn, Partial) else Partial(fn)
 
 
-def get_model_fn(model: Any, params: Any, *, train: bool = False, rng: jax.Array | None = None,
-                 extra_variables: dict | None = None) -> ModelFn:
-    """``model_fn(x, labels)`` applying a flax module with fixed ``params``.
+def get_model_fn(model: Any, params: Any, *, train: bool = False,
+                 rng: jax.Array | None = None) -> Partial:
+    """``model_fn(x, labels, class_labels=None)``: the flax module ``model`` applied with fixed
+    ``params`` (see :class:`ModelApply`).
 
-    With ``train=True`` the dropout RNG ``rng`` is required.  ``extra_variables`` (e.g. batch statistics)
-    are passed along unchanged.
+    A :class:`jax.tree_util.Partial` whose data are ``params`` and ``rng``: passed to a jitted
+    sampler, loss or likelihood it compiles once per model, not once per parameters.  With
+    ``train=True`` the dropout key ``rng`` is required.
     """
-    variables = {"params": params, **(extra_variables or {})}
+    if not (hasattr(model, "apply") or callable(model)):
+        raise TypeError(f"model must be a flax module or an apply function, got {type(model).__name__}.")
+    if train and rng is None:
+        raise ValueError("get_model_fn(train=True) needs an rng for dropout.")
+    return Partial(ModelApply(model, bool(train)), {"params": params}, rng)
 
-    def model_fn(x, labels):
-        if train:
-            if rng is None:
-                raise ValueError("get_model_fn(train=True) needs an rng for dropout.")
-            return model.apply(variables, x, labels, train=True, rngs={"dropout": rng})
-        return model.apply(variables, x, labels, train=False)
 
-    return model_fn
+def get_score_fn(sde: SDE, model_fn: ModelFn, *, continuous: bool = True) -> Partial:
+    """``score_fn(x, t, *class_labels)`` of a network ``model_fn(x, labels, *class_labels)``:
+
+        score(x, t) = output_to_score(sde, model_fn(x, labels(sde, t)), t)
+
+    with the row of ``(sde.kind, continuous)`` of the module table.  The one network -> score
+    adapter of the library: ``get_score_fn(sde, get_model_fn(model, params), continuous=c)`` is
+    the score of a flax network for samplers, losses, guidance and the likelihood alike (called
+    with ``(x, t, y)`` it is the label score of a class-conditional network).  A pytree
+    (``Partial(AtTime(...), model_fn)``); a plain ``model_fn`` is its static part.
+    """
+    get_parameterization(sde, continuous)
+    return Partial(AtTime(sde, bool(continuous)), _as_pytree(model_fn))
+
+
+def get_logits_fn(sde: SDE, model_fn: ModelFn) -> Partial:
+    """``logits_fn(x, t) = model_fn(x, labels(sde, t))`` of a noise-conditional classifier: the
+    network sees the continuous-time label of ``sde`` (``sigma(t)`` for VE, ``(N - 1) t`` for VP /
+    sub-VP, as the score networks) and its output is returned as is."""
+    get_parameterization(sde, True)
+    return Partial(AtTime(sde, True, score=False), _as_pytree(model_fn))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax import analytic
+from scoresde_jax import analytic, guidance
 from scoresde_jax import controllable as ctl
 from scoresde_jax import sde as sde_lib
 
@@ -278,7 +278,7 @@ def test_conditional_score_is_component_score():
     mix = _two_class_mixture()
     x = analytic.sample_mixture(mix, jax.random.key(0), 8)
     t = jnp.full((8,), 0.3)
-    cond = ctl.conditional_score_fn(
+    cond = guidance.classifier_guidance(
         analytic.exact_score_fn(mix, sde), _exact_classifier(mix, sde), 1
     )
     comp = analytic.gaussian(mix.means[1], mix.covs[1])
@@ -292,16 +292,16 @@ def test_conditional_score_is_component_score():
     clf = _exact_classifier(mix, sde)
 
     def grad_fn(x_, t_, y_):
-        return ctl.classifier_logp_grad(clf, x_, t_, y_)
+        return guidance.classifier_logp_grad(clf, x_, t_, y_)
 
-    cond2 = ctl.conditional_score_fn(
+    cond2 = guidance.classifier_guidance(
         analytic.exact_score_fn(mix, sde), y=1, classifier_logp_grad_fn=grad_fn
     )
     np.testing.assert_allclose(
         np.asarray(cond2(x, t)), np.asarray(cond(x, t)), rtol=1e-6, atol=1e-6
     )
     with pytest.raises(ValueError, match="exactly one"):
-        ctl.conditional_score_fn(analytic.exact_score_fn(mix, sde), None, 1)
+        guidance.classifier_guidance(analytic.exact_score_fn(mix, sde), None, 1)
 
 
 def test_class_conditional_sampling_reproduces_component():
@@ -317,7 +317,7 @@ def test_class_conditional_sampling_reproduces_component():
     score_fn = analytic.exact_score_fn(mix, sde)
     n = 2000
     for k in (0, 1):
-        res = ctl.pc_conditional_sample(
+        res = guidance.pc_conditional_sample(
             score_fn,
             classifier_fn,
             k,
