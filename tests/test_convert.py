@@ -11,8 +11,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from scoresde_jax import convert
 from scoresde_jax.config import create_model, param_shapes
+from scoresde_jax.pretrained import score_sde
+from scoresde_jax.pretrained.score_sde import CheckpointMismatchError, load_checkpoint
 
 
 def tiny_config(name: str = "ncsnpp") -> ml_collections.ConfigDict:
@@ -97,13 +98,14 @@ def test_round_trip_gives_identical_outputs(tmp_path, name):
     config = tiny_config(name)
     raw, ema = random_params(config, 0), random_params(config, 1)
     path = write_checkpoint(tmp_path / "checkpoints", official_state(raw, ema))
-    loaded_ema = convert.load_official_checkpoint(path, config)
-    loaded_raw = convert.load_official_checkpoint(path, config, ema=False)
+    ckpt = load_checkpoint(path, param_shapes(config))
+    loaded_ema, loaded_raw = ckpt.ema_params, ckpt.params
+    assert ckpt.weights() is loaded_ema and ckpt.weights(ema=False) is loaded_raw
     assert jax.tree.structure(loaded_ema) == jax.tree.structure(jax.tree.map(jnp.asarray, ema))
     np.testing.assert_array_equal(apply(config, loaded_ema, X), apply(config, ema, X))
     np.testing.assert_array_equal(apply(config, loaded_raw, X), apply(config, raw, X))
     assert not np.array_equal(apply(config, loaded_raw, X), apply(config, loaded_ema, X))
-    again = convert.load_official_checkpoint(path, config, model=create_model(config, remat=True))
+    again = load_checkpoint(path, param_shapes(config, remat=True)).ema_params
     assert jax.tree.structure(again) == jax.tree.structure(loaded_ema)
 
 
@@ -112,21 +114,21 @@ def test_directory_picks_newest_and_step(tmp_path):
     a, b = random_params(config, 0), random_params(config, 1)
     write_checkpoint(tmp_path, official_state(a, a, step=3), step=3)
     write_checkpoint(tmp_path, official_state(b, b, step=12), step=12)
-    newest = convert.load_official_checkpoint(tmp_path, config)
+    newest = load_checkpoint(tmp_path, param_shapes(config)).weights()
     np.testing.assert_array_equal(newest["Conv_0"]["kernel"], b["Conv_0"]["kernel"])
-    third = convert.load_official_checkpoint(tmp_path, config, step=3)
+    third = load_checkpoint(tmp_path, param_shapes(config), step=3).weights()
     np.testing.assert_array_equal(third["Conv_0"]["kernel"], a["Conv_0"]["kernel"])
     with pytest.raises(FileNotFoundError, match="available steps"):
-        convert.load_official_checkpoint(tmp_path, config, step=5)
-    state = convert.read_official_checkpoint(tmp_path)
+        load_checkpoint(tmp_path, param_shapes(config), step=5)
+    state = load_checkpoint(tmp_path, param_shapes(config))
     assert state.step == 12 and state.ema_rate == pytest.approx(0.999)
 
 
 def test_checkpoint_of_another_architecture(tmp_path):
     ddpm = random_params(tiny_config("ddpm"), 0)
     path = write_checkpoint(tmp_path, official_state(ddpm, ddpm))
-    with pytest.raises(convert.CheckpointMismatchError, match="another architecture") as e:
-        convert.load_official_checkpoint(path, tiny_config("ncsnpp"))
+    with pytest.raises(CheckpointMismatchError, match="another architecture") as e:
+        load_checkpoint(path, param_shapes(tiny_config("ncsnpp")))
     assert "ResnetBlockDDPM" in str(e.value) and "ResnetBlockBigGANpp" in str(e.value)
 
 
@@ -137,8 +139,8 @@ def test_missing_unexpected_and_misshaped_entries_are_named(tmp_path):
     p["Extra_0"] = {"kernel": np.zeros((2, 2), np.float32)}
     p["Conv_0"]["kernel"] = np.zeros((3, 3, 3, 17), np.float32)
     path = write_checkpoint(tmp_path, official_state(p, p))
-    with pytest.raises(convert.CheckpointMismatchError) as e:
-        convert.load_official_checkpoint(path, config)
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_checkpoint(path, param_shapes(config))
     msg = str(e.value)
     assert "AttnBlockpp_0/NIN_3/W" in msg and "AttnBlockpp_0/NIN_3/b" in msg
     assert "Extra_0/kernel" in msg
@@ -150,51 +152,48 @@ def test_other_config_sizes_are_reported(tmp_path):
     p = random_params(config, 0)
     path = write_checkpoint(tmp_path, official_state(p, p))
     config.model.nf = 32
-    with pytest.raises(convert.CheckpointMismatchError, match="shape mismatches"):
-        convert.load_official_checkpoint(path, config)
+    with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
+        load_checkpoint(path, param_shapes(config))
 
 
 def test_bad_files(tmp_path):
     config = tiny_config("ddpm")
+    shapes = param_shapes(config)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        convert.load_official_checkpoint(tmp_path / "nope" / "checkpoint_1", config)
+        load_checkpoint(tmp_path / "nope" / "checkpoint_1", shapes)
     with pytest.raises(FileNotFoundError, match="no checkpoint_"):
-        convert.load_official_checkpoint(tmp_path, config)
+        load_checkpoint(tmp_path, shapes)
     garbage = tmp_path / "checkpoint_1"
     garbage.write_bytes(b"\x00not msgpack at all" * 3)
     with pytest.raises(ValueError):
-        convert.load_official_checkpoint(garbage, config)
+        load_checkpoint(garbage, shapes)
     other = tmp_path / "checkpoint_2"
     other.write_bytes(flax.serialization.msgpack_serialize({"params": {"a": np.zeros(2)}}))
     with pytest.raises(ValueError, match="not an official score_sde training state"):
-        convert.load_official_checkpoint(other, config)
+        load_checkpoint(other, shapes)
     p = random_params(config, 0)
     state = official_state(p, p)
     del state["params_ema"]
     no_ema = write_checkpoint(tmp_path / "noema", state)
     with pytest.raises(ValueError, match="ema=False"):
-        convert.load_official_checkpoint(no_ema, config)
-    assert convert.load_official_checkpoint(no_ema, config, ema=False)["Conv_0"]["kernel"].shape
+        load_checkpoint(no_ema, shapes).weights()
+    assert load_checkpoint(no_ema, shapes).ema_params is None
+    assert load_checkpoint(no_ema, shapes).weights(ema=False)["Conv_0"]["kernel"].shape
 
 
-def test_command_line(tmp_path, monkeypatch, capsys):
+def test_one_read_gives_step_raw_and_ema_params(tmp_path):
+    """What the ``convert`` job needs, from one read: the step, the raw and the EMA weights, the
+    description of the model in error messages."""
     config = tiny_config("ddpm")
-    p = random_params(config, 0)
-    ckpt = write_checkpoint(tmp_path / "ck", official_state(p, p))
-    cfg_file = tmp_path / "tiny_ddpm.py"
-    cfg_file.write_text(
-        "import ml_collections\n"
-        "from configs.default_cifar10_configs import get_default_configs\n"
-        "def get_config():\n"
-        "    c = get_default_configs()\n"
-        "    c.data.image_size = 8\n"
-        "    m = c.model\n"
-        "    m.name, m.nf, m.ch_mult, m.num_res_blocks = 'ddpm', 16, (1, 2), 1\n"
-        "    m.attn_resolutions, m.resamp_with_conv, m.conditional = (4,), True, True\n"
-        "    m.num_groups, m.scale_by_sigma = 4, False\n"
-        "    return c\n")
-    out = tmp_path / "params.msgpack"
-    assert convert.main([str(ckpt), "--config", str(cfg_file), "--out", str(out)]) == 0
-    restored = flax.serialization.msgpack_restore(out.read_bytes())
-    np.testing.assert_array_equal(restored["Conv_0"]["kernel"], p["Conv_0"]["kernel"])
-    assert "EMA" in capsys.readouterr().out
+    raw, ema = random_params(config, 0), random_params(config, 1)
+    ckpt_path = write_checkpoint(tmp_path / "ck", official_state(raw, ema, step=9), step=9)
+    ckpt = load_checkpoint(ckpt_path, param_shapes(config))
+    assert ckpt.step == 9 and ckpt.path == ckpt_path
+    np.testing.assert_array_equal(ckpt.params["Conv_0"]["kernel"], raw["Conv_0"]["kernel"])
+    np.testing.assert_array_equal(ckpt.ema_params["Conv_0"]["kernel"], ema["Conv_0"]["kernel"])
+    model = create_model(config)
+    desc = score_sde.describe_model(model, (8, 8, 3))
+    assert desc.startswith("DDPM(nf=16, ch_mult=(1, 2)") and desc.endswith("on (8, 8, 3) inputs")
+    config.model.nf = 32
+    with pytest.raises(CheckpointMismatchError, match="does not match DDPM"):
+        load_checkpoint(ckpt_path, param_shapes(config), model_desc=desc)
