@@ -10,8 +10,9 @@ block at the end. ``save_ms`` is one save's blocking time, for other cadences: t
 ``save_ms / (checkpoint interval x step time)``. ``ratio`` is the median over the repeats of the
 paired ratios. Goal: ratio <= 1.05.
 
-Sampling: the library's snapshot sampler (``make_sample_fn``: ``pc_sample`` with Euler-Maruyama,
-and the few-step DDIM / DPM-Solver++) against ``NFE`` network calls on the same batch in one jitted
+Sampling: the library's one sampling round (:func:`scoresde_jax.jobs.generate.make_generator`, as
+training snapshots, ``scoresde sample`` and ``scoresde eval`` jit it: ``pc_sample`` with
+Euler-Maruyama, and the few-step DDIM / DPM-Solver++) against ``NFE`` network calls on the same batch in one jitted
 ``fori_loop`` (the device floor), with the time changing from call to call as in a sampler.
 
 Two configs: the toy MLP (its bare step takes a few milliseconds, so host overhead shows most) and
@@ -64,10 +65,11 @@ from benchmarks.cpu_layout import (  # noqa: E402
     device_fractions, device_sched_s, pin_device_core, process_cpu_s)
 from scoresde_jax import config as C  # noqa: E402
 from scoresde_jax import samplers  # noqa: E402
+from scoresde_jax.jobs.generate import make_generator  # noqa: E402
 from scoresde_jax.parameterization import get_model_fn, get_score_fn  # noqa: E402
 from scoresde_jax.training import distributed, make_train_fn, train_loop  # noqa: E402
 from scoresde_jax.training.checkpoint import Checkpointer  # noqa: E402
-from scoresde_jax.training.host import _images, _with_labels  # noqa: E402
+from scoresde_jax.training.host import image_batch, with_labels  # noqa: E402
 
 CONFIG = "configs/toy_8gaussians.py"
 
@@ -94,8 +96,8 @@ WARM = 50  # steps before (and after) the timed window; the loop syncs at step 5
 def _loop_batch(cfg, s):
     """One dispatch's batches as the loop builds them (same pytree: the step compiles once)."""
     raw = next(C.get_dataset(cfg, split="train"))
-    x = C.get_data_scaler(cfg)(_images(raw))[None]
-    return distributed.global_batch(_with_labels(x, [raw]), s.mesh, leading=1)
+    x = C.get_data_scaler(cfg)(image_batch(raw))[None]
+    return distributed.global_batch(with_labels(x, [raw]), s.mesh, leading=1)
 
 
 def bare_step_s(fn, xb, state, n: int) -> tuple[float, object, dict]:
@@ -217,7 +219,8 @@ def bench_sampling(config: str, method: str, num_samples: int, num_steps: int,
         cfg.sampling.num_steps = num_steps
     s = C.setup(cfg)
     params = s.init_state().ema_params
-    sample = C.make_sample_fn(cfg, s, num_samples=num_samples)
+    gen = make_generator(s, C.sampler_spec(cfg), batch_size=num_samples)
+    sample = gen.jitted
     shape = (num_samples,) + tuple(s.input_shape[1:])
     x = jax.random.normal(jax.random.key(0), shape)
     t = jax.numpy.full((num_samples,), 0.5)
@@ -233,18 +236,18 @@ def bench_sampling(config: str, method: str, num_samples: int, num_steps: int,
         return jax.lax.fori_loop(0, n, lambda i, y: call(p, y, t * (1.0 - i / (2 * n))), x)
 
     key = jax.random.key(1)
-    _, info = compile_timed(sample, params, key)
+    _, info = compile_timed(sample, *gen.args(params, key))
     t0 = time.perf_counter()
-    jax.block_until_ready(sample(params, key))
+    jax.block_until_ready(gen(params, key))
     first = time.perf_counter() - t0
-    nfe = s.sde.N if method == "pc" else int(samplers.SAMPLERS[method](
+    nfe = s.sde.N if method == "pc" else int(samplers.SAMPLERS[method].fn(
         jax.tree_util.Partial(call, params), s.sde, shape, jax.random.key(1),
         num_steps=num_steps, eps=s.sampling_eps).nfe)
     jax.block_until_ready(calls(params, x, t, nfe))
     samp, net = [], []
     for r in range(repeats):  # alternate sampler and bare calls
         t0 = time.perf_counter()
-        jax.block_until_ready(sample(params, jax.random.key(2 + r)))
+        jax.block_until_ready(gen(params, jax.random.key(2 + r)))
         samp.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         jax.block_until_ready(calls(params, x, t, nfe))
@@ -343,7 +346,7 @@ def main(argv=None) -> list[dict]:
         "checkpoint and a snapshot in the window, progress bar) over the bare compiled step "
         "dispatched back to back on the same batch (pinned: XLA's threads on one core, the host's on "
         "the others, as beside an accelerator; device_cpu_ms / host_cpu_ms: CPU ms per step of "
-        "each); save_ms: blocking time of one save; sample_*: make_sample_fn time over NFE "
+        "each); save_ms: blocking time of one save; sample_*: make_generator's round time over NFE "
         "network calls (the time changing from call to call) in one jitted fori_loop (the "
         "sampler's ms per NFE in the loop column); trace_s = trace + lower, compile_s = XLA "
         "compile of the train step / the sampler"))

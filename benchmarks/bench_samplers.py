@@ -11,7 +11,8 @@
 2. Sliced Wasserstein distance (with Tweedie denoising) to an exact sample set of the same size,
    for every method, beside the floor: the SWD between independent exact sets (mean +- std over
    several pairs; one pair alone varies by ~2x).
-3. Digits FID (the digits classifier's Frechet distance) vs NFE from a trained demo workdir
+3. Digits FID (the digits classifier's Frechet distance to the held-out test digits,
+   :func:`sample_quality` of the ``sample`` job's samples) vs NFE from a trained demo workdir
    (``python3 dev.py main`` trains ``runs/quickstart``): the reference is PC (the config's
    predictor/corrector) at ``--digits_pc_nfe`` evaluations, twice with different seeds (the FID
    noise of this sample size), then each of ``--digits_methods`` at each NFE; skipped with a
@@ -45,8 +46,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from benchmarks.common import compile_timed, round_program_timed, trace_compile_s  # noqa: E402
-from scoresde_jax import samplers  # noqa: E402
+from scoresde_jax import config as config_lib  # noqa: E402
+from scoresde_jax import evaluation, samplers  # noqa: E402
 from scoresde_jax.analytic import GaussianMixture, exact_score_fn, sample_mixture  # noqa: E402
+from scoresde_jax.jobs import sample as sample_job  # noqa: E402
 from scoresde_jax.sde import VPSDE  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -61,8 +64,9 @@ MIXTURE_NOTE = (
     "(x_init given, no denoising) that gives the flow error")
 DIGITS_NOTE = (
     "per row: trace_s = jit trace + lower, compile_s = XLA compile of the sampling round that "
-    "commands.sample jits (commands.sampling.round_fn for the row's method / NFE / grid and "
+    "the sample job jits (jobs.generate.make_generator for the row's method / NFE / grid and "
     "batch, traced on the abstract EMA parameters, compiled apart from the job's own compile); "
+    "fid: evaluation.digits_metrics of the job's samples against the held-out test digits; "
     "rows that differ only in the seed (PC at --digits_pc_nfe, seeds 0 and 1) share one program: "
     "its compile is timed once and recorded on each")
 
@@ -152,16 +156,25 @@ def mixture_rows(args) -> tuple[list[dict], dict]:
     return rows, {"data_std": std, "samples": n, "floor": floor}
 
 
+def sample_quality(setup, samples) -> dict:
+    """The quality of a digits row's in-memory samples: the digits classifier's FID / IS / KID
+    against the held-out test digits (:func:`scoresde_jax.evaluation.digits_metrics`, resized as
+    ``data.digits_resize``); sliced Wasserstein distances to exact samples for the ``TOY_*``
+    mixtures; ``{}`` for other data."""
+    d = setup.data
+    if d.vector:
+        return evaluation.toy_metrics(d.name, samples, seed=setup.seed)
+    if d.name.upper() != "DIGITS":
+        return {}
+    method = str(d.options.get("digits_resize", "bilinear"))
+    return {k: float(v) for k, v in evaluation.digits_metrics(samples, method=method).items()}
+
+
 def digits_rows(args) -> list[dict] | str:
     ckpt = os.path.join(args.workdir, "checkpoints")
     if not (os.path.isdir(ckpt) and os.listdir(ckpt)):
         return (f"no trained workdir at {args.workdir} (train it with `python3 dev.py main`); "
                 "digits FID rows skipped")
-    from scoresde_jax import commands
-    from scoresde_jax import config as config_lib
-
-    config = config_lib.load_config(args.config)
-    quality = config_lib.get_quality_fn(config)
     rows = []
     steps = [int(d) for d in os.listdir(ckpt) if d.isdigit()]
     step = args.digits_checkpoint or (max(steps) if steps else None)  # one checkpoint for all rows
@@ -172,10 +185,14 @@ def digits_rows(args) -> list[dict] | str:
     plan += [("pc", args.digits_pc_nfe, 1, None)]  # last: the FID noise between two PC seeds
     n = args.digits_samples
     programs = {}  # (method, budget, grid) -> trace / compile seconds: the seeds share a program
+    setups = {}  # grid -> (config, setup)
     for method, budget, seed, grid in plan:
-        cfg = config if grid is None else config_lib.load_config(
-            args.config, overrides=[f"sampling.grid={grid}"])
-        if (method, budget, grid) not in programs:  # the round commands.sample jits, timed apart
+        if grid not in setups:
+            cfg = config_lib.load_config(
+                args.config, overrides=[] if grid is None else [f"sampling.grid={grid}"])
+            setups[grid] = cfg, config_lib.setup(cfg)
+        cfg, setup = setups[grid]
+        if (method, budget, grid) not in programs:  # the round the sample job jits, timed apart
             programs[method, budget, grid] = trace_compile_s(round_program_timed(
                 cfg, batch_size=n, method=method, nfe=budget))
         timing = programs[method, budget, grid]
@@ -183,12 +200,11 @@ def digits_rows(args) -> list[dict] | str:
                            f"bench_{step}_{method}_{budget}_n{n}_seed{seed}"
                            + (f"_{grid}" if grid else ""))
         t0 = time.perf_counter()
-        x, _ = commands.sample(cfg, args.workdir, num_samples=n, out=out, method=method,
-                               nfe=budget, batch_size=n, seed=seed, checkpoint=step,
-                               progress=False)
-        with open(os.path.join(out, "summary.json")) as f:
-            s = json.load(f)
-        q = quality(x)
+        options = config_lib.sample_options(cfg, setup, method=method, nfe=budget, num_samples=n,
+                                            out=out, batch_size=n, seed=seed, checkpoint=step,
+                                            progress=False)
+        x, s = sample_job.sample(setup, options, args.workdir)
+        q = sample_quality(setup, x)
         rows.append(dict(method=method, nfe_budget=budget, nfe=s["nfe"], seed=seed, grid=grid,
                          fid=q.get("fid"), seconds_per_image=s["seconds_per_image"],
                          checkpoint_step=s.get("checkpoint_step"), samples=n,

@@ -127,18 +127,19 @@ def trace_compile_s(info: dict) -> dict:
 def round_program_timed(config: Any, *, batch_size: int, method: str | None = None,
                         nfe: int | None = None, seed: int = 0, **cond: Any) -> dict:
     """:func:`compile_timed` info of the sampling round that ``scoresde sample`` / ``scoresde
-    eval`` jit (:func:`scoresde_jax.commands.sampling.round_fn`) for ``config`` with ``method`` /
-    ``nfe`` on ``batch_size`` samples and the conditioning ``cond`` (``classes``, ``guidance``,
-    ``classifier``, ``classifier_scale``), traced on the abstract EMA parameters (shapes, dtypes
-    and shardings: no checkpoint is read). The jobs compile the same program again themselves."""
+    eval`` jit (:func:`scoresde_jax.jobs.generate.make_generator`) for ``config`` with ``method``
+    / ``nfe`` on ``batch_size`` samples and the conditioning ``cond`` (``classes``, ``guidance``,
+    ``classifier``, ``classifier_scale``: :func:`scoresde_jax.config.conditioning`), traced on
+    the abstract EMA parameters (shapes, dtypes and shardings: no checkpoint is read). The jobs
+    compile the same program again themselves."""
     from scoresde_jax import config as config_lib
-    from scoresde_jax.commands.sampling import conditioning, round_fn
+    from scoresde_jax.jobs.generate import make_generator
 
     s = config_lib.setup(config)
-    fn = round_fn(config, s, batch_size=batch_size, method=method, nfe=nfe,
-                  cond=conditioning(config, s, **cond))
-    _, info = compile_timed(fn.jitted, *fn.args(s.abstract_state().ema_params,
-                                                 jax.random.PRNGKey(seed)))
+    gen = make_generator(s, config_lib.sampler_spec(config, method, nfe), batch_size=batch_size,
+                         cond=config_lib.conditioning(config, s, **cond))
+    _, info = compile_timed(gen.jitted, *gen.args(s.abstract_state().ema_params,
+                                                  jax.random.PRNGKey(seed)))
     return info
 
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from benchmarks import bench_guidance, bench_likelihood, bench_samplers
 from scoresde_jax import config as config_lib
 from scoresde_jax.analytic import exact_score_fn
+from scoresde_jax.jobs.sample import SampleOutput
 from scoresde_jax.sde import VPSDE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,16 +53,18 @@ def test_guidance_rows_time_trace_and_compile(monkeypatch):
 
     calls = []
 
-    def fake_evaluate(config, workdir, **kw):  # no trained workdir here: the eval is stubbed
-        calls.append(kw)
+    def fake_evaluate(setup, options, workdir):  # no trained workdir here: the eval is stubbed
+        calls.append(options)
         return {"class_accuracy": 0.5, "quality": {"fid": 1.0, "kid": 0.0, "inception_score": 2.0},
-                "rounds": workdir, "step": 7}
+                "rounds": workdir, "step": 7, "reference": "test digits"}
 
-    monkeypatch.setattr(bench_guidance.commands, "evaluate", fake_evaluate)
+    monkeypatch.setattr(bench_guidance.eval_job, "evaluate", fake_evaluate)
     rows, step = bench_guidance.guidance_rows(
         cond_config, cond_dir="nowhere", clf=None, scales=[0.0, 2.0], num_samples=2,
         batch_size=2, method="ddim", nfe=3)
-    assert step == 7 and [c["guidance"] for c in calls] == [0.0, 2.0]
+    assert step == 7 and [o.cond.guidance for o in calls] == [0.0, 2.0]
+    assert all(o.cond.classes == tuple(range(10)) and o.sampler.method == "ddim"
+               and o.sampler.nfe == 3 and o.num_samples == 2 for o in calls)
     assert [r["scale"] for r in rows] == [0.0, 2.0]
     for r in rows:
         _timed(r)
@@ -72,20 +75,18 @@ def test_guidance_rows_time_trace_and_compile(monkeypatch):
 def test_sampler_digits_rows_time_trace_and_compile(tmp_path, monkeypatch):
     """The digits FID rows (the sampling job stubbed; a toy config stands in for the digits):
     each row carries its round's timing, and the two PC seeds share one timed program."""
-    from scoresde_jax import commands
-
     (tmp_path / "checkpoints" / "1").mkdir(parents=True)
     calls = []
 
-    def fake_sample(config, workdir, *, num_samples, out, method, nfe, seed, **kw):
-        calls.append((method, nfe, seed))
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            f.write('{"nfe": %d, "seconds_per_image": 0.1, "checkpoint_step": 1}' % nfe)
-        return jax.random.normal(jax.random.PRNGKey(seed), (num_samples, 2)), None
+    def fake_sample(setup, options, workdir):
+        o = options
+        calls.append((o.sampler.method, o.sampler.nfe, o.seed))
+        assert workdir == str(tmp_path) and o.checkpoint == 1 and o.num_samples == 2
+        return SampleOutput(jax.random.normal(jax.random.PRNGKey(o.seed), (o.num_samples, 2)),
+                            {"nfe": o.sampler.nfe, "seconds_per_image": 0.1, "checkpoint_step": 1})
 
-    monkeypatch.setattr(commands, "sample", fake_sample)
-    monkeypatch.setattr(config_lib, "get_quality_fn", lambda config: lambda x: {"fid": 1.0})
+    monkeypatch.setattr(bench_samplers.sample_job, "sample", fake_sample)
+    monkeypatch.setattr(bench_samplers, "sample_quality", lambda setup, x: {"fid": 1.0})
     args = argparse.Namespace(workdir=str(tmp_path), config=TOY, digits_checkpoint=None,
                               digits_pc_nfe=50, digits_nfe=[3], nfe=[3], digits_methods=["ddim"],
                               digits_grids=[], digits_samples=2,
