@@ -11,18 +11,19 @@ CELLS = [
     ("md", """# Pretrained models: convert, sample, measure likelihood, inpaint and colorize
 
 The official score_sde release is a set of Flax checkpoints (`checkpoint_<step>` msgpack files of its training
-state). `scoresde_jax.convert` reads them without TensorFlow or pickle and maps their parameters onto this library's
-networks. For a published checkpoint, with the config it was trained with (from the shell, or in Python):
+state). `scoresde_jax.pretrained.score_sde` reads them without TensorFlow or pickle and maps their parameters onto
+this library's networks. For a published checkpoint, with the config it was trained with (from the shell, or in Python):
 
 ```bash
 scoresde convert --config configs/ve/cifar10_ncsnpp_continuous.py \\
     --checkpoint exp/ve/cifar10_ncsnpp_continuous/checkpoint_24 --workdir runs/cifar10_ncsnpp
 ```
 ```python
-from scoresde_jax import convert
-from scoresde_jax.config import load_config
+from scoresde_jax.config import load_config, param_shapes
+from scoresde_jax.pretrained import score_sde
 config = load_config("configs/ve/cifar10_ncsnpp_continuous.py")
-params = convert.load_official_checkpoint("exp/ve/cifar10_ncsnpp_continuous/checkpoint_24", config)
+ckpt = score_sde.load_checkpoint("exp/ve/cifar10_ncsnpp_continuous/checkpoint_24", param_shapes(config))
+params = ckpt.weights()   # the EMA parameters, what the paper evaluates
 ```
 
 Nothing is downloaded here, so this notebook first *makes* a small checkpoint in exactly the official layout (a short
@@ -34,7 +35,8 @@ from pathlib import Path
 import flax.serialization
 import jax, jax.numpy as jnp, numpy as np
 import matplotlib.pyplot as plt
-from scoresde_jax import controllable, convert, likelihood, losses, models, parameterization, samplers
+from scoresde_jax import controllable, likelihood, losses, models, parameterization, samplers
+from scoresde_jax.pretrained import score_sde
 from scoresde_jax import sde as sde_lib
 from scoresde_jax.data import load_digits_images
 from scoresde_jax.metrics_io import image_grid
@@ -87,12 +89,13 @@ ckpt_dir.mkdir(parents=True, exist_ok=True)
 print("wrote", ckpt_dir / "checkpoint_900")"""),
     ("md", """## Convert it
 
-`read_official_checkpoint` finds the newest `checkpoint_<step>` of a directory and reads it;
-`convert_official_params` checks every parameter's name and shape against the network and returns this library's
-parameter tree (a mismatch raises an error that lists what differs). `load_official_checkpoint(path, config)` is the
-same with the model built from a config."""),
-    ("code", """ckpt = convert.read_official_checkpoint(ckpt_dir)
-params = convert.convert_official_params(ckpt.params_ema, model, (192,))
+`score_sde.load_checkpoint(path, expected)` finds the newest `checkpoint_<step>` of a directory, reads it once and
+maps its raw and EMA parameters onto `expected`, the network's parameter tree (shapes and dtypes: here `jax.eval_shape`
+of the network's init, for a config's network `param_shapes(config)`). Every parameter's name and shape is checked (a
+mismatch raises an error that lists what differs); `ckpt.weights()` is the EMA parameters."""),
+    ("code", """expected = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 192)), jnp.zeros((1,))))["params"]
+ckpt = score_sde.load_checkpoint(ckpt_dir, expected)
+params = ckpt.weights()
 print(f"step {ckpt.step}, EMA rate {ckpt.ema_rate}: {models.count_params(params):,} parameters from {ckpt.path.name}")
 
 def image_score(params, x, t):          # the MLP sees flat vectors; the samplers see (B, 8, 8, 3) images
