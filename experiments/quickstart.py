@@ -17,8 +17,8 @@ import logging
 import sys
 import time
 
-from scoresde_jax import commands
 from scoresde_jax import config as config_lib
+from scoresde_jax.jobs.train import train_and_evaluate
 
 REFERENCE = "real held-out digits ~2, uniform noise ~90, blurred blobs ~80-100"
 
@@ -34,15 +34,17 @@ def main(argv=None) -> dict:
                         stream=sys.stdout)
     config = config_lib.load_config(args.config, overrides=args.set)
     t0 = time.perf_counter()
-    result = commands.train_and_evaluate(config, args.workdir)
+    setup = config_lib.setup(config)
+    result = train_and_evaluate(setup, config_lib.train_options(config, setup), args.workdir)
     q = result["quality"]
     print()
     print("=" * 78)
     print(f"trained {config.model.name} ({config.training.sde}) on {config.data.dataset} for {result['step']} steps "
           f"in {time.perf_counter() - t0:.0f} s")
-    print(f"samples: {result['samples']}")
+    print(f"samples: {result['grid']}")
     if q:
-        print(f"Frechet distance in digit-classifier features (FID): {q['fid']:.2f}   ({REFERENCE})")
+        print(f"Frechet distance in digit-classifier features (FID) of {q['num_samples']} samples "
+              f"against the {result['reference']}: {q['fid']:.2f}   ({REFERENCE})")
         others = {k: round(v, 4) for k, v in q.items() if k != "fid"}
         print(f"other metrics: {json.dumps(others)}")
     print("=" * 78)

@@ -66,3 +66,102 @@ def test_config_sections_are_read_only_at_the_config_boundary():
                     and isinstance(node.value, ast.Name) and node.value.id in {"config", "cfg"}):
                 bad.append(f"{_rel(f)}:{node.lineno} reads config.{node.attr}")
     assert not bad, f"read configs in scoresde_jax/config/ only: {bad}"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(f): f for f in FILES}
+
+
+def _top_level_imports(f: pathlib.Path):
+    """``(module imported, names taken from it, line)`` of the module-level imports of ``f``
+    (a ``from pkg import sub`` of a submodule counts as an import of ``pkg.sub``)."""
+    tree = ast.parse(f.read_text())
+    me = _module_name(f)
+    package = me if f.name == "__init__.py" else me.rpartition(".")[0]
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, (), node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            for a in node.names:
+                sub = f"{base}.{a.name}"
+                if sub in MODULES:
+                    yield sub, (), node.lineno
+                else:
+                    yield base, (a.name,), node.lineno
+
+
+def test_no_module_getattr_anywhere():
+    """Names live in one module; nothing is re-exported by a module-level ``__getattr__``."""
+    bad = [_rel(f) for f in FILES
+           if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__"
+                  for n in ast.parse(f.read_text()).body)]
+    assert not bad, f"remove the module __getattr__ of {bad}"
+
+
+def test_no_private_name_is_imported_from_another_module():
+    bad = []
+    for f in FILES:
+        for module, names, line in _top_level_imports(f):
+            if module.startswith("scoresde_jax"):
+                bad += [f"{_rel(f)}:{line} {module}.{n}" for n in names if n.startswith("_")]
+    assert not bad, f"make these public (a module of shared helpers) or keep them local: {bad}"
+
+
+def test_no_import_cycle_between_library_modules():
+    graph = {m: {i for i, _, _ in _top_level_imports(f) if i in MODULES and i != m}
+             for m, f in MODULES.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, path):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append(path[path.index(n):] + [n])
+            elif n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, f"import cycles: {cycles[:5]}"
+
+
+def test_jobs_never_read_a_config():
+    """A job takes built values (a Setup, its options, a workdir): ``scoresde_jax.jobs`` does not
+    import the config package; the config boundary builds the options."""
+    bad = [f"{_rel(f)}:{line}" for m, f in MODULES.items() if m.startswith("scoresde_jax.jobs")
+           for module, _, line in _top_level_imports(f)
+           if module == "scoresde_jax.config" or module.startswith("scoresde_jax.config.")]
+    assert not bad, bad
+
+
+def test_one_command_line():
+    """``scoresde`` (scoresde_jax.cli) is the only entry point of the library; every job of
+    scoresde_jax.jobs.JOBS declares its own arguments and exists."""
+    from scoresde_jax.jobs import JOBS
+
+    mains = []
+    for f in FILES:
+        text = f.read_text()
+        if f.name != "cli.py" and ("ArgumentParser(" in text or "__main__" in text):
+            mains.append(_rel(f))
+    assert not mains, f"parsers / __main__ outside scoresde_jax/cli.py: {mains}"
+    for name, (module, function, _) in JOBS.items():
+        mod = importlib.import_module(module)
+        assert callable(getattr(mod, "add_arguments")) and callable(getattr(mod, function)), name
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    assert pyproject.count('= "scoresde_jax.') == 1 and 'scoresde = "scoresde_jax.cli:main"' in pyproject
+    assert not (PACKAGE.parent / "experiments" / "main.py").exists()

@@ -61,13 +61,13 @@ def test_restore_params_without_checkpoint_says_train_first(tmp_path):
 KILL_SCRIPT = """
 import os, sys
 sys.path[:0] = [{root!r}, {tests!r}]
-from test_train import TinyScoreNet, tiny_config
-from scoresde_jax import commands, training
+from helpers import TinyScoreNet, run_job, tiny_config
+from scoresde_jax import training
 from scoresde_jax import config as C
 
 cfg = tiny_config(n_iters={n_iters}, snapshot_freq={n_iters}, snapshot_freq_for_preemption=2, log_freq=2,
                   eval_freq=0, n_jitted_steps=2)
-res = commands.train(cfg, sys.argv[1], model=TinyScoreNet(), progress=False)
+res = run_job("train", cfg, sys.argv[1], model=TinyScoreNet(), progress=False)
 import numpy as np, jax
 np.savez(os.path.join(sys.argv[1], "final.npz"),
          **{{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves((res.state.params, res.state.ema_params)))}})

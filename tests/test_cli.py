@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from scoresde_jax import cli
+from scoresde_jax import config as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "digits_ddpmpp.py")
@@ -31,12 +32,12 @@ def test_split_overrides_accepts_both_forms():
 
 
 def test_overrides_are_applied_and_unknown_keys_rejected():
-    cfg = cli.load_config(CONFIG, ["training.n_iters=7", "model.ch_mult=(1, 2)", "training.grad_accum_steps=2"])
+    cfg = C.load_config(CONFIG, ["training.n_iters=7", "model.ch_mult=(1, 2)", "training.grad_accum_steps=2"])
     assert cfg.training.n_iters == 7 and tuple(cfg.model.ch_mult) == (1, 2) and cfg.training.grad_accum_steps == 2
     with pytest.raises(ValueError, match="unknown key 'n_iter'"):
-        cli.load_config(CONFIG, ["training.n_iter=7"])
+        C.load_config(CONFIG, ["training.n_iter=7"])
     with pytest.raises(ValueError, match="no section 'trainig'"):
-        cli.load_config(CONFIG, ["trainig.n_iters=7"])
+        C.load_config(CONFIG, ["trainig.n_iters=7"])
 
 
 def test_errors_exit_with_a_message(tmp_path, capsys):
@@ -51,6 +52,28 @@ def test_errors_exit_with_a_message(tmp_path, capsys):
     assert "No checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])
+
+
+def test_each_job_accepts_only_its_own_flags(capsys):
+    for argv in (["likelihood", "--workdir", "w", "--num_samples", "8"],
+                 ["likelihood", "--workdir", "w", "--out", "x"],
+                 ["sample", "--workdir", "w", "--repeats", "2"],
+                 ["train", "--config", CONFIG, "--workdir", "w", "--method", "ddim"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_help_lists_every_job_and_each_job_its_own_arguments(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train", "sample", "eval", "likelihood", "stats", "convert"))
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    out = capsys.readouterr().out
+    assert "--nfe" in out and "--class" in out and "--repeats" not in out
 
 
 def test_train_writes_checkpoints_and_logs_and_resumes(tmp_path, capsys):
@@ -73,25 +96,26 @@ def test_train_end_to_end_writes_checkpoints_logs_samples_and_metric(tmp_path, c
     assert cli.main(["train", "--config", CONFIG, "--workdir", str(wd), "--no_progress", *TINY]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["step"] == 4 and set(out["quality"]) >= {"fid", "inception_score"}
-    assert os.path.exists(out["samples"]) and out["samples"].endswith(".png")
+    assert os.path.exists(out["grid"]) and out["grid"].endswith(".png")
     assert os.path.exists(wd / "samples" / "iter_4" / "sample.png")
     assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
-    assert os.path.exists(wd / "metrics.jsonl") and os.path.exists(wd / "eval" / "results.json")
+    assert os.path.exists(wd / "metrics.jsonl")
+    assert os.path.exists(os.path.join(out["rounds"], "results.json"))
 
 
 @pytest.mark.slow
-def test_experiments_main_and_sample_subcommand(tmp_path):
+def test_the_cli_in_a_subprocess_and_the_sample_job(tmp_path):
     wd = tmp_path / "run"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     cache = tmp_path / "xla"
-    r = subprocess.run([sys.executable, "-m", "experiments.main", f"--config={CONFIG}", f"--workdir={wd}",
-                        "--evaluate=false", f"--compilation_cache={cache}", *TINY], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", "scoresde_jax.cli", "train", f"--config={CONFIG}",
+                        f"--workdir={wd}", "--no_evaluate", f"--compilation_cache={cache}", *TINY],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
-    assert any(cache.iterdir())  # the absl entry point uses the persistent compilation cache too
+    assert any(cache.iterdir())  # the persistent compilation cache is on
     png = tmp_path / "grid.png"
     assert cli.main(["sample", "--config", CONFIG, "--workdir", str(wd), "--num_samples", "4",
                      "--out", str(png), *TINY]) == 0
@@ -103,12 +127,12 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     import numpy as np
     from test_convert import official_state, write_checkpoint
 
-    from scoresde_jax import commands, training
+    from scoresde_jax import training
     from scoresde_jax import config as C
     from scoresde_jax.training.checkpoint import restore_params
     from scoresde_jax.config import param_shapes
 
-    config = cli.load_config(CONFIG, [a[len("--config."):] for a in TINY])
+    config = C.load_config(CONFIG, [a[len("--config."):] for a in TINY])
     rng = np.random.default_rng(0)
     raw, ema = (jax.tree.map(lambda s: rng.normal(size=s.shape).astype(np.float32), param_shapes(config))
                 for _ in range(2))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from scoresde_jax import config as C
+from scoresde_jax.jobs.generate import make_generator
 from scoresde_jax.training import make_eval_fn, make_train_fn, train_loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +33,10 @@ def test_train_eval_and_sample_steps_compile_once_across_snapshots_and_resume(tm
     s = C.setup(cfg)
     train_fn = make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh)
     eval_fn = make_eval_fn(C.get_loss_fn(cfg, s, train=False), s.mesh)
-    sample_fn = C.snapshot_sample_fn(cfg, s)
+    gen = make_generator(s, C.sampler_spec(cfg), batch_size=cfg.training.snapshot_num_samples)
+
+    def sample_fn(params, rng):  # what the train job hands to the loop
+        return gen(params, rng)[0]
 
     def run(stop_at):
         return train_loop(
@@ -49,7 +53,7 @@ def test_train_eval_and_sample_steps_compile_once_across_snapshots_and_resume(tm
     assert second.step == 12
     assert train_fn._cache_size() == 1
     assert eval_fn._cache_size() == 1
-    assert sample_fn._cache_size() == 1
+    assert gen.jitted._cache_size() == 1
 
 
 _CHILD = r"""

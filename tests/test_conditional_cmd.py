@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from scoresde_jax import cli
-from scoresde_jax.commands import sampling
+from scoresde_jax.config.build import parse_classes
+from scoresde_jax.jobs import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COND = os.path.join(ROOT, "configs", "digits_conditional.py")
@@ -71,13 +72,13 @@ def test_cli_conditional_train_sample_eval(cond_workdir, cache, capsys):
 
 
 def test_round_labels_cycle_over_rounds():
-    np.testing.assert_array_equal(sampling.round_labels([3, 7, 9], 1, 4), [7, 9, 3, 7])
+    np.testing.assert_array_equal(generate.round_labels([3, 7, 9], 1, 4), [7, 9, 3, 7])
     np.testing.assert_array_equal(
-        np.concatenate([sampling.round_labels(range(10), k, 3) for k in range(4)])[:10],
+        np.concatenate([generate.round_labels(range(10), k, 3) for k in range(4)])[:10],
         np.arange(10))
-    assert sampling.parse_classes("0, 1,2") == (0, 1, 2) and sampling.parse_classes(3) == (3,)
+    assert parse_classes("0, 1,2") == (0, 1, 2) and parse_classes(3) == (3,)
     with pytest.raises(ValueError, match="class indices"):
-        sampling.parse_classes("three")
+        parse_classes("three")
 
 
 @pytest.mark.slow
@@ -102,21 +103,23 @@ SHARDED = """
 import json, shutil, sys
 import jax, numpy as np
 jax.config.update("jax_default_matmul_precision", "highest")
-from scoresde_jax import commands, config as C
-from scoresde_jax.commands import sampling
+sys.path.insert(0, {tests!r})
+from helpers import run_job
+from scoresde_jax import config as C
+from scoresde_jax.jobs import generate
+from scoresde_jax.jobs.rounds import round_path
 from scoresde_jax.training import distributed, restore_params
 assert jax.device_count() == 4
 wd, tiny = sys.argv[1], sys.argv[2:]
 cfg = C.load_config({cond!r}, [a[len("--config."):] for a in tiny])
-commands.train(cfg, wd, progress=False)
-res = commands.evaluate(cfg, wd, num_samples=12, batch_size=8, guidance=1.5, progress=False)
-from scoresde_jax.commands.rounds import round_path
+run_job("train", cfg, wd, progress=False)
+res = run_job("eval", cfg, wd, num_samples=12, batch_size=8, guidance=1.5, progress=False)
 four = np.concatenate([np.load(round_path(res["rounds"], k))["samples"] for k in (0, 1)])
 one_mesh = distributed.make_mesh(jax.devices()[:1])
 s1 = C.setup(cfg, mesh=one_mesh)
 params, _ = restore_params(wd, s1.abstract_state())
-cond = sampling.conditioning(cfg, s1, guidance=1.5)
-fn = sampling.round_fn(cfg, s1, batch_size=8, cond=cond)
+cond = C.conditioning(cfg, s1, guidance=1.5)
+fn = generate.make_generator(s1, C.sampler_spec(cfg), batch_size=8, cond=cond)
 key = jax.random.PRNGKey(0)
 one = np.concatenate([np.asarray(fn(params, jax.random.fold_in(key, k), k)[0]) for k in (0, 1)])
 print(json.dumps(dict(diff=int(np.abs(four[:12].astype(int) - one[:12].astype(int)).max()),
@@ -129,7 +132,7 @@ print(json.dumps(dict(diff=int(np.abs(four[:12].astype(int) - one[:12].astype(in
 def test_sharded_eval_round_equals_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
-    code = textwrap.dedent(SHARDED.format(cond=COND))
+    code = textwrap.dedent(SHARDED.format(cond=COND, tests=os.path.join(ROOT, "tests")))
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "wd"), *TINY], env=env,
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]

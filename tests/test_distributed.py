@@ -27,10 +27,10 @@ sys.path[:0] = [{ROOT!r}, {TESTS!r}]
 import jax
 jax.config.update("jax_default_matmul_precision", "highest")
 import numpy as np
-from scoresde_jax import commands, training
+from scoresde_jax import training
 from scoresde_jax import config as C
 from scoresde_jax.training import distributed
-from test_train import TinyScoreNet, tiny_config
+from helpers import TinyScoreNet, run_job, tiny_config
 
 def batches(n=3, bs=16):
     return np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (n, bs, 8, 8, 1))) * 2 - 1
@@ -107,7 +107,7 @@ def test_two_processes_train_together_and_agree(tmp_path, full_loop):
     if {full_loop}:
         # The full loop: per-host data shards, Orbax checkpoints, logs from process 0 only.
         cfg = tiny_config(n_iters=4, snapshot_freq=4, snapshot_freq_for_preemption=2, log_freq=2, eval_freq=0)
-        res = commands.train(cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False)
+        res = run_job("train", cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False)
         out.update(step=res.step, loop_sum=float(np.sum(distributed.to_host(res.state.params["Dense_0"]["kernel"]))))
     print(json.dumps(out))
     """
@@ -115,9 +115,9 @@ def test_two_processes_train_together_and_agree(tmp_path, full_loop):
     r0, r1 = (_result(p) for p in procs)
     assert r0 == r1, "the two processes disagree"
     # The same global batches on one process and one device give the same numbers.
-    from test_train import TinyScoreNet, tiny_config
+    from helpers import TinyScoreNet, run_job, tiny_config
 
-    from scoresde_jax import commands, training
+    from scoresde_jax import training
     from scoresde_jax import config as C
 
     xs = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (3, 16, 8, 8, 1))) * 2 - 1

@@ -1,6 +1,7 @@
 """The eval / stats jobs: reference statistics files (official layout), the digits path end to
 end (real held-out digits against the train statistics score near the floor), resumable rounds
-(a killed and resumed eval equals an unbroken one), one-line errors for missing files."""
+of the one generation path (a killed and resumed eval equals an unbroken one), one-line errors
+for missing files."""
 
 from __future__ import annotations
 
@@ -10,19 +11,40 @@ import os
 import numpy as np
 import pytest
 
-from scoresde_jax import cli, commands, evaluation
-from scoresde_jax.commands import eval_cmd, rounds
+from scoresde_jax import cli, evaluation
 from scoresde_jax.data import load_digits_images
+from scoresde_jax.data.spec import quantize_samples, stored_pixels
+from scoresde_jax.jobs.generate import generate
 from scoresde_jax.evaluation.reference import reference_from_features
 
-from test_train import TinyScoreNet, tiny_config
+from helpers import TinyScoreNet, run_job, tiny_config
 
 
 @pytest.fixture(scope="module")
 def digits_net():
     net, info = evaluation.feature_network("DIGITS")
     train, _ = load_digits_images("train")
-    return net, reference_from_features(net(eval_cmd.to_uint8(train))[0])
+    return net, reference_from_features(net(stored_pixels(train))[0])
+
+
+class _Draws:
+    """A stand-in generator: round ``k`` is ``draw(k, batch_size)`` (the generate() protocol)."""
+
+    def __init__(self, draw, batch_size):
+        self.draw, self.batch_size = draw, batch_size
+
+    def __call__(self, params, rng, k):
+        return quantize_samples(self.draw(k, self.batch_size)), 0
+
+
+def sample_rounds(out_dir, *, num_samples, batch_size, draw, net, progress=False):
+    """The eval job's rounds: uint8 samples plus their features and logits."""
+    def features(x):
+        f, logits = net(x)
+        return {"features": np.asarray(f, np.float32), "logits": np.asarray(logits, np.float32)}
+
+    return generate(_Draws(draw, batch_size), None, out_dir, num_samples=num_samples, seed=0,
+                    extra=features, progress=progress).arrays
 
 
 def test_reference_file_round_trip_and_official_layout(tmp_path):
@@ -45,11 +67,11 @@ def test_missing_inception_or_stats_is_an_error_naming_the_command(tmp_path):
     cfg = tiny_config()
     cfg.data.dataset, cfg.data.num_channels = "CIFAR10", 3
     with pytest.raises(FileNotFoundError, match="convert-inception"):
-        commands.evaluate(cfg, str(tmp_path), model=TinyScoreNet())
+        run_job("eval", cfg, str(tmp_path), model=TinyScoreNet())
     fake = tmp_path / "inception.npz"
     fake.write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="scoresde stats"):
-        commands.evaluate(cfg, str(tmp_path), model=TinyScoreNet(), inception_path=str(fake),
+        run_job("eval", cfg, str(tmp_path), model=TinyScoreNet(), inception_path=str(fake),
                           stats_path=str(tmp_path / "cifar10_stats.npz"))
     argv = ["eval", "--config", os.path.join(os.path.dirname(__file__), "..", "configs", "ve",
                                              "cifar10_ncsnpp_continuous.py"),
@@ -60,17 +82,20 @@ def test_missing_inception_or_stats_is_an_error_naming_the_command(tmp_path):
 def test_held_out_digits_score_near_the_floor_against_train_statistics(tmp_path, digits_net):
     net, ref = digits_net
     test, _ = load_digits_images("test")
-    arrays = eval_cmd.sample_rounds(str(tmp_path), num_samples=len(test), batch_size=100,
-                                    draw=lambda k, n: test[k * 100:k * 100 + n], net=net,
-                                    progress=False)
+    arrays = sample_rounds(str(tmp_path), num_samples=len(test), batch_size=100,
+                           draw=lambda k, n: _pad(test[k * 100:k * 100 + n], n), net=net)
     assert arrays["samples"].dtype == np.uint8 and len(arrays["features"]) == len(test)
     real = evaluation.quality_report(arrays["features"], arrays["logits"], ref)
     noise = np.random.default_rng(0).uniform(size=test.shape).astype(np.float32)
-    fn, ln = net(eval_cmd.samples_to_uint8(noise))
+    fn, ln = net(quantize_samples(noise))
     bad = evaluation.quality_report(fn, ln, ref)
     print("held-out digits", real, "noise", bad)
     assert real["fid"] < 5 and bad["fid"] > 50 and real["inception_score"] > 8
     assert real["kid"] < 0.05 < bad["kid"]
+
+
+def _pad(x, n):
+    return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if len(x) < n else x
 
 
 def test_killed_and_resumed_rounds_equal_an_unbroken_run(tmp_path, digits_net):
@@ -82,7 +107,7 @@ def test_killed_and_resumed_rounds_equal_an_unbroken_run(tmp_path, digits_net):
         return np.random.default_rng(k).uniform(size=(n, 8, 8, 1))
 
     kw = dict(num_samples=23, batch_size=5, net=net, progress=False)
-    full = eval_cmd.sample_rounds(str(tmp_path / "a"), draw=draw, **kw)
+    full = sample_rounds(str(tmp_path / "a"), draw=draw, **kw)
 
     def dying(k, n):
         if k == 3:
@@ -90,9 +115,9 @@ def test_killed_and_resumed_rounds_equal_an_unbroken_run(tmp_path, digits_net):
         return draw(k, n)
 
     with pytest.raises(KeyboardInterrupt):
-        eval_cmd.sample_rounds(str(tmp_path / "b"), draw=dying, **kw)
+        sample_rounds(str(tmp_path / "b"), draw=dying, **kw)
     drawn.clear()
-    resumed = eval_cmd.sample_rounds(str(tmp_path / "b"), draw=draw, **kw)
+    resumed = sample_rounds(str(tmp_path / "b"), draw=draw, **kw)
     assert drawn == [3, 4]  # nothing recomputed
     for key in full:
         np.testing.assert_array_equal(full[key], resumed[key])
@@ -103,24 +128,27 @@ def test_digits_eval_and_stats_end_to_end(tmp_path):
     cfg = tiny_config(n_iters=2, snapshot_freq=2, eval_freq=0)
     cfg.model.num_scales = 25
     wd = str(tmp_path / "wd")
-    commands.train(cfg, wd, model=TinyScoreNet(), progress=False)
-    st = commands.stats(cfg, str(tmp_path / "digits_stats.npz"), batch_size=100, progress=False)
-    with np.load(st["stats"]) as z:
-        assert z["pool_3"].shape == (1437, 128) and set(z.files) == {"pool_3", "mu", "sigma"}
+    run_job("train", cfg, wd, model=TinyScoreNet(), progress=False)
+    st = run_job("stats", cfg, out=str(tmp_path / "digits_stats.npz"), batch_size=100,
+                 split="test", progress=False)
+    with np.load(st["stats"]) as z:  # the test split: the DIGITS reference of eval
+        assert z["pool_3"].shape == (360, 128) and set(z.files) == {"pool_3", "mu", "sigma"}
     kw = dict(num_samples=20, model=TinyScoreNet(), batch_size=8, progress=False)
-    a = commands.evaluate(cfg, wd, **kw)
-    b = commands.evaluate(cfg, wd, stats_path=st["stats"], **kw)  # same rounds, file reference
+    a = run_job("eval", cfg, wd, **kw)
+    b = run_job("eval", cfg, wd, stats_path=st["stats"], **kw)  # same rounds, file reference
     assert a["quality"]["fid"] == pytest.approx(b["quality"]["fid"], rel=1e-5)
+    assert a["reference"] == "DIGITS test split (360 images, held out)"
+    assert b["reference"].startswith("statistics file")
     names = sorted(f for f in os.listdir(a["rounds"]) if f.startswith("round_"))
     assert names == [f"round_{k:05d}.npz" for k in range(3)]
     os.remove(os.path.join(a["rounds"], "round_00001.npz"))  # a lost round is recomputed
-    c = commands.evaluate(cfg, wd, **kw)
+    c = run_job("eval", cfg, wd, **kw)
     assert c["quality"] == a["quality"] and a["step"] == 2 and a["num_samples"] == 20
     with open(os.path.join(a["rounds"], "results.json")) as f:
         res = json.load(f)
     assert res["features"] == "digits_classifier" and res["sampler"]["method"] == "pc"
     assert np.isfinite(res["quality"]["fid"]) and res["seconds_per_sample"] > 0
-    d = commands.evaluate(cfg, wd, method="ddim", nfe=5, **kw)  # a few-step sampler, own rounds
+    d = run_job("eval", cfg, wd, method="ddim", nfe=5, **kw)  # a few-step sampler, own rounds
     assert d["nfe"] == 5 and d["sampler"]["method"] == "ddim" and d["rounds"] != a["rounds"]
 
 

@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax import commands, training
+from scoresde_jax import training
 from scoresde_jax import config as C
 from scoresde_jax.metrics_io import read_metrics
 from scoresde_jax.training import distributed
 from scoresde_jax.training.checkpoint import Checkpointer, restore_params
 from scoresde_jax.training.host import PREFETCH
 from scoresde_jax.training.workdir import WorkdirLock, drop_replayed_metrics
-from test_train import TinyScoreNet, tiny_config
+from helpers import TinyScoreNet, run_job, tiny_config
 
 
 def _cfg(**kw):
@@ -66,7 +66,7 @@ def _data(cfg, at=None, signum=signal.SIGTERM):
 
 
 def _train(cfg, workdir, **kw):
-    return commands.train(cfg, str(workdir), model=TinyScoreNet(), progress=False, **kw)
+    return run_job("train", cfg, str(workdir), model=TinyScoreNet(), progress=False, **kw)
 
 
 def _equal(a, b):
@@ -152,11 +152,12 @@ def test_metrics_rows_after_the_resumed_step_are_dropped(tmp_path):
 def test_sample_and_convert_refuse_bad_workdirs(trained):
     cfg, tmp_path = trained
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        commands.sample(cfg, str(tmp_path / "missing"), model=TinyScoreNet())
+        run_job("sample", cfg, str(tmp_path / "missing"), model=TinyScoreNet())
     with pytest.raises(ValueError, match="num_samples"):
-        commands.sample(cfg, str(tmp_path), num_samples=0, model=TinyScoreNet())
+        run_job("sample", cfg, str(tmp_path), num_samples=0, model=TinyScoreNet())
     with pytest.raises(ValueError, match="already has checkpoints.*--overwrite"):
-        commands.convert(cfg, str(tmp_path / "official"), str(tmp_path), model=TinyScoreNet())
+        run_job("convert", cfg, str(tmp_path), checkpoint=str(tmp_path / "official"),
+                model=TinyScoreNet())
 
 
 # --- damaged checkpoints ---------------------------------------------------------------------
@@ -260,10 +261,10 @@ def test_two_processes_agree_on_the_preemption_step(tmp_path):
     import json, os, signal, sys
     sys.path[:0] = [{root!r}, {os.path.join(root, "tests")!r}]
     import jax
-    from scoresde_jax import commands, training
+    from scoresde_jax import training
     from scoresde_jax import config as C
     from scoresde_jax.training import distributed
-    from test_train import TinyScoreNet, tiny_config
+    from helpers import TinyScoreNet, run_job, tiny_config
     pid = int(os.environ["TEST_PID"])
 
     class _Signalling:  # as in test_faults (importing it would start JAX before initialize)
@@ -295,7 +296,7 @@ def test_two_processes_agree_on_the_preemption_step(tmp_path):
     if pid == 1:
         tr = _Signalling(tr, 3, signal.SIGTERM)
     try:
-        commands.train(cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False,
+        run_job("train", cfg, {str(tmp_path / "run")!r}, model=TinyScoreNet(), progress=False,
                        datasets=(tr, ev))
         print(json.dumps(dict(step=None)))
     except training.Preempted as e:

@@ -15,7 +15,7 @@ from scoresde_jax.likelihood import bits_per_dim
 from scoresde_jax.samplers import pc_sample
 from scoresde_jax.sde import VPSDE
 from scoresde_jax.training import distributed
-from test_train import TinyScoreNet, tiny_config
+from helpers import TinyScoreNet, run_job, tiny_config
 
 
 def _cfg(**kw):  # test_faults' tiny config

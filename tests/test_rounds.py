@@ -1,4 +1,4 @@
-"""Resumable rounds (scoresde_jax.commands.rounds): a resumed job equals an unbroken one and
+"""Resumable rounds (scoresde_jax.jobs.rounds): a resumed job equals an unbroken one and
 recomputes only what is missing or damaged."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from scoresde_jax.commands.rounds import round_path, run_rounds
+from scoresde_jax.jobs.rounds import round_path, run_rounds
 
 
 def _make(calls):

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scoresde_jax import commands
 from scoresde_jax import config as C
-from test_train import TinyScoreNet, tiny_config
+from helpers import TinyScoreNet, run_job, tiny_config
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = tmp_path_factory.mktemp("run")
     cfg = tiny_config(n_iters=2, snapshot_freq=2, snapshot_freq_for_preemption=0, eval_freq=0)
-    commands.train(cfg, str(wd), model=TinyScoreNet(), progress=False)
+    run_job("train", cfg, str(wd), model=TinyScoreNet(), progress=False)
     return wd, cfg
 
 
@@ -27,8 +26,8 @@ def test_rounds_budget_pngs_summary_and_resume(workdir):
     wd, cfg = workdir
     kw = dict(num_samples=10, batch_size=4, method="dpm_solver_pp_3m", nfe=6, png=True,
               model=TinyScoreNet(), progress=False)
-    x, grid = commands.sample(cfg, str(wd), **kw)
-    out = os.path.dirname(grid)
+    x, summary = run_job("sample", cfg, str(wd), **kw)
+    out = os.path.dirname(summary["grid"])
     assert out == os.path.join(str(wd), "samples", "sample_2_dpm_solver_pp_3m_6")
     assert x.shape == (10, 8, 8, 1) and 0 <= x.min() and x.max() <= 1
     rounds = sorted(f for f in os.listdir(out) if f.startswith("round_"))
@@ -42,17 +41,18 @@ def test_rounds_budget_pngs_summary_and_resume(workdir):
     assert summary["checkpoint_step"] == 2 and summary["seconds_per_image"] > 0
     # a killed run: the last round is lost; the restart recomputes it alone, same samples
     os.remove(os.path.join(out, rounds[-1]))
-    y, _ = commands.sample(cfg, str(wd), **kw)
+    y, _ = run_job("sample", cfg, str(wd), **kw)
     np.testing.assert_array_equal(x, y)
     assert json.load(open(os.path.join(out, "summary.json")))["rounds_computed"] == 1
     with pytest.raises(ValueError, match="another run"):
-        commands.sample(cfg, str(wd), **{**kw, "seed": 1, "out": out})
+        run_job("sample", cfg, str(wd), **{**kw, "seed": 1, "out": out})
 
 
-def test_old_signature_and_png_out(workdir, tmp_path):
+def test_png_out(workdir, tmp_path):
     wd, cfg = workdir
-    x, path = commands.sample(cfg, str(wd), num_samples=4, out=str(tmp_path / "g.png"),
-                              model=TinyScoreNet())
+    x, summary = run_job("sample", cfg, str(wd), num_samples=4, out=str(tmp_path / "g.png"),
+                         model=TinyScoreNet())
+    path = summary["grid"]
     assert path == str(tmp_path / "g.png") and os.path.exists(path) and x.shape[0] == 4
 
 

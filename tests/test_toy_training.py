@@ -1,4 +1,5 @@
-"""Training on the 2-D toy datasets: the MLP score network through ``commands.train_and_evaluate``."""
+"""Training on the 2-D toy datasets: the MLP score network through ``scoresde train`` (train, then the
+eval report)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax import commands, evaluation, models
+from scoresde_jax import evaluation, models
+
+from helpers import run_job
 from scoresde_jax import config as C
 from scoresde_jax.config import load_config
 
@@ -62,24 +65,26 @@ def test_short_toy_training_beats_the_prior(tmp_path):
     config.model.num_scales = 200
     config.model.ema_rate = 0.99
     config.optim.warmup = 50
-    res = commands.train_and_evaluate(config, str(tmp_path), num_samples=1000, progress=False)
+    res = run_job("train_and_evaluate", config, str(tmp_path), num_samples=1000, progress=False)
     assert res["step"] == 400
     q = res["quality"]
     assert set(q) == {"swd", "swd_floor", "swd_prior"}
     # Prior N(0, I) samples (an untrained VP model) are ~0.55 away; two exact sets ~0.1-0.2.
     assert q["swd"] < 0.5 * q["swd_prior"], q
     assert q["swd"] < q["swd_floor"] + 0.2, q
-    assert os.path.exists(res["samples"]) and res["samples"].endswith(".png")
-    samples = np.load(os.path.splitext(res["samples"])[0] + ".npy")
+    assert os.path.exists(res["grid"]) and res["grid"].endswith(".png")
+    samples = np.concatenate([np.load(os.path.join(res["rounds"], f))["samples"]
+                              for f in sorted(os.listdir(res["rounds"])) if f.startswith("round_")])
     assert samples.shape == (1000, 2) and np.all(np.isfinite(samples))
+    assert res["reference"].startswith("exact samples of TOY_8GAUSSIANS")
     assert os.path.exists(tmp_path / "samples" / "iter_400" / "sample.png")
-    with open(tmp_path / "eval" / "results.json") as f:
+    with open(os.path.join(res["rounds"], "results.json")) as f:
         assert json.load(f)["quality"]["swd"] == pytest.approx(q["swd"])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["configs/toy_8gaussians.py", "configs/toy_checkerboard.py"])
 def test_toy_configs_reach_the_floor(tmp_path, path):
-    res = commands.train_and_evaluate(_config(path), str(tmp_path), progress=False)
+    res = run_job("train_and_evaluate", _config(path), str(tmp_path), progress=False)
     q = res["quality"]
     assert q["swd"] < q["swd_floor"] + 0.1, q

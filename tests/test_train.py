@@ -13,46 +13,10 @@ import numpy as np
 import pytest
 
 from scoresde_jax.training import distributed
-from scoresde_jax import commands, training
+from scoresde_jax import training
 from scoresde_jax import config as C
 from scoresde_jax.metrics_io import read_metrics
-
-
-class TinyScoreNet(nn.Module):
-    """A 2-layer MLP score network ``(x, labels) -> output`` with dropout (test-sized)."""
-
-    width: int = 32
-
-    @nn.compact
-    def __call__(self, x, labels, train: bool = False):
-        h = x.reshape(x.shape[0], -1)
-        emb = jnp.sin(jnp.asarray(labels, h.dtype)[:, None] * jnp.arange(1, 9, dtype=h.dtype) / 100.0)
-        h = nn.swish(nn.Dense(self.width)(jnp.concatenate([h, emb], -1)))
-        h = nn.Dropout(0.1, deterministic=not train)(h)
-        return nn.Dense(int(np.prod(x.shape[1:])))(h).reshape(x.shape)
-
-
-def tiny_config(**training) -> ml_collections.ConfigDict:
-    """Official-layout config for 8x8 digits with small frequencies."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.training = ml_collections.ConfigDict(dict(
-        batch_size=16, n_iters=8, snapshot_freq=4, log_freq=2, eval_freq=4, snapshot_freq_for_preemption=2,
-        snapshot_sampling=False, likelihood_weighting=False, continuous=True, reduce_mean=False, sde="vpsde",
-        n_jitted_steps=1, grad_accum_steps=1, keep_checkpoints=0,
-    ))
-    c.training.update(training)
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=2e-3, warmup=2, grad_clip=1.0, beta1=0.9, eps=1e-8, weight_decay=0.0, optimizer="Adam"))
-    c.model = ml_collections.ConfigDict(dict(
-        ema_rate=0.9, sigma_min=0.01, sigma_max=5.0, beta_min=0.1, beta_max=20.0, num_scales=100))
-    c.data = ml_collections.ConfigDict(dict(
-        dataset="DIGITS", image_size=8, num_channels=1, centered=True, random_flip=False,
-        uniform_dequantization=False))
-    c.eval = ml_collections.ConfigDict(dict(batch_size=16, num_samples=16))
-    c.sampling = ml_collections.ConfigDict(dict(
-        method="pc", predictor="euler_maruyama", corrector="none", snr=0.16, n_steps_each=1, noise_removal=True))
-    return c
+from helpers import TinyScoreNet, run_job, tiny_config
 
 
 def _setup(config):
@@ -149,10 +113,10 @@ def test_config_errors_name_the_fix():
 
 def test_loop_resume_equals_unbroken_run_and_writes_logs(tmp_path):
     cfg = tiny_config(n_jitted_steps=2, log_freq=2, snapshot_freq=4, snapshot_freq_for_preemption=2, n_iters=8)
-    full = commands.train(cfg, str(tmp_path / "full"), model=TinyScoreNet(), progress=False)
-    part = commands.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), stop_at=6, progress=False)
+    full = run_job("train", cfg, str(tmp_path / "full"), model=TinyScoreNet(), progress=False)
+    part = run_job("train", cfg, str(tmp_path / "part"), model=TinyScoreNet(), stop_at=6, progress=False)
     assert part.step == 6
-    resumed = commands.train(cfg, str(tmp_path / "part"), model=TinyScoreNet(), progress=False)
+    resumed = run_job("train", cfg, str(tmp_path / "part"), model=TinyScoreNet(), progress=False)
     assert full.step == resumed.step == 8
     _leaves_equal(full.state.params, resumed.state.params)
     _leaves_equal(full.state.ema_params, resumed.state.ema_params)
@@ -184,7 +148,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny_config(n_iters=8, snapshot_freq=8, snapshot_freq_for_preemption=2, eval_freq=0)
     tr, ev = C.get_dataset(cfg, split="train"), C.get_dataset(cfg, split="test", num_epochs=None)
     with pytest.raises(training.NonFiniteLossError, match=r"step 5\b.*last good checkpoint is step 4"):
-        commands.train(cfg, str(tmp_path), model=TinyScoreNet(), datasets=(_PoisonedDigits(tr, 5), ev), progress=False)
+        run_job("train", cfg, str(tmp_path), model=TinyScoreNet(), datasets=(_PoisonedDigits(tr, 5), ev), progress=False)
     assert sorted(os.listdir(tmp_path / "checkpoints-meta")) == ["4"]
 
 
@@ -192,19 +156,20 @@ def test_train_and_evaluate_samples_a_png_grid(tmp_path):
     cfg = tiny_config(n_iters=4, snapshot_freq=4, snapshot_sampling=True, eval_freq=0)
     cfg.training.snapshot_num_samples = 4
     cfg.model.num_scales = 25
-    out = commands.train_and_evaluate(cfg, str(tmp_path), num_samples=4, model=TinyScoreNet(), progress=False)
-    assert os.path.exists(out["samples"]) and out["samples"].endswith(".png")
+    out = run_job("train_and_evaluate", cfg, str(tmp_path), num_samples=4, model=TinyScoreNet(), progress=False)
+    assert os.path.exists(out["grid"]) and out["grid"].endswith(".png")
     assert os.path.exists(tmp_path / "samples" / "iter_4" / "sample.png")
     assert np.isfinite(out["quality"]["fid"]) and out["quality"]["num_samples"] == 4
-    with open(tmp_path / "eval" / "results.json") as f:
+    assert out["reference"].startswith("DIGITS test split")
+    with open(os.path.join(out["rounds"], "results.json")) as f:
         assert json.load(f)["step"] == 4
 
 
 def test_likelihood_of_a_trained_workdir(tmp_path):
     cfg = tiny_config(n_iters=2, snapshot_freq=2, eval_freq=0, batch_size=8)
     cfg.eval.batch_size = 8
-    commands.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
-    out = commands.likelihood(cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
+    run_job("train", cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    out = run_job("likelihood", cfg, str(tmp_path), num_batches=1, model=TinyScoreNet())
     assert out["step"] == 2 and out["num_examples"] == 8 and np.isfinite(out["bpd"])
 
 
@@ -212,7 +177,7 @@ def test_n_iters_need_not_be_a_multiple_of_n_jitted_steps(tmp_path):
     # The paper's configs train 1300001 steps in dispatches of 5: the last dispatch is shorter.
     cfg = tiny_config(n_iters=5, n_jitted_steps=2, snapshot_freq=4, log_freq=2, eval_freq=0,
                       snapshot_freq_for_preemption=2)
-    res = commands.train(cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
+    res = run_job("train", cfg, str(tmp_path), model=TinyScoreNet(), progress=False)
     assert res.step == 5 and int(res.state.step) == 5
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "5"]
     assert [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl"))] == [2, 4, 5]

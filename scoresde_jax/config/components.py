@@ -16,23 +16,24 @@ import numpy as np
 
 from scoresde_jax import data as data_lib
 from scoresde_jax import sde as sde_lib
+from scoresde_jax.data.spec import DataSpec
 from scoresde_jax.models import (DDPM, MLP, NCSNpp, NCSNv2, NoiseConditionalClassifier,
                                  uses_sigma_labels)
 
 
-def _given(section: Any, names: Mapping[str, str] | Sequence[str]) -> dict:
+def given_keys(section: Any, names: Mapping[str, str] | Sequence[str]) -> dict:
     """``{argument: section[key]}`` for the keys ``section`` sets (``names``: argument -> key)."""
     pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
     return {arg: section[key] for arg, key in pairs if section is not None and key in section}
 
 
-def _required(section: Any, key: str, where: str, reader: str) -> Any:
+def required_key(section: Any, key: str, where: str, reader: str) -> Any:
     if key not in section:
         raise ValueError(f"config.{where}.{key} is required by {reader}; add it to the config.")
     return section[key]
 
 
-def _section(config: Any, name: str) -> Any:
+def section_of(config: Any, name: str) -> Any:
     section = config.get(name) if hasattr(config, "get") else getattr(config, name, None)
     if section is None:
         raise ValueError(f"the config has no `{name}` section; see configs/default_cifar10_configs.py.")
@@ -48,11 +49,11 @@ def get_sde(config: Any) -> tuple[sde_lib.SDE, float]:
     """The SDE of ``config.training.sde`` (``vesde`` | ``vpsde`` | ``subvpsde``) with the noise scales
     of ``config.model`` (``sigma_min, sigma_max`` or ``beta_min, beta_max``; ``num_scales`` as ``N``),
     and its sampling epsilon (1e-5 for VE, 1e-3 for VP and sub-VP, as the paper)."""
-    name = str(_section(config, "training").sde).lower()
+    name = str(section_of(config, "training").sde).lower()
     if name not in sde_lib.SDES:
         raise ValueError(f"Unknown config.training.sde={config.training.sde!r}; use one of "
                          f"{sorted(sde_lib.SDES)}.")
-    m = _section(config, "model")
+    m = section_of(config, "model")
     keys = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
     kwargs = {k: float(m[k]) for k in keys if k in m}
     if "num_scales" in m:
@@ -123,8 +124,8 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
     ``dtype`` / ``remat`` override ``config.model.dtype`` ('float32' | 'bfloat16') and
     ``config.model.remat``. Keys the config leaves out take the module's defaults.
     """
-    m, d = _section(config, "model"), _section(config, "data")
-    full = str(_required(m, "name", "model", "create_model")).lower()
+    m, d = section_of(config, "model"), section_of(config, "data")
+    full = str(required_key(m, "name", "model", "create_model")).lower()
     name = "ncsnv2" if full.startswith("ncsnv2") else full
     if name not in _MODELS:
         raise ValueError(f"config.model.name={full!r} is not a known model; choose one of "
@@ -134,15 +135,15 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
         raise ValueError(f"config.model.name={full!r} has no time embedding to condition on labels; "
                          "use ncsnpp, ddpm or mlp for config.model.num_classes > 0.")
     for key in required:
-        _required(m, key, "model", "create_model")
+        required_key(m, key, "model", "create_model")
     kwargs = _module_kwargs(cls, m, keys)
     kwargs["dtype"] = _resolve_dtype(dtype if dtype is not None else m.get("dtype"))
     if cls is MLP:
         return cls(**kwargs)
-    kwargs["centered"] = bool(_required(d, "centered", "data", "create_model"))
+    kwargs["centered"] = bool(required_key(d, "centered", "data", "create_model"))
     kwargs["remat"] = bool(remat if remat is not None else m.get("remat", False))
     if name == "ncsnpp" and kwargs.get("embedding_type", "fourier") == "fourier" and \
-            not bool(_section(config, "training").get("continuous", True)):
+            not bool(section_of(config, "training").get("continuous", True)):
         raise ValueError("Fourier embeddings take noise levels and need continuous training; "
                          "set config.model.embedding_type='positional' for discrete training.")
     if name == "ncsn":
@@ -160,12 +161,12 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
 
 def is_vector_data(config: Any) -> bool:
     """True for vector (non-image) datasets (the 2-D ``TOY_*`` mixtures): batches ``(B, D)``."""
-    return data_lib.is_vector_dataset(str(_section(config, "data").get("dataset", "")))
+    return data_lib.is_vector_dataset(str(section_of(config, "data").get("dataset", "")))
 
 
 def example_shape(config: Any) -> tuple[int, ...]:
     """Shape of one example: ``(H, W, C)`` for images, ``(D,)`` for vector data."""
-    d = _section(config, "data")
+    d = section_of(config, "data")
     return data_lib.example_shape(str(d.get("dataset", "")), image_size=int(d.get("image_size", 0)),
                                   num_channels=int(d.get("num_channels", 3)))
 
@@ -205,6 +206,18 @@ _DATA_KEYS = ("image_size", "num_channels", "random_flip", "uniform_dequantizati
               "tfds_name", "digits_resize")
 
 
+def data_spec(config: Any) -> DataSpec:
+    """The :class:`~scoresde_jax.data.spec.DataSpec` of ``config.data`` with the batch sizes of
+    ``config.training`` / ``config.eval`` and ``config.seed``."""
+    d = section_of(config, "data")
+    name = str(required_key(d, "dataset", "data", "data_spec"))
+    centered = bool(d.get("centered", False))
+    train = config.get("training") or {}
+    ev = config.get("eval") or {}
+    return DataSpec(name, centered, int(train.get("batch_size", 0)), int(ev.get("batch_size", 0)),
+                    run_seed(config), given_keys(d, _DATA_KEYS))
+
+
 def get_dataset(config: Any, *, split: str = "train", seed: int | None = None,
                 batch_size: int | None = None, uniform_dequantization: bool | None = None,
                 **kwargs) -> data_lib.DataIterator:
@@ -214,15 +227,11 @@ def get_dataset(config: Any, *, split: str = "train", seed: int | None = None,
     ``config.eval``, and ``config.seed``. Other keyword arguments (``shard``, ``data_dir``,
     ``shuffle``, ``num_epochs``, ``start_step``, ``num_threads``, ``backend``) go to
     ``make_dataset``."""
-    d = _section(config, "data")
-    options = _given(d, _DATA_KEYS)
     if batch_size is None:
-        batch_size = int(_section(config, "training" if split == "train" else "eval").batch_size)
+        batch_size = int(section_of(config, "training" if split == "train" else "eval").batch_size)
     if uniform_dequantization is not None:
-        options["uniform_dequantization"] = uniform_dequantization
-    seed = run_seed(config) if seed is None else int(seed)
-    return data_lib.make_dataset(str(d.dataset), split=split, batch_size=int(batch_size),
-                                 seed=seed, **options, **kwargs)
+        kwargs["uniform_dequantization"] = uniform_dequantization
+    return data_spec(config).dataset(split=split, batch_size=batch_size, seed=seed, **kwargs)
 
 
 def run_seed(config: Any) -> int:
@@ -236,7 +245,7 @@ def _centered(config_or_centered: Any) -> bool:
     if not hasattr(config_or_centered, "data"):
         raise TypeError("get_data_scaler / get_data_inverse_scaler take `centered: bool` or a config "
                         f"with `config.data.centered`; got {type(config_or_centered).__name__}.")
-    return bool(_section(config_or_centered, "data").centered)
+    return bool(section_of(config_or_centered, "data").centered)
 
 
 def get_data_scaler(config_or_centered: Any) -> Callable[[Any], Any]:

@@ -19,6 +19,8 @@ from typing import Any, Iterable, Optional
 
 import ml_collections
 
+from scoresde_jax.training.workdir import jsonable
+
 log = logging.getLogger("scoresde_jax.config")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -202,6 +204,11 @@ def _tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def to_record(config: ml_collections.ConfigDict) -> dict:
+    """The resolved config as plain JSON values (what ``config.json`` stores)."""
+    return jsonable(config)
 
 
 def saved_config(workdir: str | os.PathLike) -> Optional[ml_collections.ConfigDict]:

@@ -97,7 +97,7 @@ def crop_resize(img: np.ndarray, resolution: int) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def _to_float(img: np.ndarray) -> np.ndarray:
+def to_float(img: np.ndarray) -> np.ndarray:
     """uint8 -> float32 in [0, 1] (``tf.image.convert_image_dtype``)."""
     img = np.asarray(img)
     if img.dtype == np.uint8:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from scoresde_jax.data.images import (
-    _to_float, central_crop, crop_resize, resize_bilinear, resize_small,
+    to_float, central_crop, crop_resize, resize_bilinear, resize_small,
 )
 
 __all__ = [
@@ -150,17 +150,17 @@ def open_source(name: str, split: str, data_dir: str | None):
 def _resize_op(dataset: str, image_size: int) -> Callable[[np.ndarray], np.ndarray]:
     """The official crop/resize of ``dataset`` to ``image_size``, as a float image in [0, 1]."""
     if dataset == "CIFAR10":
-        return lambda img: resize_bilinear(_to_float(img), (image_size, image_size))
+        return lambda img: resize_bilinear(to_float(img), (image_size, image_size))
     if dataset == "CELEBA":
-        return lambda img: resize_small(central_crop(_to_float(img), 140), image_size)
+        return lambda img: resize_small(central_crop(to_float(img), 140), image_size)
     if dataset == "LSUN" and image_size == 128:
-        return lambda img: central_crop(resize_small(_to_float(img), image_size), image_size)
+        return lambda img: central_crop(resize_small(to_float(img), image_size), image_size)
     if dataset == "LSUN":
-        return lambda img: _to_float(crop_resize(np.asarray(img), image_size))
+        return lambda img: to_float(crop_resize(np.asarray(img), image_size))
     if dataset == "CelebAHQ":
 
         def resize_hq(img):
-            img = _to_float(img)
+            img = to_float(img)
             if img.shape[:2] != (image_size, image_size):
                 img = central_crop(resize_small(img, image_size), image_size)
             return img

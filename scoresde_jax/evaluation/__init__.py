@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from scoresde_jax.evaluation.digits import (
     DigitsClassifier,
+    class_accuracy,
     digits_feature_extractor,
     digits_metrics,
     digits_reference,
@@ -80,6 +81,7 @@ __all__ = [
     "random_state_dict",
     "save_reference",
     "DigitsClassifier",
+    "class_accuracy",
     "FeatureExtractor",
     "FeatureStats",
     "LogitStats",

@@ -14,18 +14,16 @@ mode, ``y = (x - mean) / sqrt(var + 1e-3) * scale + bias``. Layout NHWC; the inp
 preprocessed image, ``(B, 299, 299, 3)`` in ``[-1, 1]``
 (:mod:`scoresde_jax.evaluation.inception` does the resize and the scaling).
 
-Speed (XLA CPU, YNNPACK convolutions, jax 0.10): 1x1 convolutions run as matmuls (same numbers,
-see ``_Conv1x1``), and two switches of every module (set by the extractor; the defaults are the
-plain graph whose variables carry the torch names) change how the same function is computed:
+1x1 convolutions run as matmuls (same numbers, see ``_Conv1x1``), and two switches of every
+module (set by the extractor; the defaults are the plain graph whose variables carry the torch
+names) change how the same function is computed (speed: benchmarks/README.md):
 
 * ``folded=True``: BatchNorm folded into the convolution, ``relu(conv(x, W g) + (beta - mean g))``
   with ``g = scale / sqrt(var + eps)`` (:func:`fold_batchnorm`; float32 rounding moves the
-  outputs by ~4e-6 of their std). No run-time change on CPU (XLA fuses BatchNorm into the
-  convolution's epilogue anyway), ~20% less trace + compile time.
+  outputs by ~4e-6 of their std); less to trace and compile.
 * ``pad_valid=True``: an unpadded (``VALID``) convolution larger than 1x1 gets one row / column
   of zero padding at the high end, cropped back: the same numbers (the extra row is in no kept
-  window), but XLA CPU runs ``VALID`` convolutions 2-6x slower than padded ones
-  (``Conv2d_2a_3x3`` 189 -> 30 ms, ``Conv2d_4a_3x3`` 452 -> 217 ms, 4 images).
+  window), which XLA CPU runs faster than ``VALID`` convolutions.
 
 Convolutions and the classifier use ``precision=HIGHEST``: true float32 on GPU (no TF32) and
 TPU (no single-pass bfloat16), whatever ``jax_default_matmul_precision`` says; FID features need

@@ -1,8 +1,8 @@
 """Data parallelism the current JAX way: one ``jax.jit`` over a device mesh.
 
 The batch is sharded over a 1-D mesh axis ``'data'`` (``NamedSharding(mesh, P('data'))``) and the train
-state is replicated (``P()``); XLA's SPMD partitioner inserts the gradient all-reduce that ``pmap`` +
-``lax.pmean`` used to spell out. Multi-host runs call :func:`initialize` (``jax.distributed``) first; each
+state is replicated (``P()``); XLA's SPMD partitioner inserts the gradient all-reduce (what ``pmap``
+code writes as ``lax.pmean``). Multi-host runs call :func:`initialize` (``jax.distributed``) first; each
 process then feeds its own slice of the global batch (:func:`global_batch`) and process 0 is the only
 writer of logs (:func:`is_main_process`). Orbax coordinates checkpoint writes across processes itself.
 """

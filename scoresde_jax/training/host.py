@@ -1,9 +1,9 @@
 """The host side of the training loop: the data-prefetch thread and the stop signals.
 
-* :class:`_Prefetcher` reads, scales and places on the mesh the batches of the next ``PREFETCH``
+* :class:`Prefetcher` reads, scales and places on the mesh the batches of the next ``PREFETCH``
   dispatches in a background thread while the device computes, and knows the data iterator's
   position of the batches handed out (what a checkpoint stores).
-* :class:`_StopRequest` records SIGTERM / SIGINT and lets all processes agree on the step to stop
+* :class:`StopRequest` records SIGTERM / SIGINT and lets all processes agree on the step to stop
   at (through the ``jax.distributed`` coordination service: host messages, no device sync).
 """
 
@@ -49,7 +49,7 @@ def _coordination_client():
     return getattr(state, "client", None)
 
 
-class _StopRequest:
+class StopRequest:
     """SIGTERM/SIGINT handlers that only record the signal (installed around the loop)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -58,8 +58,8 @@ class _StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
-        _StopRequest._runs += 1
-        self.run = _StopRequest._runs
+        StopRequest._runs += 1
+        self.run = StopRequest._runs
         self._last_key: str | None = None
 
     def _handle(self, signum, frame):
@@ -127,11 +127,11 @@ def restore_iterator(it: Any, state: Any) -> None:
     fn(state)
 
 
-def _images(batch: Any) -> np.ndarray:
+def image_batch(batch: Any) -> np.ndarray:
     return np.asarray(batch["image"] if isinstance(batch, dict) else batch)
 
 
-def _with_labels(images: np.ndarray, batches: list, *, stacked: bool = True) -> Any:
+def with_labels(images: np.ndarray, batches: list, *, stacked: bool = True) -> Any:
     """``{'image', 'label'}`` when the data batches carry labels (class-conditional models and
     classifiers read them; the score losses accept both), else the images."""
     if not all(isinstance(b, dict) and "label" in b for b in batches):
@@ -140,7 +140,7 @@ def _with_labels(images: np.ndarray, batches: list, *, stacked: bool = True) -> 
     return {"image": images, "label": np.stack(labels) if stacked else labels[0]}
 
 
-def _chunk_sizes(step: int, end: int, n_jitted_steps: int) -> Iterator[int]:
+def chunk_sizes(step: int, end: int, n_jitted_steps: int) -> Iterator[int]:
     """Steps per dispatch from ``step`` to ``end``: dispatches end on multiples of
     ``n_jitted_steps``, so the first after resuming from an early stop and the last before
     ``n_iters`` (1300001 in the paper's configs) may be shorter (one more compile each)."""
@@ -150,7 +150,7 @@ def _chunk_sizes(step: int, end: int, n_jitted_steps: int) -> Iterator[int]:
         step += k
 
 
-class _Prefetcher:
+class Prefetcher:
     """The batches of the coming dispatches, read from ``it``, made by ``make(raw_batches)`` (scale,
     stack, place on the mesh) in a background thread, at most ``depth`` dispatches ahead.
 

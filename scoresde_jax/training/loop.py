@@ -20,7 +20,7 @@ service's key-value store and a barrier: host messages, no wait for the device).
 Metrics stay on the device between logs: the losses of the dispatches since the last fetch come
 back in one transfer at log, eval and save steps (no per-step host sync). A background thread reads,
 preprocesses and places the batches of the next ``PREFETCH`` dispatches on the mesh while the device
-computes (:class:`_Prefetcher`); checkpoints store the position of the batches actually trained on,
+computes (:class:`Prefetcher`); checkpoints store the position of the batches actually trained on,
 and the iterator is moved back there when the loop ends. A non-finite loss (in
 that window), or non-finite params/EMA at a save, stops the run with
 :class:`~scoresde_jax.training.steps.NonFiniteLossError` naming the newest saved step (every saved
@@ -45,7 +45,7 @@ from scoresde_jax.training import distributed
 from scoresde_jax.training import workdir as workdir_lib
 from scoresde_jax.training.checkpoint import Checkpointer, NonFiniteStateError
 from scoresde_jax.training.host import (  # noqa: F401 (iterator_state, PREFETCH: public here too)
-    PREFETCH, Preempted, _chunk_sizes, _images, _Prefetcher, _StopRequest, _with_labels,
+    PREFETCH, Preempted, chunk_sizes, image_batch, Prefetcher, StopRequest, with_labels,
     iterator_state, restore_iterator)
 from scoresde_jax.training.state import TrainState
 from scoresde_jax.training.steps import SAMPLE_STREAM, NonFiniteLossError, StepMetrics, stream_key
@@ -173,7 +173,7 @@ def train_loop(
     if distributed.is_main_process():
         lock.acquire()
     try:
-        stop = _StopRequest()
+        stop = StopRequest()
         with stop.installed():
             return _train_loop(workdir, stop=stop, config=config, train_fn=train_fn,
                                init_state=init_state, abstract_state=abstract_state,
@@ -224,15 +224,15 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
     end = o.n_iters if stop_at is None else min(o.n_iters, int(stop_at))
 
     def make(raw: list) -> Any:
-        chunk = [preprocess(_images(b)) for b in raw]
+        chunk = [preprocess(image_batch(b)) for b in raw]
         for x in chunk:
             if x.shape[0] != local_bs:
                 raise ValueError(
                     f"Data iterator gave a batch of {x.shape[0]} on this process; expected "
                     f"training.batch_size / process_count = {local_bs}.")
-        return distributed.global_batch(_with_labels(np.stack(chunk), raw), mesh, leading=1)
+        return distributed.global_batch(with_labels(np.stack(chunk), raw), mesh, leading=1)
 
-    prefetch = _Prefetcher(train_iter, _chunk_sizes(step, end, o.n_jitted_steps), make)
+    prefetch = Prefetcher(train_iter, chunk_sizes(step, end, o.n_jitted_steps), make)
     t0 = time.perf_counter()
     try:
         while step < end:
@@ -257,7 +257,7 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
                              time.perf_counter() - t0)
             if o.eval_freq and step % o.eval_freq == 0:
                 eb = next(eval_iter)
-                xb = distributed.global_batch(_with_labels(preprocess(_images(eb)), [eb],
+                xb = distributed.global_batch(with_labels(preprocess(image_batch(eb)), [eb],
                                                             stacked=False), mesh)
                 metrics["eval/loss"] = float(distributed.to_host(eval_fn(state, xb)))
                 writer.write_scalars(step, {"eval/loss": metrics["eval/loss"]})

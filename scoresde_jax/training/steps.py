@@ -105,9 +105,9 @@ def make_train_fn(
 
     def multi_step(state, batches):
         if jax.tree.leaves(batches)[0].shape[0] == 1:
-            # One step: no scan. On XLA:CPU (jax 0.10.2) the backward pass of the conv U-Net runs
-            # 12-30x slower inside lax.scan (the forward pass does not); measured with the digits
-            # DDPM++. Keep training.n_jitted_steps = 1 on CPU, use 5 on GPU/TPU.
+            # One step: no scan. XLA:CPU runs the backward pass of conv U-Nets much slower inside
+            # lax.scan (benchmarks/README.md): keep training.n_jitted_steps = 1 on CPU, 5 on
+            # GPU/TPU.
             state, metrics = step_fn(state, jax.tree.map(lambda x: x[0], batches))
             return state, jax.tree.map(lambda m: m[None], metrics)
         return jax.lax.scan(step_fn, state, batches)

@@ -106,13 +106,14 @@ class WorkdirLock:
         self.release()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` (a ConfigDict, dicts, sequences, numpy scalars) as plain JSON values."""
     if hasattr(value, "to_dict"):
         value = value.to_dict()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     try:
@@ -125,7 +126,7 @@ def save_config(workdir: str, config: Any, argv: list[str] | None = None) -> str
     """Write the resolved config and the command line to ``<workdir>/config.json`` (atomically)."""
     path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    record = {"config": _jsonable(config), "argv": list(sys.argv if argv is None else argv),
+    record = {"config": jsonable(config), "argv": list(sys.argv if argv is None else argv),
               "time": time.time()}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:

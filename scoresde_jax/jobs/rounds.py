@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from scoresde_jax.training import distributed
 
-log = logging.getLogger("scoresde_jax.commands")
+log = logging.getLogger("scoresde_jax.jobs")
 
 __all__ = ["round_path", "run_rounds"]
 

@@ -1,0 +1,41 @@
+"""The jobs: one module each, holding its command-line arguments (``add_arguments``), its options
+type and its function, which takes built values (a :class:`scoresde_jax.config.Setup`, the options,
+a workdir) and never reads a config.
+
+===================  ==================================  ==========================================
+``scoresde ...``     function                            options built by
+===================  ==================================  ==========================================
+train                :func:`.train.train_and_evaluate`   :func:`scoresde_jax.config.train_options`
+sample               :func:`.sample.sample`              :func:`scoresde_jax.config.sample_options`
+eval                 :func:`.eval.evaluate`              :func:`scoresde_jax.config.eval_options`
+likelihood           :func:`.likelihood.likelihood`      :func:`scoresde_jax.config.likelihood_options`
+stats                :func:`.stats.stats`                :func:`scoresde_jax.config.stats_options`
+convert              :func:`.convert.convert`            (the command line)
+convert-inception    :func:`.convert_inception.convert_inception`
+===================  ==================================  ==========================================
+
+Shared pieces: :mod:`.generate` (the one jitted sampling round, used by training snapshots,
+``sample`` and ``eval``), :mod:`.rounds` (resumable rounds), :mod:`.common` (shared arguments,
+the results file). :data:`JOBS` is what :mod:`scoresde_jax.cli` assembles its parser from; this
+package imports nothing itself, so the CLI loads only the job it runs.
+"""
+
+from __future__ import annotations
+
+JOBS: dict[str, tuple[str, str, str]] = {
+    "train": ("scoresde_jax.jobs.train", "train_and_evaluate",
+              "train (and by default sample and report the quality of) a score model"),
+    "sample": ("scoresde_jax.jobs.sample", "sample",
+               "samples of a trained workdir, in resumable rounds"),
+    "eval": ("scoresde_jax.jobs.eval", "evaluate",
+             "sample-quality report of a workdir (FID / IS / KID; toy data: sliced Wasserstein)"),
+    "likelihood": ("scoresde_jax.jobs.likelihood", "likelihood",
+                   "bits/dim of a data split via the probability-flow ODE"),
+    "stats": ("scoresde_jax.jobs.stats", "stats",
+              "reference feature statistics of a dataset split (pool_3, mu, sigma)"),
+    "convert": ("scoresde_jax.jobs.convert", "convert",
+                "an official score_sde checkpoint as an Orbax checkpoint in --workdir"),
+    "convert-inception": ("scoresde_jax.jobs.convert_inception", "convert_inception",
+                          "the FID Inception weights (pt_inception-2015-12-05-6726825d.pth) as .npz"),
+}
+"""``scoresde <name>`` -> (the job's module, its function, one line of help)."""
