@@ -44,7 +44,7 @@ official code's ``log2(d inverse_scaler / dx) + 8``).  This is what ``bits_per_d
 
 The official code evaluates the density at the *undequantized* grid points ``k / 255`` unless the
 dataset was loaded with ``uniform_dequantization``.  A density evaluated on a grid is not a
-probability of the pixels and can be made arbitrarily large, which is how users got negative
+probability of the pixels and can be made arbitrarily large, which gives negative
 bits/dim (e.g. VP models near ``t = eps`` concentrate on the training grid).  ``dequantize=True``
 does the official ``uniform_dequantization`` inside the function: data ``k / 255`` (in ``[0, 1]``
 space) become ``(k + u) / 256``, then the bound above holds and ``E_u[bpd] >= 0``.
@@ -311,10 +311,11 @@ def log_likelihood(
     shape ``(B, *D)``; the result follows its dtype.
 
     ``score_fn`` is passed to ``jit`` as a pytree, as in :mod:`scoresde_jax.samplers`: a
-    ``jax.tree_util.Partial(fn, params)`` (``fn(params, x, t)``) carries its parameters as data
-    and compiles once per ``fn``, SDE, shape and options; a plain callable compiles once per
-    function object (a new lambda per call recompiles).  :func:`get_likelihood_fn` packages the
-    parameters-as-data form.
+    ``jax.tree_util.Partial`` carries its parameters as data and compiles once per function, SDE,
+    shape and options; the score of a flax network,
+    ``parameterization.get_score_fn(sde, parameterization.get_model_fn(model, params))``, is such
+    a pytree.  A plain callable compiles once per function object (a new lambda per call
+    recompiles).  :func:`get_likelihood_fn` packages the parameters-as-data form.
     """
     _check_args(x, divergence, solver, rng, False)
     return _jit_log_likelihood(
@@ -364,7 +365,8 @@ def get_likelihood_fn(
     """A jitted ``likelihood_fn(params, x, rng)`` that takes the parameters as data (compiles once
     per shape).
 
-    ``make_score_fn(params) -> score_fn(x, t)``; for a flax network, e.g.::
+    ``make_score_fn(params) -> score_fn(x, t)``; for a flax network, the adapter of
+    :mod:`scoresde_jax.parameterization`::
 
         make_score_fn = lambda p: parameterization.get_score_fn(
             sde, parameterization.get_model_fn(model, p), continuous=True)

@@ -82,7 +82,7 @@ def _transport_matrix(sde, cov):
 
 
 # Every SDE with the exact divergence and every Hutchinson kind with some SDE run by default (each
-# case is one ~4 s compilation); the rest of the 3 x 3 grid is marked slow.
+# case is one compilation of the likelihood); the rest of the 3 x 3 grid is marked slow.
 _GRID = [(name, div) for div in ("exact", "gaussian", "rademacher") for name in SDES]
 _FAST = {
     ("ve", "exact"),

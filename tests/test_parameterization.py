@@ -59,3 +59,29 @@ def test_discrete_vp_uses_ddpm_table():
     out = jnp.ones((3, 2))
     score = param.output_to_score(sde, out, t, continuous=False)
     np.testing.assert_allclose(np.asarray(score[:, 0]), -1.0 / sde.sqrt_1m_alphas_cumprod[[0, 25, 49]], rtol=1e-5)
+
+
+def test_network_adapter_is_a_pytree_with_params_as_data():
+    """get_score_fn(sde, get_model_fn(model, params)) is a Partial whose data are the parameters:
+    one jitted function compiles once for all parameters (and equal adapters built apart), and
+    ``score(x, t, y)`` passes class labels to a conditional network."""
+    from scoresde_jax.models import MLP
+
+    sde = sde_lib.VPSDE(N=51)
+    model = MLP(hidden_sizes=(8,), num_classes=2)
+    x, t = jax.random.normal(jax.random.key(0), (4, 2)), jnp.linspace(0.1, 0.9, 4)
+    p0 = model.init(jax.random.key(0), x, t)["params"]
+    p1 = jax.tree.map(lambda a: a + 1.0, p0)
+    apply = jax.jit(lambda score, x_, t_: score(x_, t_))
+    outs = [apply(param.get_score_fn(sde, param.get_model_fn(model, p)), x, t) for p in (p0, p1, p0)]
+    assert apply._cache_size() == 1
+    assert not np.allclose(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])
+    score = param.get_score_fn(sde, param.get_model_fn(model, p0))
+    y = jnp.array([0, 1, 1, 0])
+    out = model.apply({"params": p0}, x, 50.0 * t, class_labels=y)
+    np.testing.assert_allclose(score(x, t, y), param.output_to_score(sde, out, t), rtol=1e-6)
+    logits = param.get_logits_fn(sde, param.get_model_fn(model, p0))
+    np.testing.assert_allclose(logits(x, t), model.apply({"params": p0}, x, 50.0 * t), rtol=1e-6)
+    with pytest.raises(ValueError, match="rng"):
+        param.get_model_fn(model, p0, train=True)
