@@ -58,7 +58,6 @@ __all__ = [
 ]
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
-ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 class Parameterization(NamedTuple):
