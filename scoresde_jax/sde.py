@@ -15,7 +15,9 @@ The API keeps the names of the official code (``yang-song/score_sde``) so its us
 
 Besides the official names, every SDE exposes the scalar functions of ``t`` used throughout the library:
 ``mean_coeff(t) = a(t)``, ``marginal_std(t) = s(t)``, ``diffusion_coeff(t) = g(t)`` and ``timestep(t)``,
-the index of the discretization level used by the discrete samplers and losses.
+the index of the discretization level used by the discrete samplers and losses, and the facts of its schedule
+that the samplers ask for instead of testing its class: ``ancestral_std(t, dtype)`` (the noise of an ancestral
+sampling step) and ``default_time_grid`` (the time grid of the few-step ODE solvers).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ __all__ = [
     "subVPSDE",
     "LinearBetaSDE",
     "ReverseSDE",
-    "get_sde",
     "SDES",
 ]
 
@@ -69,6 +70,10 @@ class SDE(abc.ABC):
     kind: ClassVar[str]
     """Name of the SDE family (``"ve"``, ``"vp"``, ``"subvp"``): the key of the network parameterization
     (:func:`scoresde_jax.parameterization.get_parameterization`) and of the discrete losses."""
+    default_time_grid: ClassVar[str] = "quadratic"
+    """The default time grid of the few-step ODE solvers (:data:`scoresde_jax.samplers.grid.TIME_GRIDS`):
+    uniform in ``sqrt(t)``, which for VP and sub-VP spends fewer points than a log-SNR grid at very large and
+    very small ``sigma_bar = s / a``, where the data prediction barely moves; VE overrides it."""
 
     # --- scalar functions of t ----------------------------------------------------------------
     @abc.abstractmethod
@@ -125,6 +130,13 @@ class SDE(abc.ABC):
         drift, diffusion = self.sde(x, t)
         return drift * dt, diffusion * math.sqrt(dt)
 
+    def ancestral_std(self, t: jax.Array, dtype) -> jax.Array:
+        """Standard deviation, shape ``(B,)``, of the noise of one ancestral-sampling step at the level of
+        ``t``: the ``G_i`` of :meth:`discretize`, as DDPM's ``sigma_t^2 = beta_t`` (VP; sub-VP on its
+        Euler-Maruyama chain).  VE overrides it with the SMLD posterior."""
+        _, G = self.discretize(jnp.ones(jnp.shape(t), dtype), jnp.asarray(t, dtype))
+        return G
+
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
         """Reverse-time SDE ``dx = [f - g^2 score] dt + g dw_bar`` or, with ``probability_flow``,
         the probability-flow ODE ``dx = [f - g^2 score / 2] dt``."""
@@ -147,6 +159,8 @@ class VESDE(SDE):
     """
 
     kind: ClassVar[str] = "ve"
+    default_time_grid: ClassVar[str] = "logsnr"
+    """Uniform in ``log sigma``, which for VE is uniform in ``t``."""
 
     sigma_min: float = 0.01
     sigma_max: float = 50.0
@@ -192,6 +206,14 @@ class VESDE(SDE):
         sigma = sigmas[i]
         adjacent = jnp.where(i == 0, jnp.zeros_like(sigma), sigmas[jnp.maximum(i - 1, 0)])
         return jnp.zeros_like(x), jnp.sqrt(sigma**2 - adjacent**2)
+
+    def ancestral_std(self, t, dtype):
+        """The posterior standard deviation of ``q(x_{i-1} | x_i, x_0)`` of the SMLD chain, ``sigma_{i-1} G_i /
+        sigma_i`` (as the official code)."""
+        _, G = self.discretize(jnp.ones(jnp.shape(t), dtype), jnp.asarray(t, dtype))
+        sigma = jnp.asarray(self.discrete_sigmas, dtype)[self.timestep(t)]
+        prev_var = jnp.maximum(sigma**2 - G**2, 0.0)  # sigma_{i-1}^2 (0 at i = 0)
+        return jnp.sqrt(prev_var) * G / sigma
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,5 +369,3 @@ class ReverseSDE:
 
 SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
 """SDE classes by the official name ``config.training.sde``."""
-
-# Official name; reads config.training.sde and config.model (scoresde_jax.config is the boundary).

@@ -107,7 +107,7 @@ def test_guided_sampling_follows_the_class(method):
     opts = {"pc": dict(corrector="none"), "ode": {}, "dpm_solver_pp": dict(num_steps=20)}[method]
     for y in (0, 1):
         score = guidance.classifier_free_guidance(label_score, y, 0.0, null=2)
-        x = samplers.SAMPLERS[method](score, sde, (n, 2), jax.random.key(y), **opts).x
+        x = samplers.SAMPLERS[method].fn(score, sde, (n, 2), jax.random.key(y), **opts).x
         se = np.sqrt(V0 / n)
         np.testing.assert_allclose(np.mean(x, 0), MU[y], atol=6 * se + 0.03)
         np.testing.assert_allclose(np.var(x, 0), V0, rtol=0.3)
@@ -259,7 +259,7 @@ def test_model_label_score_fn_matches_the_parameterization():
 
 def test_conditional_and_classifier_configs():
     from scoresde_jax import config as config_lib
-    from scoresde_jax.config.run import is_classifier
+    from scoresde_jax.config.build import is_classifier
 
     base = config_lib.load_config("configs/digits_ddpmpp.py")
     cond = config_lib.load_config("configs/digits_conditional.py")

@@ -26,7 +26,7 @@ from scoresde_jax.samplers import (
     time_grid,
 )
 from scoresde_jax.config import get_sampling_fn
-from scoresde_jax.samplers import fast as fast_module
+from scoresde_jax.samplers import exponential, karras
 from test_samplers_ode import MU, VAR, exact_flow
 from test_samplers_pc import N_SAMPLES, SCORES, SDES, check_ring, reference  # noqa: F401 (fixture)
 
@@ -166,9 +166,9 @@ def _param_score(params, x, t):
 def test_fast_samplers_compile_once():
     sde = VPSDE(N=50)
     jitted = {
-        "ddim": fast_module._ddim,
-        "dpm_solver_pp": fast_module._dpm_pp,
-        "heun": fast_module._heun,
+        "ddim": exponential._ddim,
+        "dpm_solver_pp": exponential._dpm_pp,
+        "heun": karras._heun,
     }
     for method, (fn, _) in FAST.items():
         before = jitted[method]._cache_size()
@@ -206,7 +206,7 @@ def test_get_sampling_fn_official_keys():
     )
     result = sample(jax.random.PRNGKey(0), score)
     assert result.x.shape == shape and int(result.nfe) == 2 * 50
-    expected = SAMPLERS["pc"](
+    expected = SAMPLERS["pc"].fn(
         score,
         sde,
         shape,

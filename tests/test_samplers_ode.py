@@ -20,7 +20,7 @@ from jax.tree_util import Partial
 from scoresde_jax.analytic import exact_score_fn, gaussian
 from scoresde_jax.sde import VESDE, VPSDE, subVPSDE
 from scoresde_jax.samplers import ODE_SOLVERS, ode_sample, pc_sample, reverse_diffusion
-from scoresde_jax.samplers import ode as ode_module
+from scoresde_jax.samplers import adaptive
 
 SDES = {
     "ve": (VESDE(sigma_min=0.01, sigma_max=5.0, N=100), 1e-5),
@@ -125,13 +125,13 @@ def _param_score(params, x, t):
 
 def test_ode_compiles_once():
     sde = VPSDE(N=50)
-    before = ode_module._ode_sample._cache_size()
+    before = adaptive._ode_sample._cache_size()
     for i in range(3):
         params = {"mu": jnp.asarray(0.1 * i), "var": jnp.asarray(1.0 + i)}
         jax.block_until_ready(
             ode_sample(Partial(_param_score, params), sde, (4, 2), jax.random.PRNGKey(i)).x
         )
-    assert ode_module._ode_sample._cache_size() == before + 1
+    assert adaptive._ode_sample._cache_size() == before + 1
 
 
 def test_x64_end_to_end():

@@ -32,7 +32,7 @@ from scoresde_jax.samplers import (
     sample,
     unipc_sample,
 )
-from scoresde_jax.samplers import multistep, stochastic
+from scoresde_jax.samplers import adaptive, exponential, karras, unipc
 from test_samplers_fast import _observed_order
 from test_samplers_pc import N_SAMPLES, SCORES, SDES, check_ring, reference  # noqa: F401 (fixture)
 
@@ -90,10 +90,10 @@ def test_order_of_convergence_defaults_vp(method):
 
 
 def test_lower_order_final_steps():
-    assert multistep.step_orders(3, 8, False) == [1, 2, 3, 3, 3, 3, 3]
-    assert multistep.step_orders(3, 8, True) == [1, 2, 3, 3, 3, 2, 1]
-    assert multistep.step_orders(3, 3, True) == [1, 1]
-    assert multistep.step_orders(2, 4, True) == [1, 2, 1]
+    assert exponential.step_orders(3, 8, False) == [1, 2, 3, 3, 3, 3, 3]
+    assert exponential.step_orders(3, 8, True) == [1, 2, 3, 3, 3, 2, 1]
+    assert exponential.step_orders(3, 3, True) == [1, 1]
+    assert exponential.step_orders(2, 4, True) == [1, 2, 1]
 
 
 @pytest.mark.parametrize("sde_name", ["vp", pytest.param("ve", marks=pytest.mark.slow)])
@@ -182,11 +182,11 @@ def _param_score(params, x, t):
 
 
 JITTED = {
-    "dpm_solver_pp_3m": (dpm_solver_pp_3m_sample, multistep._dpm_3m),
-    "dpm_solver_pp_2s": (dpm_solver_pp_2s_sample, multistep._dpm_2s),
-    "unipc": (unipc_sample, multistep._unipc),
-    "edm": (edm_sample, stochastic._edm),
-    "adaptive_sde": (adaptive_sde_sample, stochastic._adaptive),
+    "dpm_solver_pp_3m": (dpm_solver_pp_3m_sample, exponential._dpm_3m),
+    "dpm_solver_pp_2s": (dpm_solver_pp_2s_sample, exponential._dpm_2s),
+    "unipc": (unipc_sample, unipc._unipc),
+    "edm": (edm_sample, karras._edm),
+    "adaptive_sde": (adaptive_sde_sample, adaptive._adaptive),
 }
 
 
@@ -205,4 +205,4 @@ def test_compiles_once(method):
 def test_registered_and_exported():
     for name in ("dpm_solver_pp_3m", "dpm_solver_pp_2s", "unipc", "edm", "adaptive_sde", "pc",
                  "ode", "ddim", "dpm_solver_pp", "heun"):
-        assert name in SAMPLERS and name in samplers.STEPS_FOR_NFE
+        assert name in SAMPLERS and callable(SAMPLERS[name].plan)

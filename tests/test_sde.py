@@ -143,6 +143,26 @@ def test_smld_discretization_telescopes():
     np.testing.assert_allclose(np.cumsum(np.asarray(G, np.float64) ** 2), s.discrete_sigmas**2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", list(SDES))
+def test_schedule_facts(name):
+    """The ancestral step's noise (VE: the SMLD posterior sigma_{i-1} G_i / sigma_i; VP / sub-VP:
+    G_i of the chain) and the default time grid of the ODE solvers."""
+    s = SDES[name]
+    idx = np.array([0, 1, 300, 999])
+    t = jnp.asarray((idx + 0.5) / (s.N - 1))
+    _, G = s.discretize(jnp.ones((4,)), t)
+    G = np.asarray(G, np.float64)
+    if name == "ve":
+        sigma = s.discrete_sigmas[idx]
+        prev = np.where(idx == 0, 0.0, s.discrete_sigmas[np.maximum(idx - 1, 0)])
+        expected = prev * G / sigma
+    else:
+        expected = G
+    np.testing.assert_allclose(np.asarray(s.ancestral_std(t, jnp.float32)), expected, rtol=1e-4,
+                               atol=1e-5)
+    assert s.default_time_grid == ("logsnr" if name == "ve" else "quadratic")
+
+
 @pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
 def test_monte_carlo_forward_chain_matches_marginal(name):
     """Run the discretized forward process x_{i+1} = x_i + f_i + G_i z from a fixed x_0 and compare the

@@ -2,17 +2,35 @@
 functions.
 
 The front door is :func:`sample` (:mod:`scoresde_jax.samplers.api`): any sampler by name, with an
-optional budget ``nfe`` of score evaluations.  Every sampler has the signature ``sampler(score_fn, sde, shape, rng, **options) -> SampleResult(x,
-nfe)`` and is listed by name in :data:`SAMPLERS`; ``scoresde_jax.config.get_sampling_fn`` builds one from an official-layout
-config, passing only the options the config sets: the defaults are those of the signatures here.
-Compilation caching (pass parameters with ``jax.tree_util.Partial``, or use :func:`get_pc_sampler`)
-is described in :mod:`scoresde_jax.samplers.pc`.
+optional budget ``nfe`` of score evaluations.  Every sampler has the signature ``sampler(score_fn,
+sde, shape, rng, **options) -> SampleResult(x, nfe)`` and is registered by name in
+:data:`SAMPLERS` (:mod:`scoresde_jax.samplers.registry`) as a :class:`Sampler` record: its function,
+its plan for a budget of evaluations and the ``config.sampling`` keys of its options.  The
+modules, by family:
+
+* :mod:`~scoresde_jax.samplers.pc` with :mod:`~scoresde_jax.samplers.predictors` and
+  :mod:`~scoresde_jax.samplers.correctors` -- predictor-corrector sampling;
+* :mod:`~scoresde_jax.samplers.exponential` (DDIM, DPM-Solver++ 2M / 3M / 2S) and
+  :mod:`~scoresde_jax.samplers.unipc` -- exponential integrators on a time grid;
+* :mod:`~scoresde_jax.samplers.karras` -- Heun and EDM's stochastic sampler;
+* :mod:`~scoresde_jax.samplers.adaptive` -- the probability-flow ODE (diffrax) and the adaptive
+  reverse SDE ("Gotta Go Fast");
+* :mod:`~scoresde_jax.samplers.grid` -- what the grid solvers share (time grids, ``sigma_bar``,
+  the data prediction, option checks, budget plans); :mod:`~scoresde_jax.samplers.common` -- what
+  every sampler shares (the record, the result, argument checks).
+
+Compilation caching (pass parameters with ``jax.tree_util.Partial``, or use
+:func:`get_pc_sampler`) is described in :mod:`scoresde_jax.samplers.pc`.
 """
 
 from __future__ import annotations
 
 from scoresde_jax.analytic import sliced_wasserstein
-from scoresde_jax.samplers import common, correctors, predictors
+from scoresde_jax.flow import ODE_SOLVERS, solver_nfe
+from scoresde_jax.samplers import common, correctors, grid, predictors
+from scoresde_jax.samplers.adaptive import adaptive_sde_sample, ode_sample
+from scoresde_jax.samplers.api import options_for_nfe, sample
+from scoresde_jax.samplers.common import Sampler, SampleResult, as_score_pytree
 from scoresde_jax.samplers.correctors import (
     CORRECTORS,
     annealed_langevin,
@@ -20,24 +38,14 @@ from scoresde_jax.samplers.correctors import (
     langevin,
 )
 from scoresde_jax.samplers.correctors import none as none_corrector
-from scoresde_jax.samplers.fast import (
-    TIME_GRIDS,
-    data_prediction,
+from scoresde_jax.samplers.exponential import (
     ddim_sample,
-    default_grid,
-    dpm_solver_pp_sample,
-    heun_sample,
-    time_grid,
-)
-from scoresde_jax.samplers.multistep import (
     dpm_solver_pp_2s_sample,
     dpm_solver_pp_3m_sample,
-    unipc_sample,
+    dpm_solver_pp_sample,
 )
-from scoresde_jax.samplers.ode import ODE_SOLVERS, ode_sample, solver_nfe
-from scoresde_jax.samplers.stochastic import adaptive_sde_sample, edm_sample
-from scoresde_jax.samplers.api import SAMPLERS, STEPS_FOR_NFE, options_for_nfe, sample
-from scoresde_jax.samplers.common import SampleResult, as_score_pytree
+from scoresde_jax.samplers.grid import TIME_GRIDS, data_prediction, default_grid, time_grid
+from scoresde_jax.samplers.karras import edm_sample, heun_sample
 from scoresde_jax.samplers.pc import get_pc_sampler, pc_sample, resolve_pc_steps
 from scoresde_jax.samplers.predictors import (
     PREDICTORS,
@@ -47,12 +55,17 @@ from scoresde_jax.samplers.predictors import (
     reverse_diffusion,
 )
 from scoresde_jax.samplers.predictors import none as none_predictor
+from scoresde_jax.samplers.registry import SAMPLERS
+from scoresde_jax.samplers.unipc import unipc_sample
 
 __all__ = [
+    "Sampler",
     "SampleResult",
+    "SAMPLERS",
+    "sample",
+    "options_for_nfe",
     "PREDICTORS",
     "CORRECTORS",
-    "SAMPLERS",
     "ODE_SOLVERS",
     "TIME_GRIDS",
     "default_grid",
@@ -78,9 +91,6 @@ __all__ = [
     "unipc_sample",
     "edm_sample",
     "adaptive_sde_sample",
-    "sample",
-    "options_for_nfe",
-    "STEPS_FOR_NFE",
     "data_prediction",
     "time_grid",
     "as_score_pytree",
@@ -88,4 +98,5 @@ __all__ = [
     "predictors",
     "correctors",
     "common",
+    "grid",
 ]

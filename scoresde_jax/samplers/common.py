@@ -1,11 +1,12 @@
-"""Argument handling shared by every sampler of :mod:`scoresde_jax.samplers` (PC, ODE, fast):
-the typed result, the score function as a jit-able pytree, shape / dtype checks, the initial state
-``x(T)`` and the lookup of predictors and correctors by name.
+"""What every sampler of :mod:`scoresde_jax.samplers` shares: its registry record
+(:class:`Sampler`), the typed result, the score function as a jit-able pytree, shape / dtype
+checks, the initial state ``x(T)`` and the lookup of predictors and correctors by name.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+import types
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,8 @@ from jax.tree_util import Partial
 from scoresde_jax.sde import SDE
 
 __all__ = [
+    "Sampler",
+    "Plan",
     "SampleResult",
     "as_score_pytree",
     "check_sde",
@@ -28,6 +31,29 @@ class SampleResult(NamedTuple):
 
     x: jax.Array
     nfe: jax.Array
+
+
+Plan = Callable[[int, int, dict, SDE], tuple[dict, SDE]]
+"""``plan(nfe, d, options, sde) -> (step options, sde)``: the step options (``num_steps``,
+``max_nfe``, ...) under which a sampler spends at most ``nfe`` score evaluations, denoising
+included (``d = 1`` with denoising, else 0), given its other ``options``; the SDE comes back
+with ``N`` replaced where the sampler takes its step count from it (PC).  A plan raises
+``ValueError`` for a sampler that takes no budget."""
+
+
+class Sampler(NamedTuple):
+    """One sampler as :data:`scoresde_jax.samplers.SAMPLERS` registers it.
+
+    ``fn(score_fn, sde, shape, rng, *, x_init=None, denoise=True, **options) -> SampleResult``
+    draws the samples; ``plan`` (:data:`Plan`) turns a budget ``nfe`` into its step options
+    (:func:`scoresde_jax.samplers.sample` with ``nfe``); ``config_keys`` maps each argument of
+    ``fn`` that a config may set to its ``config.sampling`` key (the config boundary passes only
+    the keys a config sets; the defaults are those of ``fn``'s signature).
+    """
+
+    fn: Callable[..., SampleResult]
+    plan: Plan
+    config_keys: Mapping[str, str] = types.MappingProxyType({})
 
 
 def as_score_pytree(

@@ -31,11 +31,11 @@ a_i^2`` of the signal variances of adjacent levels):
   The noise scale of the target ``p_t`` enters separately: through ``||score||`` (Langevin) or
   through ``std = s(t) = 1 - a(t)^2`` (annealed Langevin), which is sub-VP's own marginal std.
 
-Measured consequence (tests/test_samplers_pc.py): with a predictor, both correctors sample sub-VP as
-well as VP. Corrector-only sampling with annealed Langevin is slow to track ``p_t`` under sub-VP:
-``s(t) ~ beta_min t`` near ``t = 0`` (VP: ``sqrt(beta_min t)``), so the steps ``2 alpha (snr s)^2``
-of the last levels vanish before the iterate has caught up.  The Langevin corrector adapts its step
-to ``||score||`` and does not have this problem.
+Consequence: with a predictor, both correctors sample sub-VP as well as VP.  Corrector-only
+sampling with annealed Langevin is slow to track ``p_t`` under sub-VP: ``s(t) ~ beta_min t`` near
+``t = 0`` (VP: ``sqrt(beta_min t)``), so the steps ``2 alpha (snr s)^2`` of the last levels vanish
+before the iterate has caught up.  The Langevin corrector adapts its step to ``||score||`` and does
+not have this problem.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from typing import Any, Callable, Sequence
@@ -46,6 +47,7 @@ from jax.tree_util import Partial
 
 from scoresde_jax.samplers.common import (
     SampleResult,
+    Sampler,
     as_score_pytree,
     check_sde,
     check_shape_dtype,
@@ -63,6 +65,8 @@ __all__ = [
     "as_score_pytree",
     "resolve_pc_steps",
     "check_pc_options",
+    "pc_levels",
+    "PC",
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -284,3 +288,20 @@ def get_pc_sampler(
         )
 
     return sampler
+
+
+def pc_levels(nfe: int, d: int, options: dict, sde: SDE) -> tuple[dict, SDE]:
+    """Plan of :func:`pc_sample`: ``N = nfe // (predictor + n_steps corrector evaluations)`` levels
+    (``sde.N`` replaced); denoising is free (it returns the last step's mean)."""
+    pred = lookup_step_fn(PREDICTORS, options.get("predictor", "reverse_diffusion"), "predictor")
+    corr = lookup_step_fn(CORRECTORS, options.get("corrector", "langevin"), "corrector")
+    per_level = getattr(pred, "nfe", 1) + int(options.get("n_steps", 1)) * getattr(corr, "nfe", 1)
+    levels = nfe // max(per_level, 1)
+    if levels < 1:
+        raise ValueError(f"nfe={nfe} is below one PC level ({per_level} evaluations).")
+    return {}, dataclasses.replace(sde, N=levels)
+
+
+PC = Sampler(pc_sample, pc_levels,
+             {"predictor": "predictor", "corrector": "corrector", "snr": "snr",
+              "n_steps": "n_steps_each", "probability_flow": "probability_flow"})

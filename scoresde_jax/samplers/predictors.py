@@ -30,7 +30,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import SDE, VESDE
+from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
@@ -113,6 +113,8 @@ def ancestral_sampling(
 
         x_mean = (x + G_i^2 score(x, t)) / m_i
 
+    with the standard deviation ``std = sde.ancestral_std(t, dtype)`` of the step noise, per SDE:
+
     VE (SMLD, as the official code): ``x_mean = x + (sigma_i^2 - sigma_{i-1}^2) score`` with the
     posterior standard deviation of ``q(x_{i-1} | x_i, x_0)``: ``std = sigma_{i-1} G_i / sigma_i``.
 
@@ -136,13 +138,7 @@ def ancestral_sampling(
     m, G = chain_coeffs(sde, t, x.dtype)
     score = score_fn(x, t)
     x_mean = batch_mul(1.0 / m, x + batch_mul(G**2, score))
-    if isinstance(sde, VESDE):
-        sigma = jnp.asarray(sde.discrete_sigmas, x.dtype)[sde.timestep(t)]
-        prev_var = jnp.maximum(sigma**2 - G**2, 0.0)  # sigma_{i-1}^2 (0 at i = 0)
-        std = jnp.sqrt(prev_var) * G / sigma
-    else:
-        std = G
-    return x_mean + batch_mul(std, z), x_mean
+    return x_mean + batch_mul(sde.ancestral_std(t, x.dtype), z), x_mean
 
 
 def none(

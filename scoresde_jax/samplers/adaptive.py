@@ -1,9 +1,19 @@
-"""Stochastic few-step samplers: EDM's churned Heun sampler and the adaptive SDE solver of
-"Gotta Go Fast".
+"""Adaptive-step samplers: the probability-flow ODE with diffrax and the reverse SDE of "Gotta Go
+Fast".
 
-* :func:`edm_sample` -- Karras et al. 2022, algorithm 2, in ``y = x / a(t)`` and ``sigma_bar = s
-  / a`` (so it serves VE, VP and sub-VP): at each grid point noise is added to raise ``sigma_bar``
-  by ``gamma``, then one Heun step of the probability-flow ODE.
+* :func:`ode_sample` -- the probability-flow ODE (Song et al., ICLR 2021, section 4.3)
+
+      dx/dt = f(x, t) - g(t)^2 score(x, t) / 2,     integrated from t = T (prior draw) down to eps
+
+  by :func:`scoresde_jax.flow.solve_probability_flow` (an adaptive Runge-Kutta solver with
+  ``PIDController(rtol, atol)``; the official code uses scipy's RK45 with ``rtol = atol = 1e-5`` on
+  host).  The whole batch is ONE ODE state of shape ``(B, *D)`` -- as the official code, which
+  flattens the batch into one scipy vector -- rather than ``vmap`` over examples: the score network
+  is evaluated on the whole batch at every stage, and a vmapped adaptive solve would run every
+  example for the steps of the slowest one anyway.  The consequence is a shared step-size sequence,
+  chosen with diffrax's RMS error norm over the batch.  ``nfe`` is
+  :func:`scoresde_jax.flow.solver_nfe` (accepted + rejected steps and the solver's Butcher
+  tableau).  It takes tolerances, not a budget of evaluations.
 * :func:`adaptive_sde_sample` -- Jolicoeur-Martineau et al. 2021, algorithm 1: the reverse SDE
   ``dx = [f - g^2 score] dt + g dw_bar`` with an Euler-Maruyama step and an improved-Euler step
   sharing one Brownian increment; their difference, scaled by ``max(atol, rtol max(|x'|,
@@ -15,107 +25,103 @@
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
+from scoresde_jax.flow import probability_flow_drift, resolve_solver, solve_probability_flow
 from scoresde_jax.samplers.common import (
     SampleResult,
+    Sampler,
     as_score_pytree,
     check_sde,
     check_shape_dtype,
     initial_state,
 )
-from scoresde_jax.samplers.fast import (
-    _run,
-    _sigma_bar,
-    _t_of_sigma_bar,
-    _vec,
-    data_prediction,
-    time_grid,
-)
+from scoresde_jax.samplers.grid import data_prediction
+from scoresde_jax.samplers.predictors import reverse_diffusion
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
-__all__ = ["edm_sample", "adaptive_sde_sample"]
+__all__ = ["ode_sample", "adaptive_sde_sample", "ODE", "ADAPTIVE_SDE"]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 # --------------------------------------------------------------------------------------------------
-# EDM stochastic sampler
+# Probability-flow ODE
 # --------------------------------------------------------------------------------------------------
 @functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "rho", "denoise")
+    jax.jit, static_argnames=("sde", "shape", "dtype", "solver", "denoise", "max_steps")
 )
-def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, dtype, num_steps,
-         grid, rho, denoise):
-    k_init, k_steps = jax.random.split(rng)
-    x = initial_state(sde, shape, dtype, k_init, x_init)
-    ts = time_grid(sde, num_steps, eps, grid, rho=rho, dtype=dtype)
-    sb = _sigma_bar(sde, ts)
-    gamma_max = jnp.minimum(churn / (num_steps - 1), math.sqrt(2.0) - 1.0)
-
-    def slope(y, t, sb_t):
-        x0 = data_prediction(score, sde, sde.mean_coeff(t) * y, _vec(t, shape, dtype))
-        return (y - x0) / sb_t
-
-    def step(i, y):
-        gamma = jnp.where((sb[i] >= s_min) & (sb[i] <= s_max), gamma_max, 0.0)
-        sb_hat = jnp.minimum(sb[i] * (1.0 + gamma), sb[0])  # never above sigma_bar(T)
-        t_hat = _t_of_sigma_bar(sde, sb_hat, ts[-1], ts[0])
-        z = jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype)
-        y_hat = y + jnp.sqrt(jnp.maximum(sb_hat**2 - sb[i] ** 2, 0.0)) * s_noise * z
-        d = slope(y_hat, t_hat, sb_hat)
-        y_euler = y_hat + (sb[i + 1] - sb_hat) * d
-        return y_hat + 0.5 * (sb[i + 1] - sb_hat) * (d + slope(y_euler, ts[i + 1], sb[i + 1]))
-
-    y = jax.lax.fori_loop(0, num_steps - 1, step, x / sde.mean_coeff(ts[:1])[0])
-    x = sde.mean_coeff(ts[-1:])[0] * y
+def _ode_sample(
+    score, rng, x_init, rtol, atol, eps, *, sde, shape, dtype, solver, denoise, max_steps
+):
+    x = initial_state(sde, shape, dtype, rng, x_init)
+    t1 = jnp.asarray(eps, dtype)
+    x, nfe = solve_probability_flow(
+        lambda t, y: probability_flow_drift(sde, score, y, t),
+        x,
+        t0=jnp.asarray(sde.T, dtype),
+        t1=t1,
+        solver=solver,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+    )
     if denoise:
-        x = data_prediction(score, sde, x, _vec(ts[-1], shape, dtype))
-    return SampleResult(x, jnp.asarray(2 * (num_steps - 1) + int(denoise), jnp.int32))
+        # One reverse-diffusion predictor step at t = eps without noise (official
+        # ``denoise_update_fn``).
+        _, x = reverse_diffusion(
+            score, x, jnp.full((shape[0],), t1, dtype), jnp.zeros_like(x), sde=sde
+        )
+        nfe = nfe + 1
+    return SampleResult(x, jnp.asarray(nfe, jnp.int32))
 
 
-def edm_sample(
+def ode_sample(
     score_fn: ScoreFn | Partial,
     sde: SDE,
     shape: Sequence[int],
     rng: jax.Array,
     *,
-    num_steps: int = 18,
-    S_churn: float = 10.0,
-    S_min: float = 0.05,
-    S_max: float = 50.0,
-    S_noise: float = 1.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
     eps: float = 1e-3,
-    grid: str = "edm",
-    rho: float = 7.0,
+    solver: str | Any = "tsit5",
     denoise: bool = True,
     x_init: jax.Array | None = None,
+    max_steps: int = 4096,
     dtype=None,
 ) -> SampleResult:
-    """EDM's stochastic sampler (Karras et al. 2022, algorithm 2) in ``y = x / a``, ``sigma_bar =
-    s / a``:
+    """Sample by solving the probability-flow ODE from ``T`` to ``eps`` (official ``ode_sampler``).
 
-        gamma_i = min(S_churn / (n - 1), sqrt(2) - 1) if S_min <= sigma_bar_i <= S_max else 0,
-        sigma^_i = sigma_bar_i (1 + gamma_i),   y^ = y_i + sqrt(sigma^_i^2 - sigma_bar_i^2) S_noise z,
-        then a Heun step from (y^, sigma^_i) to sigma_bar_{i+1} (as :func:`heun_sample`).
-
-    ``S_min``/``S_max`` are in ``sigma_bar`` units; ``sigma^`` is capped at ``sigma_bar(T)`` (the
-    network is not asked about ``t > T``).  ``S_churn = 0`` is :func:`heun_sample`.  ``S_noise``
-    slightly above 1 (EDM: 1.003-1.007) offsets a network's denoising bias; with exact scores 1 is
-    right.  ``nfe = 2 (num_steps - 1) + denoise``.
+    ``x_init`` is the state at ``T`` (default: a prior draw with ``rng``).  ``solver`` is a name of
+    :data:`ODE_SOLVERS` or a diffrax solver.  With ``denoise`` a final noise-free reverse-diffusion
+    step at ``eps`` is taken (+1 evaluation).  Returns ``SampleResult(x, nfe)``.  Compilation
+    caching as for :func:`scoresde_jax.samplers.pc.pc_sample`.  Exceeding ``max_steps`` raises an
+    error at run time.
     """
-    if S_churn < 0 or S_noise < 0 or S_min > S_max:
-        raise ValueError(f"edm_sample needs S_churn >= 0, S_noise >= 0 and S_min <= S_max, got "
-                         f"S_churn={S_churn}, S_noise={S_noise}, S_min={S_min}, S_max={S_max}.")
-    return _run(_edm, score_fn, sde, shape, rng, (eps, S_churn, S_min, S_max, S_noise),
-                x_init=x_init, dtype=dtype, num_steps=num_steps, grid=grid, rho=float(rho),
-                denoise=bool(denoise))
+    check_sde(sde)
+    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    if not (rtol > 0 and atol >= 0):
+        raise ValueError(f"ode_sample needs rtol > 0 and atol >= 0, got rtol={rtol}, atol={atol}.")
+    return _ode_sample(
+        as_score_pytree(score_fn),
+        rng,
+        x_init,
+        rtol,
+        atol,
+        eps,
+        sde=sde,
+        shape=shape,
+        dtype=dtype,
+        solver=resolve_solver(solver),
+        denoise=bool(denoise),
+        max_steps=int(max_steps),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,3 +227,19 @@ def adaptive_sde_sample(
     return _adaptive(as_score_pytree(score_fn), rng, x_init, eps, rtol, atol, h_init, safety,
                      exponent, sde=sde, shape=shape, dtype=dtype, max_iters=iters,
                      denoise=bool(denoise), budgeted=budgeted)
+
+
+def _no_budget(nfe: int, d: int, options: dict, sde: SDE) -> tuple[dict, SDE]:
+    raise ValueError("method 'ode' is adaptive (it takes rtol/atol, not an nfe budget); use a "
+                     "fixed-step method (e.g. 'dpm_solver_pp_3m', 'unipc') or 'adaptive_sde' with "
+                     "nfe, or drop nfe.")
+
+
+def _max_nfe(nfe: int, d: int, options: dict, sde: SDE) -> tuple[dict, SDE]:
+    return {"max_nfe": nfe}, sde  # the error control works inside the budget
+
+
+ODE = Sampler(ode_sample, _no_budget, {"rtol": "rtol", "atol": "atol", "solver": "ode_solver"})
+ADAPTIVE_SDE = Sampler(adaptive_sde_sample, _max_nfe,
+                       {"rtol": "rtol", "atol": "atol", "h_init": "h_init", "safety": "safety",
+                        "exponent": "exponent", "max_nfe": "max_nfe"})
