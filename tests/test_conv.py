@@ -1,6 +1,7 @@
 """``models.conv.Conv`` computes what ``flax.linen.Conv`` computes (same variables, outputs,
-gradients and forward-mode tangents), on the paths it takes: 1x1 as a matmul, 3x3 stride 1 with
-the 1-D kernel gradient at >= MIN_SIZE_1D (8x8) on CPU, and the plain strided convolution."""
+gradients and forward-mode tangents), on the paths it takes: with ``fast_paths`` 1x1 as a matmul,
+3x3 stride 1 with the 1-D kernel gradient at >= MIN_SIZE_1D (8x8) on CPU, and the plain strided
+convolution; without ``fast_paths`` (NCSN/NCSNv2) one ``conv_general_dilated``, also dilated."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scoresde_jax.models.conv import MIN_SIZE_1D, Conv
+from scoresde_jax.models.conv import Conv
+from scoresde_jax.models.cpu_conv_grad import MIN_SIZE_1D
 
 
-@pytest.mark.parametrize("k,stride,size", [(1, 1, 8), (3, 1, MIN_SIZE_1D), (3, 1, 4), (3, 2, 16)])
-def test_conv_equals_flax_conv_with_gradients_and_jvp(k, stride, size):
-    ours, ref = Conv(5, kernel_size=k, strides=stride), nn.Conv(5, (k, k), (stride, stride),
-                                                                   padding="SAME")
+@pytest.mark.parametrize("k,stride,size,dilation,fast", [
+    (1, 1, 8, 1, True), (3, 1, MIN_SIZE_1D, 1, True), (3, 1, 4, 1, True), (3, 2, 16, 1, True),
+    (3, 1, 8, 1, False), (1, 1, 8, 1, False), (3, 1, 8, 2, False), (3, 1, 8, 2, True)])
+def test_conv_equals_flax_conv_with_gradients_and_jvp(k, stride, size, dilation, fast):
+    ours = Conv(5, kernel_size=k, strides=stride, dilation=dilation, fast_paths=fast)
+    ref = nn.Conv(5, (k, k), (stride, stride), padding="SAME", kernel_dilation=(dilation, dilation))
     rng = np.random.default_rng(0)  # NumPy inputs, eval_shape, one jit: eager op-by-op
     x, dx = rng.standard_normal((2, 2, size, size, 4), dtype=np.float32)  # compiled each op apart
     v_ours, v_ref = (jax.eval_shape(m.init, jax.random.key(1), x) for m in (ours, ref))

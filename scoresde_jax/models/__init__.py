@@ -1,4 +1,4 @@
-"""Score networks of the paper as flax.linen modules, and ``create_model(config)``.
+"""Score networks of the paper as flax.linen modules.
 
 Modules (they take plain arguments, never the config; ``create_model(config)``, ``init_model``,
 ``param_shapes`` and ``dummy_inputs`` are in :mod:`scoresde_jax.config`):
@@ -9,6 +9,11 @@ Modules (they take plain arguments, never the config; ``create_model(config)``, 
     with ``conditional=True`` it is NCSNv1 (``config.model.name='ncsn'``).
   * ``NoiseConditionalClassifier`` (``classifier.py``): time-dependent classifier for
     controllable generation.
+
+Layers: ``conv.py`` (``Conv``, ``Dense`` with flax's variables; ``Conv(fast_paths=False)`` is one
+XLA convolution, as NCSN/NCSNv2 use it), ``cpu_conv_grad.py`` (the CPU kernel gradient behind
+``Conv.fast_paths``), ``norm.py`` (``GroupNorm``), ``layers.py`` (DDPM / NCSN++ blocks),
+``up_down.py`` (FIR resampling), ``ncsn_layers.py`` (NCSNv1/v2 blocks).
 
 Usage::
 
@@ -40,8 +45,8 @@ from scoresde_jax.models.ncsnv2 import NCSNv2
 from scoresde_jax.models.unet import NCSNpp
 
 __all__ = [
-    "NCSNpp", "DDPM", "NCSNv2", "MLP", "NoiseConditionalClassifier", 
-    "count_params", "dummy_inputs", "uses_sigma_labels",
+    "NCSNpp", "DDPM", "NCSNv2", "MLP", "NoiseConditionalClassifier", "count_params",
+    "uses_sigma_labels",
 ]
 
 

@@ -1,21 +1,21 @@
-"""``Conv``: the variables and numbers of ``flax.linen.Conv`` (SAME padding), faster on XLA CPU.
+"""``Conv`` and ``Dense``: the variables and numbers of ``flax.linen.Conv`` / ``flax.linen.Dense``.
 
-* 1x1 convolutions run as a matmul over the channel axis (``x @ kernel[0, 0]``): the same
-  function, and XLA CPU runs matmuls (and their gradients) faster than 1x1 convolutions.
-* Odd square stride-1 convolutions (``conv_same``) keep the forward convolution, but on CPU the
-  gradient with respect to the kernel at resolutions of 8 and above is computed from a 1-D
-  formulation: ``conv(x, dw) = sum_dx conv1d_H(x[:, :, dx:dx + W], dw[:, dx])`` with ``B * W`` as
-  the batch of the 1-D convolutions, whose transpose is a 1-D convolution contracting over
-  ``B * W``. XLA's own kernel gradient contracts over the batch alone (8 for batch 8) and runs
-  2-3x slower at 32x32, 1.5-2x at 16x16 and 8x8. Only the summation order changes (float32
-  rounding, ~4e-6 relative).
-  This is a ``custom_jvp`` (forward mode, e.g. the likelihood's ``jax.jvp``, keeps working; the
-  tangent in ``x`` is the plain convolution); other backends and bfloat16 use the plain
-  convolution.
+``Conv(features, kernel_size, strides, dilation)`` is ``nn.Conv(features, (k, k), (s, s), 'SAME',
+kernel_dilation=(d, d))``: parameters ``kernel`` ``(k, k, in, features)`` and ``bias``. The class
+is named ``Conv`` so modules get the same auto-names (``Conv_0``, ...) as with ``nn.Conv``:
+official checkpoints load unchanged. How it computes is chosen by the ``fast_paths`` field:
 
-The class is named ``Conv`` so modules get the same auto-names (``Conv_0``, ...) as with
-``nn.Conv``: official checkpoints load unchanged. ``Dense`` is ``nn.Dense`` (same variables and
-float32 numbers) with the bias added by :func:`broadcast_add`.
+* ``fast_paths=True`` (default; NCSN++, DDPM++, DDPM): a 1x1 stride-1 convolution runs as a matmul
+  over the channel axis (``x @ kernel[0, 0]``, the same function, cheaper on XLA CPU); an odd
+  square stride-1 undilated convolution runs as
+  :func:`scoresde_jax.models.cpu_conv_grad.conv_same`, whose kernel gradient on CPU is computed
+  from 1-D convolutions (float32 / float64, images of at least ``MIN_SIZE_1D``; float32 rounding
+  differs from XLA's own gradient, ~4e-6 relative). Other convolutions as ``fast_paths=False``.
+* ``fast_paths=False`` (NCSN, NCSNv2): one ``lax.conv_general_dilated`` on every backend, exactly
+  as ``nn.Conv``.
+
+``Dense`` is ``nn.Dense`` (same variables and float32 numbers) with the bias added by
+:func:`broadcast_add`.
 
 Reduced precision (bfloat16 compute, float32 parameters): every bias and every broadcast
 per-image term (the time embedding added to ``(B, H, W, C)`` activations) is added by
@@ -31,44 +31,10 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
+
+from scoresde_jax.models.cpu_conv_grad import conv_same
 
 _DN = ("NHWC", "HWIO", "NHWC")
-# Height and width from which the 1-D kernel-gradient formulation is used on CPU (measured on
-# XLA CPU / YNNPACK, jax 0.10: 0.3-0.5x the kernel-gradient time at 32x32, 0.5-0.7x at 16x16 and
-# 8x8, equal at 4x4; NCSN++ CIFAR-10 fwd+bwd CPU time 0.91x with 8 instead of 32).
-MIN_SIZE_1D = 8
-
-
-def _conv2d(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
-
-
-def _conv_rows(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``_conv2d(x, w)`` as ``k`` 1-D convolutions along H over the batch ``B * W``.
-
-    The 1-D convolutions read ``x`` laid out ``(C, H + 2p, B * W)`` and write ``(H, B * W, O)``:
-    the layouts XLA CPU's kernel-gradient convolution (contracting over ``B * W``) wants, so the
-    transpose of ``x`` is made once here (one transpose) instead of once per ``dx`` inside XLA.
-    """
-    b, h, ww, c = x.shape
-    k = w.shape[0]
-    p = k // 2
-    xt = jnp.pad(jnp.transpose(x, (3, 1, 0, 2)), ((0, 0), (p, p), (0, 0), (p, p)))
-    y = None
-    for dx in range(k):
-        rows = xt[..., dx:dx + ww].reshape(c, h + 2 * p, b * ww)  # (C, H + 2p, B * W)
-        t = jax.lax.conv_general_dilated(rows, jnp.transpose(w[:, dx], (1, 0, 2)), (1,), "VALID",
-                                         dimension_numbers=("CWN", "IWO", "WNC"))
-        y = t if y is None else y + t
-    return jnp.transpose(y.reshape(h, b, ww, -1), (1, 0, 2, 3))
-
-
-def _kernel_tangent(x: jax.Array, dw: jax.Array) -> jax.Array:
-    # float32 / float64 only: in bfloat16 the three partial sums round apart (larger gradient error)
-    if min(x.shape[1], x.shape[2]) < MIN_SIZE_1D or jnp.finfo(x.dtype).bits < 32:
-        return _conv2d(x, dw)
-    return jax.lax.platform_dependent(x, dw, cpu=_conv_rows, default=_conv2d)
 
 
 def broadcast_add(y: jax.Array, b: jax.Array) -> jax.Array:
@@ -84,51 +50,37 @@ def broadcast_add(y: jax.Array, b: jax.Array) -> jax.Array:
     return y + jnp.broadcast_to(b.astype(wide), y.shape).astype(y.dtype)
 
 
-@jax.custom_jvp
-def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Stride-1 ``SAME`` convolution of NHWC ``x`` with an odd square HWIO kernel ``w``."""
-    return _conv2d(x, w)
-
-
-def _conv_same_jvp(primals, tangents):
-    x, w = primals
-    dx, dw = tangents
-    y = _conv2d(x, w)
-    t = None
-    if not isinstance(dx, SymbolicZero):
-        t = _conv2d(dx, w)
-    if not isinstance(dw, SymbolicZero):
-        tw = _kernel_tangent(x, dw)
-        t = tw if t is None else t + tw
-    return y, jnp.zeros_like(y) if t is None else t
-
-
-conv_same.defjvp(_conv_same_jvp, symbolic_zeros=True)
-
-
 class Conv(nn.Module):
-    """``nn.Conv(features, (k, k), strides, padding='SAME')`` with the same ``kernel`` / ``bias``."""
+    """``nn.Conv(features, (k, k), (s, s), 'SAME', kernel_dilation=(d, d))``, same variables.
+
+    ``fast_paths``: the 1x1 matmul and the CPU 1-D kernel gradient (module docstring); ``False``
+    computes every convolution with one ``lax.conv_general_dilated``.
+    """
 
     features: int
     kernel_size: int = 3
     strides: int = 1
+    dilation: int = 1
     use_bias: bool = True
     kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Any] = nn.initializers.zeros
     dtype: Optional[Any] = None
+    fast_paths: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k, s = self.kernel_size, self.strides
+        k, s, d = self.kernel_size, self.strides, self.dilation
         w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         dt = self.dtype if self.dtype is not None else jnp.result_type(x, w)
         x, w = x.astype(dt), w.astype(dt)
-        if k == 1 and s == 1:
+        fast = self.fast_paths and s == 1 and d == 1
+        if fast and k == 1:
             y = jnp.dot(x, w[0, 0])
-        elif s == 1 and k % 2 == 1:
+        elif fast and k % 2 == 1:
             y = conv_same(x, w)
         else:
-            y = jax.lax.conv_general_dilated(x, w, (s, s), "SAME", dimension_numbers=_DN)
+            y = jax.lax.conv_general_dilated(x, w, (s, s), "SAME", rhs_dilation=(d, d),
+                                             dimension_numbers=_DN)
         if self.use_bias:
             y = broadcast_add(y, self.param("bias", self.bias_init, (self.features,)))
         return y

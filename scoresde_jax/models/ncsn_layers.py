@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.models.conv import broadcast_add
+from scoresde_jax.models.conv import Conv
 
 Act = Callable[[jax.Array], jax.Array]
 
@@ -29,7 +29,10 @@ def _one_plus_normal(key, shape, dtype=jnp.float32):
 
 def ncsn_conv(x: jax.Array, out_ch: int, *, kernel: int = 3, stride: int = 1, bias: bool = True,
               dilation: int = 1, init_scale: float = 1.0, dtype: Optional[Any] = None) -> jax.Array:
-    """Convolution with PyTorch's default init (as NCSNv1/v2), named ``Conv_k`` in the caller."""
+    """Convolution with PyTorch's default init (as NCSNv1/v2), named ``Conv_k`` in the caller.
+
+    One ``lax.conv_general_dilated`` (``Conv(fast_paths=False)``), as the official flax code.
+    """
     init_scale = 1e-10 if init_scale == 0 else init_scale
     kernel_init = nn.initializers.variance_scaling(init_scale / 3, "fan_in", "uniform")
     kshape = (kernel, kernel, x.shape[-1], out_ch)
@@ -38,33 +41,7 @@ def ncsn_conv(x: jax.Array, out_ch: int, *, kernel: int = 3, stride: int = 1, bi
         return kernel_init(key, kshape, dtype)[0, 0, 0, :]
 
     return Conv(out_ch, kernel, stride, dilation, use_bias=bias, kernel_init=kernel_init,
-                bias_init=bias_init, dtype=dtype)(x)
-
-
-class Conv(nn.Module):
-    """``nn.Conv(features, (k, k), (s, s), 'SAME', kernel_dilation=(d, d))``: the same variables
-    and float32 numbers; the bias is added by ``broadcast_add`` (float32 bias gradient under
-    bfloat16 compute, where flax sums the cotangent over ``B * H * W`` in bfloat16)."""
-
-    features: int
-    kernel_size: int = 3
-    strides: int = 1
-    dilation: int = 1
-    use_bias: bool = True
-    kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
-    bias_init: Callable[..., Any] = nn.initializers.zeros
-    dtype: Optional[Any] = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k, s, d = self.kernel_size, self.strides, self.dilation
-        w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        b = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
-        dt = self.dtype if self.dtype is not None else jnp.result_type(x, w)
-        y = jax.lax.conv_general_dilated(x.astype(dt), w.astype(dt), (s, s), "SAME",
-                                         rhs_dilation=(d, d),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y if b is None else broadcast_add(y, b)
+                bias_init=bias_init, dtype=dtype, fast_paths=False)(x)
 
 
 def _instance_norm_plus_parts(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -186,7 +163,8 @@ class ConvMeanPool(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = Conv(self.output_dim, self.kernel_size, use_bias=self.biases, dtype=self.dtype)(x)
+        y = Conv(self.output_dim, self.kernel_size, use_bias=self.biases, dtype=self.dtype,
+                 fast_paths=False)(x)
         return (y[:, ::2, ::2] + y[:, 1::2, ::2] + y[:, ::2, 1::2] + y[:, 1::2, 1::2]) / 4.0
 
 
