@@ -2,7 +2,7 @@
 
 Parameter names follow the official score_sde flax code (``NIN_0/W``, ``Conv_0/kernel``,
 ``Conv2d_0/weight``, ``GaussianFourierProjection_0/W``, ...), so official checkpoints map onto
-these modules one to one (``scoresde_jax.convert``).
+these modules one to one (``scoresde_jax.pretrained.score_sde``).
 
 Every module takes ``dtype`` (the computation dtype, e.g. ``jnp.bfloat16``; ``None`` follows the
 inputs) while parameters stay float32 (``param_dtype``).
