@@ -260,6 +260,7 @@ def test_model_label_score_fn_matches_the_parameterization():
 def test_conditional_and_classifier_configs():
     from scoresde_jax import config as config_lib
     from scoresde_jax.config.build import is_classifier
+    from scoresde_jax.jobs.generate import sample_classes
 
     base = config_lib.load_config("configs/digits_ddpmpp.py")
     cond = config_lib.load_config("configs/digits_conditional.py")
@@ -268,9 +269,10 @@ def test_conditional_and_classifier_configs():
     n_base = count_params(config_lib.param_shapes(base))
     n_cond = count_params(config_lib.param_shapes(cond))
     assert n_cond - n_base == 11 * 4 * int(cond.model.nf)
-    assert config_lib.conditional_eval_options(cond) == (tuple(range(10)), 2.0)
-    assert config_lib.conditional_eval_options(base) is None
-    np.testing.assert_array_equal(config_lib.sample_classes([3, 7], 5), [3, 7, 3, 7, 3])
+    c = config_lib.conditioning(cond, config_lib.setup(cond))  # config.eval's defaults
+    assert (c.classes, c.guidance) == (tuple(range(10)), 2.0)
+    assert config_lib.conditioning(base, config_lib.setup(base)).classes is None
+    np.testing.assert_array_equal(sample_classes([3, 7], 5), [3, 7, 3, 7, 3])
     for path in ("configs/digits_classifier.py", "configs/cifar10_classifier.py"):
         c = config_lib.load_config(path)
         clf = config_lib.create_model(c)

@@ -68,7 +68,7 @@ def test_short_toy_training_beats_the_prior(tmp_path):
     res = run_job("train_and_evaluate", config, str(tmp_path), num_samples=1000, progress=False)
     assert res["step"] == 400
     q = res["quality"]
-    assert set(q) == {"swd", "swd_floor", "swd_prior"}
+    assert set(q) == {"swd", "swd_floor", "swd_prior", "num_samples"}
     # Prior N(0, I) samples (an untrained VP model) are ~0.55 away; two exact sets ~0.1-0.2.
     assert q["swd"] < 0.5 * q["swd_prior"], q
     assert q["swd"] < q["swd_floor"] + 0.2, q

@@ -104,7 +104,8 @@ def loop_options(config: Any) -> LoopOptions:
     return LoopOptions(**{k: int(v) for k, v in given_keys(t, _LOOP_KEYS).items()})
 
 
-def _is_classifier(model: Any) -> bool:
+def is_classifier(model: Any) -> bool:
+    """True for the noise-conditional classifier (trained by the classifier objective)."""
     return isinstance(model, NoiseConditionalClassifier)
 
 
@@ -154,7 +155,7 @@ def conditioning(config: Any, s: Setup, *, classes: Any = None, guidance: float 
         if classes is None:
             raise ValueError("classifier guidance needs --class (the classes to sample).")
         cs = setup(config_for_workdir(None, classifier), mesh=s.mesh)
-        if not _is_classifier(cs.model):
+        if not is_classifier(cs.model):
             raise ValueError(f"{classifier} does not hold a classifier (model.name='classifier', "
                              "e.g. configs/digits_classifier.py).")
         if tuple(cs.input_shape[1:]) != tuple(s.input_shape[1:]):
@@ -258,7 +259,7 @@ def train_options(config: Any, s: Setup, *, evaluate: bool = True,
     for a classifier) the final report of :func:`eval_options` with ``num_samples`` and seed
     ``config.seed + 1``."""
     t = section_of(config, "training")
-    classifier = _is_classifier(s.model)
+    classifier = is_classifier(s.model)
     keys = ("eps",) if classifier else ("continuous", "likelihood_weighting", "reduce_mean", "eps")
     snapshot = None
     if bool(t.get("snapshot_sampling", False)):

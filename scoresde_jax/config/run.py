@@ -48,43 +48,24 @@ def get_loss_fn(config: Any, s: Any, *, train: bool) -> Callable:
 
 # --- sampling --------------------------------------------------------------------------------------
 
-# config.sampling key -> sampler argument, per method (SAMPLERS' signatures hold the defaults).
-_SAMPLER_KEYS = {
-    "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr",
-           "n_steps": "n_steps_each", "probability_flow": "probability_flow"},
-    "ode": {"rtol": "rtol", "atol": "atol", "solver": "ode_solver"},
-    "ddim": {"num_steps": "num_steps", "eta": "eta", "grid": "grid"},
-    "dpm_solver_pp": {"num_steps": "num_steps", "grid": "grid",
-                      "lower_order_final": "lower_order_final"},
-    "dpm_solver_pp_3m": {"num_steps": "num_steps", "grid": "grid",
-                         "lower_order_final": "lower_order_final"},
-    "dpm_solver_pp_2s": {"num_steps": "num_steps", "grid": "grid", "r": "r"},
-    "unipc": {"num_steps": "num_steps", "grid": "grid", "order": "order",
-              "lower_order_final": "lower_order_final", "variant": "unipc_variant"},
-    "heun": {"num_steps": "num_steps", "grid": "grid", "rho": "rho"},
-    "edm": {"num_steps": "num_steps", "grid": "grid", "rho": "rho", "S_churn": "S_churn",
-            "S_min": "S_min", "S_max": "S_max", "S_noise": "S_noise"},
-    "adaptive_sde": {"rtol": "rtol", "atol": "atol", "h_init": "h_init", "safety": "safety",
-                     "exponent": "exponent", "max_nfe": "max_nfe"},
-}
-
-
 def sampler_options(config: Any, method: str | None = None) -> tuple[str, dict]:
     """``(method, options)`` of ``config.sampling``: the method (``method`` if given, else
     ``config.sampling.method``, a key of ``samplers.SAMPLERS``, default 'pc') and the keyword
-    options the config sets for it, ``noise_removal`` as ``denoise``."""
+    options the config sets for it (the sampler record's ``config_keys``), ``noise_removal`` as
+    ``denoise``."""
     s = section_of(config, "sampling")
     where = "sampling method" if method is not None else "config.sampling.method"
     method = str(method if method is not None else s.get("method", "pc")).lower()
     if method not in samplers.SAMPLERS:
         raise ValueError(f"Unknown {where}={method!r}; use one of {sorted(samplers.SAMPLERS)}.")
-    options = given_keys(s, {"denoise": "noise_removal", **_SAMPLER_KEYS.get(method, {})})
+    keys = samplers.SAMPLERS[method].config_keys
+    options = given_keys(s, {"denoise": "noise_removal", **keys})
     tables = {"predictor": samplers.PREDICTORS, "corrector": samplers.CORRECTORS,
               "solver": samplers.ODE_SOLVERS}
     for arg, table in tables.items():
         value = options.get(arg)
         if isinstance(value, str) and value.lower() not in table:
-            key = _SAMPLER_KEYS[method][arg]
+            key = keys[arg]
             raise ValueError(f"Unknown config.sampling.{key}={value!r}; use one of {sorted(table)}.")
     return method, options
 

@@ -16,12 +16,17 @@ import numpy as np
 from scoresde_jax.training import distributed
 
 
+def add_config(p: argparse.ArgumentParser, *, required: bool = True, what: str = "") -> None:
+    """``--config`` (required, or defaulting to the workdir's config.json)."""
+    p.add_argument("--config", required=required,
+                   help=f"config file (ml_collections, get_config()){what}; override any key "
+                   "with --config.section.key=VALUE"
+                   + ("" if required else "; default: the workdir's config.json"))
+
+
 def add_workdir(p: argparse.ArgumentParser, *, config_required: bool, help: str) -> None:
-    """``--config`` (required, or defaulting to the workdir's config.json) and ``--workdir``."""
-    p.add_argument("--config", required=config_required,
-                   help="config file (ml_collections, get_config()); override any key with "
-                   "--config.section.key=VALUE"
-                   + ("" if config_required else "; default: the workdir's config.json"))
+    """``--config`` (:func:`add_config`) and ``--workdir``."""
+    add_config(p, required=config_required)
     p.add_argument("--workdir", required=True, help=help)
 
 

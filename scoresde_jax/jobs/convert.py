@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from scoresde_jax.jobs import common
 from scoresde_jax.pretrained import score_sde
 from scoresde_jax.training import Checkpointer, distributed, has_checkpoints
 from scoresde_jax.training.checkpoint import CHECKSUM_DIR, PREEMPTION_DIR, SNAPSHOT_DIR
@@ -32,10 +33,9 @@ class ConvertOptions(NamedTuple):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="the config the checkpoint was trained with (e.g. "
-                   "configs/ve/cifar10_ncsnpp_continuous.py)")
-    p.add_argument("--workdir", required=True, help="workdir to write the Orbax checkpoint into")
+    common.add_workdir(p, config_required=True,
+                       help="workdir to write the Orbax checkpoint into (the config: the one the "
+                       "checkpoint was trained with, e.g. configs/ve/cifar10_ncsnpp_continuous.py)")
     p.add_argument("--checkpoint", required=True, help="official score_sde checkpoint file")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the checkpoints of a workdir that already has some")

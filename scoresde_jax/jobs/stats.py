@@ -40,9 +40,7 @@ class StatsOptions(NamedTuple):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="config file (its data section names the dataset); override any key "
-                   "with --config.section.key=VALUE")
+    common.add_config(p, what=" (its data section names the dataset)")
     p.add_argument("--out", required=True, help="statistics file to write, e.g. cifar10_stats.npz")
     p.add_argument("--split", default="train", help="dataset split (default train)")
     p.add_argument("--batch_size", type=int, default=None,
