@@ -203,7 +203,7 @@ def param_shapes(config: Any, batch_size: int = 1, **model_kwargs) -> Any:
 # --- data ------------------------------------------------------------------------------------------
 
 _DATA_KEYS = ("image_size", "num_channels", "random_flip", "uniform_dequantization", "category",
-              "tfds_name", "digits_resize")
+              "tfds_name", "digits_resize", "path", "eval_path", "skip_bad_files", "class_names")
 
 
 def data_spec(config: Any) -> DataSpec:
@@ -214,8 +214,15 @@ def data_spec(config: Any) -> DataSpec:
     centered = bool(d.get("centered", False))
     train = config.get("training") or {}
     ev = config.get("eval") or {}
+    folder_options = {}
+    if name == data_lib.FOLDER:  # its labels must fit the model; its classes go to config.json
+        folder_options["num_classes"] = int((config.get("model") or {}).get("num_classes", 0))
+        if folder_options["num_classes"] > 0 and d.get("class_names") is None:
+            names = data_lib.folder_class_names(required_key(d, "path", "data", "data_spec"))
+            if names is not None:
+                d.class_names = list(names)
     return DataSpec(name, centered, int(train.get("batch_size", 0)), int(ev.get("batch_size", 0)),
-                    run_seed(config), given_keys(d, _DATA_KEYS))
+                    run_seed(config), {**given_keys(d, _DATA_KEYS), **folder_options})
 
 
 def get_dataset(config: Any, *, split: str = "train", seed: int | None = None,

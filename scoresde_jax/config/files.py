@@ -38,6 +38,8 @@ OPTIONAL_TYPES: dict[str, type | None] = {
     **dict.fromkeys(_FREE_FORM),
     **dict.fromkeys(("model.remat", "eval.dequantize", "sampling.lower_order_final",
                      "sampling.noise_removal"), bool),
+    **dict.fromkeys(("data.path", "data.eval_path"), str),  # a folder dataset's images
+    "data.skip_bad_files": bool, "data.class_names": None,
     **dict.fromkeys(("training.grad_accum_steps", "training.keep_checkpoints",
                      "training.snapshot_num_samples", "model.num_classes", "model.num_groups",
                      "sampling.num_steps", "sampling.nfe", "sampling.order", "sampling.max_nfe",

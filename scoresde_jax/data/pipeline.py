@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grain
@@ -31,11 +31,14 @@ import numpy as np
 
 from scoresde_jax.data import tfds as tfds_data
 from scoresde_jax.data.digits import load_digits_images
+from scoresde_jax.data.folder import check_labels, index_folder
+from scoresde_jax.data.folder_source import FolderSource, to_float
 from scoresde_jax.data.toy import TOY_DISTRIBUTIONS, get_toy_distribution, mixture_sampler_np
 
-__all__ = ["DATASETS", "DataIterator", "make_dataset"]
+__all__ = ["DATASETS", "FOLDER", "DataIterator", "make_dataset"]
 
-DATASETS = tuple(tfds_data.TFDS_DATASETS) + ("DIGITS",) + tuple(TOY_DISTRIBUTIONS)
+FOLDER = "folder"
+DATASETS = tuple(tfds_data.TFDS_DATASETS) + ("DIGITS", FOLDER) + tuple(TOY_DISTRIBUTIONS)
 
 
 def _seed_int(*parts: Any) -> int:
@@ -169,6 +172,21 @@ def _array_batches(
     return grain.MapDataset.range(0, num_batches).map(make_batch)
 
 
+def _source_batches(source, shard: tuple[int, int], per_shard: int, per_host: int, *,
+                    shuffle: bool, seed: int, num_epochs: int | None, preprocess, augment,
+                    augment_seed: int):
+    """Batches of a random-access ``source`` (TFDS or a folder): this host's block, shuffled
+    per epoch, repeated, preprocessed, augmented per example, batched."""
+    index, _ = shard
+    ds = grain.MapDataset.source(source)[index * per_shard : (index + 1) * per_shard]
+    if shuffle:
+        ds = ds.shuffle(seed=_seed_int("shuffle", seed))
+    ds = ds.repeat(num_epochs).map(preprocess)
+    if augment is not None:
+        ds = ds.random_map(augment, seed=augment_seed)
+    return ds.batch(per_host, drop_remainder=True)
+
+
 def _per_host_batch_size(batch_size: int, count: int) -> int:
     if batch_size <= 0:
         raise ValueError(f"Batch size must be positive, got batch_size={batch_size}.")
@@ -196,13 +214,16 @@ def make_dataset(
     data_dir: str | None = None, random_flip: bool = False, uniform_dequantization: bool = False,
     shuffle: bool | None = None, num_epochs: int | None | str = "auto", start_step: int = 0,
     num_threads: int | None = None, backend: str = "grain", category: str | None = None,
-    tfds_name: str | None = None, digits_resize: str = "bilinear",
+    tfds_name: str | None = None, digits_resize: str = "bilinear", path: str | None = None,
+    eval_path: str | None = None, skip_bad_files: bool = False, num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> DataIterator:
     """Iterator of numpy batches ``{'image', 'label'}`` of ``dataset`` (one of :data:`DATASETS`).
 
     Args:
       dataset: ``'CIFAR10'``, ``'CELEBA'``, ``'CelebAHQ'``, ``'LSUN'`` (TFDS, read from
-        ``data_dir``), ``'DIGITS'`` (embedded scikit-learn digits) or a ``'TOY_*'`` mixture.
+        ``data_dir``), ``'DIGITS'`` (embedded scikit-learn digits), ``'folder'`` (your images
+        at ``path``, :mod:`scoresde_jax.data.folder`) or a ``'TOY_*'`` mixture.
       split: ``'train'`` or ``'eval'``/``'test'`` (the dataset's evaluation split: CIFAR-10 test,
         CelebA/LSUN validation, CelebA-HQ train), or a raw TFDS split string.
       batch_size: global batch size (over all hosts); each host gets ``batch_size / count``.
@@ -223,6 +244,13 @@ def make_dataset(
       category: LSUN category (default ``'church_outdoor'``).
       tfds_name: override of the TFDS name.
       digits_resize: DIGITS upsampling: ``'bilinear'`` (default), ``'nearest'``, ``'pad'``.
+      path: folder dataset: a folder or ``.zip`` of PNG / JPEG / WebP images (the train split).
+      eval_path: folder dataset: the eval / test split's folder or zip (default ``path``).
+      skip_bad_files: folder dataset: leave unreadable files out (with a warning) instead of
+        stopping with an error naming them.
+      num_classes: folder dataset: the model's classes; the folder's labels must fit them
+        (:func:`scoresde_jax.data.folder.check_labels`; None: not checked).
+      class_names: folder dataset: the class folder names in label order (default: sorted).
 
     Images are ``(B, H, W, C)`` float32 in [0, 1] (before :func:`scoresde_jax.data.scaler`); toy
     batches are ``(B, 2)`` with the mixture component as label. Each host gets
@@ -269,15 +297,41 @@ def make_dataset(
         return iterator(grain.MapDataset.range(0, 2**62).map(toy_batch),
                         num_threads=num_threads or 0)
 
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}.")
+    augment_seed = _seed_int("augment", seed, index, count)
+    augment = None
+    if random_flip or uniform_dequantization:
+        augment = tfds_data.augment_fn(random_flip=random_flip,
+                                       uniform_dequantization=uniform_dequantization)
+    if dataset == FOLDER:
+        if split not in ("train", "eval", "test", "validation"):
+            raise ValueError(f"a folder dataset has the splits 'train' (data.path) and 'eval' "
+                             f"(data.eval_path, default data.path); got split={split!r}.")
+        folder = index_folder(path if is_train else (eval_path or path),
+                              skip_bad_files=bool(skip_bad_files),
+                              class_names=None if class_names is None else tuple(class_names))
+        if num_classes is not None:
+            check_labels(folder, int(num_classes))
+        source = FolderSource(folder, image_size=image_size,
+                              num_channels=3 if num_channels is None else int(num_channels))
+        per_shard = _examples_per_host(len(source), count, per_host, dataset, split)
+        info.update(examples_per_host=per_shard, path=folder.path, num_images=len(folder),
+                    label_source=folder.label_source, class_names=folder.class_names,
+                    bad_files=[rel for rel, _ in folder.bad])
+        ds = _source_batches(source, (index, count), per_shard, per_host, shuffle=shuffle,
+                             seed=seed, num_epochs=num_epochs, preprocess=to_float,
+                             augment=augment, augment_seed=augment_seed)
+        return DataIterator(ds, fingerprint=f"{fingerprint}|images={len(folder)}",
+                            start_step=start_step, info=info,
+                            num_threads=4 if num_threads is None else num_threads)
+
     native = 1 if dataset == "DIGITS" else tfds_data.TFDS_DATASETS[dataset].num_channels
     if num_channels is not None and int(num_channels) != native:
         raise ValueError(
             f"num_channels={num_channels} but {dataset} has {native} channel(s); "
             f"set num_channels = {native} (config.data.num_channels)."
         )
-    if image_size <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}.")
-    augment_seed = _seed_int("augment", seed, index, count)
 
     if dataset == "DIGITS":
         images, labels = load_digits_images(split, image_size=image_size,
@@ -296,10 +350,6 @@ def make_dataset(
                                override=tfds_name)
     tfds_split = tfds_data.resolve_split(dataset, split)
     preprocess = tfds_data.preprocess_fn(dataset, image_size)
-    augment = None
-    if random_flip or uniform_dequantization:
-        augment = tfds_data.augment_fn(random_flip=random_flip,
-                                       uniform_dequantization=uniform_dequantization)
     if backend == "tf":
         make_iter = tfds_data.tf_batches(
             name, tfds_split, data_dir=data_dir, shard=(index, count), batch_size=per_host,
@@ -313,11 +363,7 @@ def make_dataset(
     info["tfds_name"], info["tfds_split"] = name, tfds_split
     per_shard = _examples_per_host(len(source), count, per_host, dataset, split)
     info["examples_per_host"] = per_shard
-    ds = grain.MapDataset.source(source)[index * per_shard : (index + 1) * per_shard]
-    if shuffle:
-        ds = ds.shuffle(seed=_seed_int("shuffle", seed))
-    ds = ds.repeat(num_epochs).map(preprocess)
-    if augment is not None:
-        ds = ds.random_map(augment, seed=augment_seed)
-    ds = ds.batch(per_host, drop_remainder=True)
+    ds = _source_batches(source, (index, count), per_shard, per_host, shuffle=shuffle, seed=seed,
+                         num_epochs=num_epochs, preprocess=preprocess, augment=augment,
+                         augment_seed=augment_seed)
     return iterator(ds, num_threads=4 if num_threads is None else num_threads)
