@@ -6,12 +6,16 @@ dir; nothing is downloaded at run time, and a missing dataset raises
 follows the official score_sde ``datasets.py``: a deterministic crop/resize to [0, 1]
 (:func:`preprocess_fn`) and the random flip / uniform dequantization (:func:`augment_fn`).
 :func:`tf_batches` is the optional tf.data path for datasets stored as TFRecord (needs TensorFlow).
+:func:`write_array_record` writes encoded images as a TFDS dataset in ArrayRecord format, what
+``tfds build`` makes, without TensorFlow (tests, benchmarks, data prepared once).
 Every function takes plain arguments; :func:`scoresde_jax.data.make_dataset` wires them together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import re
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +33,7 @@ __all__ = [
     "resolve_split",
     "tf_batches",
     "tfds_name",
+    "write_array_record",
 ]
 
 
@@ -246,3 +251,40 @@ def tf_batches(
         return it
 
     return make_iter
+
+
+def write_array_record(
+    name: str, splits: Mapping[str, Iterable[tuple[bytes, int]]], *, data_dir: str,
+    image_shape: tuple[int, int, int], num_classes: int, version: str = "1.0.0",
+) -> str:
+    """Write ``splits`` (``{split: [(encoded PNG/JPEG bytes, label), ...]}``) as the TFDS dataset
+    ``name`` (``[a-z][a-z0-9_]*``) with features ``image`` (``image_shape``, uint8) and ``label``
+    (``num_classes`` classes), in ArrayRecord format under ``data_dir``, as ``tfds build`` does;
+    no TensorFlow, nothing downloaded, no class registered. :func:`open_source` (``tfds.data_source``)
+    reads it back by name. Returns the dataset's version directory."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415 -- as in open_source
+
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or tfds.core.naming.camelcase_to_snakecase(
+            camel) != name:
+        raise ValueError(f"TFDS dataset name {name!r}: use lowercase words joined by '_' "
+                         "(e.g. my_images).")
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=tuple(int(d) for d in image_shape)),
+        "label": tfds.features.ClassLabel(num_classes=int(num_classes)),
+    })
+
+    def body(ns: dict) -> None:
+        ns["VERSION"] = tfds.core.Version(version)
+        ns["_info"] = lambda self: tfds.core.DatasetInfo(builder=self, features=features)
+        ns["_split_generators"] = lambda self, dl_manager: {
+            split: self._generate_examples(examples) for split, examples in splits.items()}
+        ns["_generate_examples"] = lambda self, examples: (
+            (k, {"image": image, "label": int(label)}) for k, (image, label) in
+            enumerate(examples))
+
+    cls = types.new_class(camel, (tfds.core.GeneratorBasedBuilder,),
+                          {"skip_registration": True}, body)
+    builder = cls(data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return str(builder.data_dir)
