@@ -21,6 +21,8 @@ from scoresde_jax.data.folder import FolderIndex, read_member
 
 __all__ = ["FolderSource", "decode_image", "to_float"]
 
+_ORIENTATION = 0x0112  # the EXIF tag of the camera's orientation
+
 
 def _to_mode(im: Image.Image, num_channels: int) -> Image.Image:
     if im.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale -> 8 bits
@@ -39,8 +41,12 @@ def decode_image(data: bytes, *, image_size: int, num_channels: int) -> np.ndarr
     """Encoded image bytes -> uint8 ``(image_size, image_size, num_channels)``: the mode
     conversion, then EDM's center crop + Lanczos resize when the size differs (module
     docstring); ``image_size=0`` keeps the size."""
-    with Image.open(io.BytesIO(data)) as opened:
-        im = _to_mode(ImageOps.exif_transpose(opened), num_channels)
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.getexif().get(_ORIENTATION, 1) != 1:
+            im = ImageOps.exif_transpose(im)
+        if im.mode != ("L" if num_channels == 1 else "RGB"):
+            im = _to_mode(im, num_channels)
     w, h = im.size
     if image_size and (w, h) != (image_size, image_size):
         c = min(w, h)
