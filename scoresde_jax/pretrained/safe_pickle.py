@@ -206,12 +206,21 @@ def _load_from_bytes(blob: bytes) -> Storage:
     return obj
 
 
+def _codecs_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode``: how protocol-2 pickles write bytes."""
+    if not isinstance(text, str) or encoding.lower() not in ("latin1", "latin-1", "ascii",
+                                                               "utf-8", "utf8"):
+        raise UnsafePickleError(f"_codecs.encode of {type(text).__name__} as {encoding!r}")
+    return text.encode(encoding)
+
+
 _NUMPY = {"scalar": _numpy_scalar, "_reconstruct": _numpy_reconstruct}
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("copyreg", "_reconstructor"): _reconstructor,
+    ("_codecs", "encode"): _codecs_encode,
     ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor_v1,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
