@@ -69,8 +69,8 @@ _SHOWN = 5  # bad files named in an error line
 class FolderIndex(NamedTuple):
     """The images of a folder or zip: ``files`` (relative POSIX paths, utf-8 bytes), ``sizes``
     (bytes), ``labels`` (int32), where the labels come from (``'dataset.json'``,
-    ``'subfolders'`` or None), the class names (subfolder labels) and the ``bad`` files left out
-    (``(path, reason)``)."""
+    ``'subfolders'`` or None), the class names (subfolder labels), the ``bad`` files left out
+    (``(path, reason)``) and the listing's digest ``key``."""
 
     path: str
     is_zip: bool
@@ -81,6 +81,7 @@ class FolderIndex(NamedTuple):
     label_source: str | None
     class_names: tuple[str, ...] | None
     bad: tuple[tuple[str, str], ...]
+    key: str  # digest of the listing (names, sizes, modification times): the folder's identity
 
     def __len__(self) -> int:
         return len(self.files)
@@ -318,7 +319,7 @@ def index_folder(path: str, *, skip_bad_files: bool = False,
                          "class folder.")
     return FolderIndex(path, not os.path.isdir(path), listing.prefix, np.array([r.encode() for r in rels], dtype=bytes),
                        np.array([s for _, s in good], np.int64), labels, source, names,
-                       tuple(bad_list))
+                       tuple(bad_list), listing.key)
 
 
 def check_labels(index: FolderIndex, num_classes: int) -> None:

@@ -33,6 +33,8 @@ JOBS: dict[str, tuple[str, str, str]] = {
                    "bits/dim of a data split via the probability-flow ODE"),
     "stats": ("scoresde_jax.jobs.stats", "stats",
               "reference feature statistics of a dataset split (pool_3, mu, sigma)"),
+    "fid": ("scoresde_jax.jobs.fid", "fid",
+            "FID / IS / KID of a folder or zip of images against statistics or another folder"),
     "convert": ("scoresde_jax.jobs.convert", "convert",
                 "an official score_sde checkpoint as an Orbax checkpoint in --workdir"),
     "convert-inception": ("scoresde_jax.jobs.convert_inception", "convert_inception",
