@@ -32,14 +32,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.flow import probability_flow_drift, resolve_solver, solve_probability_flow
-from scoresde_jax.samplers.common import (
-    SampleResult,
-    Sampler,
-    as_score_pytree,
-    check_sde,
-    check_shape_dtype,
-    initial_state,
-)
+from scoresde_jax.samplers.common import SampleResult, Sampler, checked_inputs, initial_state
 from scoresde_jax.samplers.grid import data_prediction
 from scoresde_jax.samplers.predictors import reverse_diffusion
 from scoresde_jax.sde import SDE
@@ -53,12 +46,10 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 # --------------------------------------------------------------------------------------------------
 # Probability-flow ODE
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "solver", "denoise", "max_steps")
-)
-def _ode_sample(
-    score, rng, x_init, rtol, atol, eps, *, sde, shape, dtype, solver, denoise, max_steps
-):
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "solver", "denoise",
+                                             "max_steps"))
+def _ode_sample(score, rng, x_init, rtol, atol, eps, *, sde, shape, dtype, solver, denoise,
+                max_steps):
     x = initial_state(sde, shape, dtype, rng, x_init)
     t1 = jnp.asarray(eps, dtype)
     x, nfe = solve_probability_flow(
@@ -81,21 +72,10 @@ def _ode_sample(
     return SampleResult(x, jnp.asarray(nfe, jnp.int32))
 
 
-def ode_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float = 1e-3,
-    solver: str | Any = "tsit5",
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    max_steps: int = 4096,
-    dtype=None,
-) -> SampleResult:
+def ode_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+               rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
+               solver: str | Any = "tsit5", denoise: bool = True, x_init: jax.Array | None = None,
+               max_steps: int = 4096, dtype=None) -> SampleResult:
     """Sample by solving the probability-flow ODE from ``T`` to ``eps`` (official ``ode_sampler``).
 
     ``x_init`` is the state at ``T`` (default: a prior draw with ``rng``).  ``solver`` is a name of
@@ -104,32 +84,19 @@ def ode_sample(
     caching as for :func:`scoresde_jax.samplers.pc.pc_sample`.  Exceeding ``max_steps`` raises an
     error at run time.
     """
-    check_sde(sde)
-    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     if not (rtol > 0 and atol >= 0):
         raise ValueError(f"ode_sample needs rtol > 0 and atol >= 0, got rtol={rtol}, atol={atol}.")
-    return _ode_sample(
-        as_score_pytree(score_fn),
-        rng,
-        x_init,
-        rtol,
-        atol,
-        eps,
-        sde=sde,
-        shape=shape,
-        dtype=dtype,
-        solver=resolve_solver(solver),
-        denoise=bool(denoise),
-        max_steps=int(max_steps),
-    )
+    return _ode_sample(score, rng, x_init, rtol, atol, eps, sde=sde, shape=shape, dtype=dtype,
+                       solver=resolve_solver(solver), denoise=bool(denoise),
+                       max_steps=int(max_steps))
 
 
 # --------------------------------------------------------------------------------------------------
 # Gotta Go Fast: adaptive steps for the reverse SDE
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "max_iters", "denoise", "budgeted")
-)
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "max_iters", "denoise",
+                                             "budgeted"))
 def _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety, exponent, *, sde, shape,
               dtype, max_iters, denoise, budgeted):
     k_init, k_steps = jax.random.split(rng)
@@ -177,24 +144,11 @@ def _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety, exponent, *, 
     return SampleResult(x, (2 * iters + int(denoise)).astype(jnp.int32))
 
 
-def adaptive_sde_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    rtol: float = 0.05,
-    atol: float = 0.0078,
-    h_init: float = 0.01,
-    safety: float = 0.9,
-    exponent: float = 0.9,
-    max_nfe: int | None = None,
-    max_iters: int = 10_000,
-    eps: float = 1e-3,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def adaptive_sde_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array,
+                        *, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.01,
+                        safety: float = 0.9, exponent: float = 0.9, max_nfe: int | None = None,
+                        max_iters: int = 10_000, eps: float = 1e-3, denoise: bool = True,
+                        x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """Adaptive reverse-SDE solver (Jolicoeur-Martineau et al. 2021, "Gotta Go Fast", algorithm 1).
 
     From ``t`` to ``t - h`` with one Brownian increment ``dW ~ N(0, h I)`` and the reverse drift
@@ -211,8 +165,7 @@ def adaptive_sde_sample(
     within ``(max_nfe - denoise) // 2`` iterations (the last ones accepted whatever their error);
     otherwise the loop stops after ``max_iters``.
     """
-    check_sde(sde)
-    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     if not (rtol > 0 and atol > 0 and h_init > 0 and 0 < safety <= 1 and exponent > 0):
         raise ValueError(f"adaptive_sde_sample needs rtol, atol, h_init, exponent > 0 and safety in "
                          f"(0, 1], got rtol={rtol}, atol={atol}, h_init={h_init}, safety={safety}, "
@@ -224,7 +177,7 @@ def adaptive_sde_sample(
             raise ValueError(f"max_nfe={max_nfe} leaves no step (2 evaluations each, +1 to denoise).")
     else:
         iters = int(max_iters)
-    return _adaptive(as_score_pytree(score_fn), rng, x_init, eps, rtol, atol, h_init, safety,
+    return _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety,
                      exponent, sde=sde, shape=shape, dtype=dtype, max_iters=iters,
                      denoise=bool(denoise), budgeted=budgeted)
 

@@ -1,6 +1,7 @@
 """What every sampler of :mod:`scoresde_jax.samplers` shares: its registry record
 (:class:`Sampler`), the typed result, the score function as a jit-able pytree, shape / dtype
-checks, the initial state ``x(T)`` and the lookup of predictors and correctors by name.
+checks, the initial state ``x(T)``, and the ``nfe`` mark and lookup by name of predictors and
+correctors.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ __all__ = [
     "as_score_pytree",
     "check_sde",
     "check_shape_dtype",
+    "checked_inputs",
     "initial_state",
     "lookup_step_fn",
+    "step_fn",
 ]
 
 
@@ -111,11 +114,33 @@ def check_shape_dtype(
     return shape, dtype
 
 
+def checked_inputs(score_fn: Any, sde: Any, shape: Sequence[int], x_init: jax.Array | None,
+                   dtype) -> tuple[Partial, tuple[int, ...], Any]:
+    """The checks every sampler makes of its common arguments: ``sde`` an :class:`SDE`, ``shape``
+    against ``x_init`` and the dtype (:func:`check_shape_dtype`); returns ``(score, shape, dtype)``
+    with the score function as a pytree (:func:`as_score_pytree`)."""
+    check_sde(sde)
+    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    return as_score_pytree(score_fn), shape, dtype
+
+
 def initial_state(sde: SDE, shape, dtype, key, x_init):
     """``x_init`` (cast to ``dtype``) or a draw from the prior ``p_T``."""
     if x_init is not None:
         return jnp.asarray(x_init, dtype)
     return sde.prior_sampling(key, shape, dtype=dtype)
+
+
+def step_fn(nfe: int) -> Callable[[Callable], Callable]:
+    """Decorator of a predictor or corrector: sets its ``nfe`` attribute, the number of score
+    evaluations of one call, which the PC loop and its budget plan read (a function without it
+    counts as one)."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.nfe = nfe
+        return fn
+
+    return mark
 
 
 def lookup_step_fn(table: dict, name: Any, kind: str) -> Callable:

@@ -7,7 +7,8 @@ Every corrector is a pure function
 
 making ONE Langevin MCMC step targeting ``p_t`` with the Gaussian noise ``z`` (shape of ``x``)
 passed in; the sampler loops it ``n_steps`` times with fresh noise.  ``t`` has shape ``(B,)``.  Each
-function carries an ``nfe`` attribute (score evaluations per step).
+function carries an ``nfe`` attribute (score evaluations per step;
+:func:`~scoresde_jax.samplers.common.step_fn`).
 
 Step-size factor ``alpha_i`` (:func:`corrector_alpha`), for VE, VP and sub-VP
 -------------------------------------------------------------------------------
@@ -45,8 +46,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.sde import SDE
+from scoresde_jax.samplers.common import step_fn
 from scoresde_jax.samplers.predictors import chain_coeffs
+from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = ["langevin", "annealed_langevin", "none", "corrector_alpha", "CORRECTORS"]
@@ -67,6 +69,7 @@ def _langevin_step(score, x, z, step_size):
     return x_mean + batch_mul(jnp.sqrt(2.0 * step_size), z), x_mean
 
 
+@step_fn(nfe=1)
 def langevin(
     score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE, snr: float = 0.16
 ) -> tuple[jax.Array, jax.Array]:
@@ -89,6 +92,7 @@ def langevin(
     return _langevin_step(score, x, z, step_size)
 
 
+@step_fn(nfe=1)
 def annealed_langevin(
     score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE, snr: float = 0.16
 ) -> tuple[jax.Array, jax.Array]:
@@ -103,6 +107,7 @@ def annealed_langevin(
     return _langevin_step(score_fn(x, t), x, z, step_size)
 
 
+@step_fn(nfe=0)
 def none(
     score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE, snr: float = 0.16
 ) -> tuple[jax.Array, jax.Array]:
@@ -111,15 +116,7 @@ def none(
     return x, x
 
 
-langevin.nfe = 1
-annealed_langevin.nfe = 1
-none.nfe = 0
-
-CORRECTORS = {
-    "langevin": langevin,
-    "annealed_langevin": annealed_langevin,
-    "ald": annealed_langevin,
-    "none": none,
-}
+CORRECTORS = {f.__name__: f for f in (langevin, annealed_langevin, none)}
+CORRECTORS["ald"] = annealed_langevin
 """Correctors by name (official config names ``config.sampling.corrector``; ``ald`` = annealed
 Langevin)."""

@@ -38,17 +38,9 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
-from scoresde_jax.samplers.grid import (
-    batch_time,
-    data_prediction,
-    denoised_result,
-    one_eval_per_step,
-    run_solver,
-    sigma_bar,
-    t_of_sigma_bar,
-    time_grid,
-    two_evals_per_step,
-)
+from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, denoised_result,
+                                        one_eval_per_step, run_solver, sigma_bar, t_of_sigma_bar,
+                                        time_grid, two_evals_per_step)
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -67,7 +59,6 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-_STATIC = ("sde", "shape", "dtype", "num_steps", "grid", "denoise", "lower_order_final")
 
 
 def log_snr_grid(sde: SDE, num_steps: int, eps, grid: str, dtype):
@@ -101,9 +92,7 @@ def multistep_loop(step, order, num_steps, carry, lower_order_final=False):
 # --------------------------------------------------------------------------------------------------
 # DDIM
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "stochastic")
-)
+@functools.partial(jax.jit, static_argnames=STATIC + ("stochastic",))
 def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise, stochastic):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
@@ -133,20 +122,9 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
     return denoised_result(score, sde, x, ts, num_steps, denoise)
 
 
-def ddim_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 50,
-    eta: float = 0.0,
-    eps: float = 1e-3,
-    grid: str | None = None,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+                num_steps: int = 50, eta: float = 0.0, eps: float = 1e-3, grid: str | None = None,
+                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """DDIM on the kernel ``N(a x_0, s^2 I)`` from ``t`` to ``u < t`` (Song, Meng, Ermon 2021, eq.
     12):
 
@@ -176,10 +154,7 @@ def ddim_sample(
 # --------------------------------------------------------------------------------------------------
 # DPM-Solver++(2M)
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit,
-    static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "denoise", "lower_order_final"),
-)
+@functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise,
             lower_order_final):
     x = initial_state(sde, shape, dtype, rng, x_init)
@@ -204,20 +179,11 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
     return denoised_result(score, sde, x, ts, num_steps, denoise)
 
 
-def dpm_solver_pp_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 20,
-    eps: float = 1e-3,
-    grid: str | None = None,
-    lower_order_final: bool = True,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int],
+                         rng: jax.Array, *, num_steps: int = 20, eps: float = 1e-3,
+                         grid: str | None = None, lower_order_final: bool = True,
+                         denoise: bool = True, x_init: jax.Array | None = None,
+                         dtype=None) -> SampleResult:
     """DPM-Solver++(2M) (Lu et al. 2022b, algorithm 2), multistep, data prediction ``x0_hat`` from
     the score.
 
@@ -243,7 +209,7 @@ def dpm_solver_pp_sample(
 # --------------------------------------------------------------------------------------------------
 # DPM-Solver++(3M)
 # --------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_3m(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise,
             lower_order_final):
     x = initial_state(sde, shape, dtype, rng, x_init)
@@ -275,20 +241,11 @@ def _dpm_3m(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
     return denoised_result(score, sde, x, ts, num_steps, denoise)
 
 
-def dpm_solver_pp_3m_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 10,
-    eps: float = 1e-3,
-    grid: str | None = None,
-    lower_order_final: bool = True,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def dpm_solver_pp_3m_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int],
+                            rng: jax.Array, *, num_steps: int = 10, eps: float = 1e-3,
+                            grid: str | None = None, lower_order_final: bool = True,
+                            denoise: bool = True, x_init: jax.Array | None = None,
+                            dtype=None) -> SampleResult:
     """DPM-Solver++(3M), third-order multistep in data prediction (Lu et al. 2022b, appendix):
 
         D2 = 2 ((m0 - m1) / h0 - (m1 - m2) / h1) / (h0 + h1),   D1 = (m0 - m1) / h0 + h0 D2 / 2,
@@ -311,7 +268,7 @@ def dpm_solver_pp_3m_sample(
 # --------------------------------------------------------------------------------------------------
 # DPM-Solver++(2S)
 # --------------------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_2s(score, rng, x_init, eps, r, *, sde, shape, dtype, num_steps, grid, denoise,
             lower_order_final):
     x = initial_state(sde, shape, dtype, rng, x_init)
@@ -333,20 +290,10 @@ def _dpm_2s(score, rng, x_init, eps, r, *, sde, shape, dtype, num_steps, grid, d
     return SampleResult(res.x, res.nfe + num_steps - 1)
 
 
-def dpm_solver_pp_2s_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 10,
-    r: float = 0.5,
-    eps: float = 1e-3,
-    grid: str | None = None,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def dpm_solver_pp_2s_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int],
+                            rng: jax.Array, *, num_steps: int = 10, r: float = 0.5,
+                            eps: float = 1e-3, grid: str | None = None, denoise: bool = True,
+                            x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """DPM-Solver++(2S) (Lu et al. 2022b, algorithm 1), single-step second order:
 
         u = (s_mid / s_i) x_i - a_mid (e^{-r h} - 1) x0_hat(x_i, t_i),   lambda_mid = lambda_i + r h,

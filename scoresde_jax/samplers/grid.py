@@ -25,17 +25,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.samplers.common import (
-    SampleResult,
-    as_score_pytree,
-    check_sde,
-    check_shape_dtype,
-)
+from scoresde_jax.samplers.common import SampleResult, checked_inputs
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
 __all__ = [
     "TIME_GRIDS",
+    "STATIC",
     "default_grid",
     "sigma_bar",
     "t_of_sigma_bar",
@@ -55,6 +51,11 @@ TIME_GRIDS = ("uniform", "quadratic", "logsnr", "edm")
 "time_quadratic"); ``logsnr``: uniform in ``lambda = -log sigma_bar``; ``edm``: ``sigma_bar_i =
 (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` with ``rho = 7``
 (Karras et al. 2022).  ``grid=None`` (the ODE solvers' default) is :func:`default_grid`."""
+
+
+STATIC = ("sde", "shape", "dtype", "num_steps", "grid", "denoise")
+"""The static arguments that :func:`run_solver` passes to every fixed-grid solver's jitted kernel
+(a kernel adds its own, e.g. ``STATIC + ("lower_order_final",)``)."""
 
 
 def default_grid(sde: SDE) -> str:
@@ -138,14 +139,13 @@ def run_solver(jitted, score_fn, sde: SDE, shape, rng: jax.Array, traced: tuple,
     the dtype, ``num_steps >= 2``, ``grid`` in :data:`TIME_GRIDS` with ``None`` for
     :func:`default_grid`), then call ``jitted(score, rng, x_init, *traced, sde=..., shape=...,
     dtype=..., num_steps=..., grid=..., **static)`` with the score function as a pytree."""
-    check_sde(sde)
-    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     if int(num_steps) != num_steps or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}.")
     grid = default_grid(sde) if grid is None else grid
     if grid not in TIME_GRIDS:
         raise ValueError(f"Unknown time grid {grid!r}; use one of {TIME_GRIDS}.")
-    return jitted(as_score_pytree(score_fn), rng, x_init, *traced, sde=sde, shape=shape,
+    return jitted(score, rng, x_init, *traced, sde=sde, shape=shape,
                   dtype=dtype, num_steps=int(num_steps), grid=grid, **static)
 
 

@@ -23,15 +23,8 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
-from scoresde_jax.samplers.grid import (
-    batch_time,
-    data_prediction,
-    run_solver,
-    sigma_bar,
-    t_of_sigma_bar,
-    time_grid,
-    two_evals_per_step,
-)
+from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, run_solver, sigma_bar,
+                                        t_of_sigma_bar, time_grid, two_evals_per_step)
 from scoresde_jax.sde import SDE
 
 __all__ = ["heun_sample", "edm_sample", "HEUN", "EDM"]
@@ -42,9 +35,7 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 # --------------------------------------------------------------------------------------------------
 # Heun (EDM)
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "rho", "denoise")
-)
+@functools.partial(jax.jit, static_argnames=STATIC + ("rho",))
 def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, denoise):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, rho=rho, dtype=dtype)
@@ -70,20 +61,9 @@ def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, d
     return SampleResult(x, jnp.asarray(2 * (num_steps - 1) + int(denoise), jnp.int32))
 
 
-def heun_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 18,
-    eps: float = 1e-3,
-    grid: str = "edm",
-    rho: float = 7.0,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+                num_steps: int = 18, eps: float = 1e-3, grid: str = "edm", rho: float = 7.0,
+                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, algorithm 1,
     deterministic) in ``y = x / a(t)`` and ``sigma_bar = s / a``:
 
@@ -100,9 +80,7 @@ def heun_sample(
 # --------------------------------------------------------------------------------------------------
 # EDM stochastic sampler
 # --------------------------------------------------------------------------------------------------
-@functools.partial(
-    jax.jit, static_argnames=("sde", "shape", "dtype", "num_steps", "grid", "rho", "denoise")
-)
+@functools.partial(jax.jit, static_argnames=STATIC + ("rho",))
 def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, dtype, num_steps,
          grid, rho, denoise):
     k_init, k_steps = jax.random.split(rng)
@@ -132,24 +110,10 @@ def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, d
     return SampleResult(x, jnp.asarray(2 * (num_steps - 1) + int(denoise), jnp.int32))
 
 
-def edm_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 18,
-    S_churn: float = 10.0,
-    S_min: float = 0.05,
-    S_max: float = 50.0,
-    S_noise: float = 1.0,
-    eps: float = 1e-3,
-    grid: str = "edm",
-    rho: float = 7.0,
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def edm_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+               num_steps: int = 18, S_churn: float = 10.0, S_min: float = 0.05, S_max: float = 50.0,
+               S_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm", rho: float = 7.0,
+               denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """EDM's stochastic sampler (Karras et al. 2022, algorithm 2) in ``y = x / a``, ``sigma_bar =
     s / a``:
 

@@ -50,7 +50,7 @@ from scoresde_jax.samplers.common import (
     Sampler,
     as_score_pytree,
     check_sde,
-    check_shape_dtype,
+    checked_inputs,
     initial_state,
     lookup_step_fn,
 )
@@ -75,36 +75,10 @@ Projection = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Ar
 _PROJECTION_KEY = 1  # projection keys: fold_in(rng, _PROJECTION_KEY), apart from the step noise
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "sde",
-        "shape",
-        "dtype",
-        "predictor",
-        "corrector",
-        "n_steps",
-        "probability_flow",
-        "denoise",
-    ),
-)
-def _pc_sample(
-    score,
-    rng,
-    x_init,
-    snr,
-    eps,
-    projection,
-    *,
-    sde,
-    shape,
-    dtype,
-    predictor,
-    corrector,
-    n_steps,
-    probability_flow,
-    denoise,
-):
+@functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "predictor", "corrector",
+                                             "n_steps", "probability_flow", "denoise"))
+def _pc_sample(score, rng, x_init, snr, eps, projection, *, sde, shape, dtype, predictor, corrector,
+               n_steps, probability_flow, denoise):
     k_init, k_steps = jax.random.split(rng)
     k_project = jax.random.fold_in(rng, _PROJECTION_KEY)
     x = initial_state(sde, shape, dtype, k_init, x_init)
@@ -186,23 +160,12 @@ def _check_numbers(sde: SDE, shape: tuple, snr: Any, eps: Any) -> None:
             raise ValueError(f"eps={eps!r} must satisfy 0 < eps < T={sde.T} (e.g. 1e-3 or 1e-5).")
 
 
-def pc_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    predictor: str | Callable = "reverse_diffusion",
-    corrector: str | Callable = "langevin",
-    snr: float = 0.16,
-    n_steps: int = 1,
-    probability_flow: bool = False,
-    denoise: bool = True,
-    eps: float = 1e-3,
-    x_init: jax.Array | None = None,
-    dtype=None,
-    projection: Projection | Partial | None = None,
-) -> SampleResult:
+def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+              predictor: str | Callable = "reverse_diffusion",
+              corrector: str | Callable = "langevin", snr: float = 0.16, n_steps: int = 1,
+              probability_flow: bool = False, denoise: bool = True, eps: float = 1e-3,
+              x_init: jax.Array | None = None, dtype=None,
+              projection: Projection | Partial | None = None) -> SampleResult:
     """Predictor-corrector sampler (paper algorithm 1 / official ``pc_sampler``).
 
     Starting from ``x_init`` (or a prior draw), for each ``t_i`` in ``linspace(T, eps, sde.N)``:
@@ -224,26 +187,13 @@ def pc_sample(
     ``x_init`` or the default float.
     """
     pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
-    shape, dtype = check_shape_dtype(shape, x_init, dtype)
+    score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     _check_numbers(sde, shape, snr, eps)
     if projection is not None:
         projection = as_score_pytree(projection, "projection", "(x, x_mean, t, key) -> (x, x_mean)")
-    return _pc_sample(
-        as_score_pytree(score_fn),
-        rng,
-        x_init,
-        snr,
-        eps,
-        projection,
-        sde=sde,
-        shape=shape,
-        dtype=dtype,
-        predictor=pred,
-        corrector=corr,
-        n_steps=int(n_steps),
-        probability_flow=bool(probability_flow),
-        denoise=bool(denoise),
-    )
+    return _pc_sample(score, rng, x_init, snr, eps, projection, sde=sde, shape=shape, dtype=dtype,
+                      predictor=pred, corrector=corr, n_steps=int(n_steps),
+                      probability_flow=bool(probability_flow), denoise=bool(denoise))
 
 
 def check_pc_options(sde: SDE, **pc_options: Any) -> None:

@@ -9,7 +9,7 @@ taking the Gaussian noise ``z`` (shape of ``x``) as an argument, so that the cal
 randomness and a step is a deterministic function of its inputs.  ``t`` has shape ``(B,)``; time
 runs backwards (from ``T`` to ``eps``). ``x_mean`` is the step without its noise term (the
 "denoised" iterate returned by the last step of a sampler). Each function carries an ``nfe``
-attribute: the number of score evaluations it makes.
+attribute (:func:`~scoresde_jax.samplers.common.step_fn`): the number of score evaluations it makes.
 
 All three predictors work for VE, VP and sub-VP.  The forward chains they reverse are those of
 ``sde.discretize``:
@@ -30,6 +30,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from scoresde_jax.samplers.common import step_fn
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -57,15 +58,9 @@ def chain_coeffs(sde: SDE, t: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
     return 1.0 + f_one, G
 
 
-def euler_maruyama(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    t: jax.Array,
-    z: jax.Array,
-    *,
-    sde: SDE,
-    probability_flow: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+@step_fn(nfe=1)
+def euler_maruyama(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE,
+                   probability_flow: bool = False) -> tuple[jax.Array, jax.Array]:
     """Euler-Maruyama step of the reverse-time SDE (or of the probability-flow ODE), ``dt = T / N``:
 
         x_mean = x - [f(x, t) - g(t)^2 score(x, t)] dt      (g^2 / 2 for the probability flow)
@@ -77,15 +72,9 @@ def euler_maruyama(
     return x_mean + batch_mul(diffusion * math.sqrt(dt), z), x_mean
 
 
-def reverse_diffusion(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    t: jax.Array,
-    z: jax.Array,
-    *,
-    sde: SDE,
-    probability_flow: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+@step_fn(nfe=1)
+def reverse_diffusion(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE,
+                      probability_flow: bool = False) -> tuple[jax.Array, jax.Array]:
     """Reverse-diffusion step: the forward chain ``(f_i, G_i) = sde.discretize`` run backwards,
 
         x_mean = x - [f_i(x) - G_i^2 score(x, t)]       (G_i^2 / 2 for the probability flow)
@@ -96,15 +85,9 @@ def reverse_diffusion(
     return x_mean + batch_mul(G, z), x_mean
 
 
-def ancestral_sampling(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    t: jax.Array,
-    z: jax.Array,
-    *,
-    sde: SDE,
-    probability_flow: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+@step_fn(nfe=1)
+def ancestral_sampling(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE,
+                       probability_flow: bool = False) -> tuple[jax.Array, jax.Array]:
     """Ancestral sampling: a draw from an approximation of the reverse kernel ``p(x_{i-1} | x_i)``
     of the forward chain ``x_i = m_i x_{i-1} + G_i z`` (see :func:`chain_coeffs`).
 
@@ -141,30 +124,14 @@ def ancestral_sampling(
     return x_mean + batch_mul(sde.ancestral_std(t, x.dtype), z), x_mean
 
 
-def none(
-    score_fn: ScoreFn,
-    x: jax.Array,
-    t: jax.Array,
-    z: jax.Array,
-    *,
-    sde: SDE,
-    probability_flow: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+@step_fn(nfe=0)
+def none(score_fn: ScoreFn, x: jax.Array, t: jax.Array, z: jax.Array, *, sde: SDE,
+         probability_flow: bool = False) -> tuple[jax.Array, jax.Array]:
     """Identity predictor (corrector-only sampling, e.g. annealed Langevin dynamics of NCSN): ``(x,
     x)``."""
     del score_fn, t, z, sde, probability_flow
     return x, x
 
 
-euler_maruyama.nfe = 1
-reverse_diffusion.nfe = 1
-ancestral_sampling.nfe = 1
-none.nfe = 0
-
-PREDICTORS = {
-    "euler_maruyama": euler_maruyama,
-    "reverse_diffusion": reverse_diffusion,
-    "ancestral_sampling": ancestral_sampling,
-    "none": none,
-}
+PREDICTORS = {f.__name__: f for f in (euler_maruyama, reverse_diffusion, ancestral_sampling, none)}
 """Predictors by name (the official config names ``config.sampling.predictor``)."""

@@ -20,19 +20,13 @@ from jax.tree_util import Partial
 
 from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
 from scoresde_jax.samplers.exponential import log_snr_grid, multistep_loop
-from scoresde_jax.samplers.grid import (
-    batch_time,
-    data_prediction,
-    denoised_result,
-    one_eval_per_step,
-    run_solver,
-)
+from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, denoised_result,
+                                        one_eval_per_step, run_solver)
 from scoresde_jax.sde import SDE
 
 __all__ = ["unipc_sample", "UNIPC"]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-_STATIC = ("sde", "shape", "dtype", "num_steps", "grid", "denoise", "lower_order_final")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,7 +60,7 @@ def _unipc_coeffs(rks, h, order, variant="bh2"):
     return rho_p, rho_c, b_h, h_phi_1
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC + ("order", "variant"))
+@functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final", "order", "variant"))
 def _unipc(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise, order,
            lower_order_final, variant):
     x = initial_state(sde, shape, dtype, rng, x_init)
@@ -98,22 +92,10 @@ def _unipc(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoi
     return denoised_result(score, sde, x, ts, num_steps, denoise)
 
 
-def unipc_sample(
-    score_fn: ScoreFn | Partial,
-    sde: SDE,
-    shape: Sequence[int],
-    rng: jax.Array,
-    *,
-    num_steps: int = 10,
-    order: int = 2,
-    eps: float = 1e-3,
-    grid: str | None = None,
-    lower_order_final: bool = True,
-    variant: str = "bh2",
-    denoise: bool = True,
-    x_init: jax.Array | None = None,
-    dtype=None,
-) -> SampleResult:
+def unipc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
+                 num_steps: int = 10, order: int = 2, eps: float = 1e-3, grid: str | None = None,
+                 lower_order_final: bool = True, variant: str = "bh2", denoise: bool = True,
+                 x_init: jax.Array | None = None, dtype=None) -> SampleResult:
     """UniPC-p with the bh2 variant (Zhao et al. 2023, algorithms 2-3, data prediction):
 
         x_lin = (s_{i+1} / s_i) x_i - a_{i+1} (e^{-h} - 1) m_i,   D_k = (m_{i-k} - m_i) / r_k,
