@@ -43,7 +43,7 @@ from tqdm import tqdm
 from scoresde_jax.metrics_io import MetricWriter, save_samples
 from scoresde_jax.training import distributed
 from scoresde_jax.training import workdir as workdir_lib
-from scoresde_jax.training.checkpoint import Checkpointer, NonFiniteStateError
+from scoresde_jax.training.checkpoint import Checkpointer, NonFiniteStateError, has_checkpoints
 from scoresde_jax.training.host import (  # noqa: F401 (iterator_state, PREFETCH: public here too)
     PREFETCH, Preempted, chunk_sizes, image_batch, Prefetcher, StopRequest, with_labels,
     iterator_state, restore_iterator)
@@ -129,11 +129,18 @@ def _fetch_window(pending: list, ckpt: Checkpointer, workdir: str) -> tuple[np.n
     return fetched[-1].loss, fetched[-1].grad_norm
 
 
-def _save(ckpt: Checkpointer, step: int, state, data_state, workdir: str, **kw) -> None:
+def _save(ckpt: Checkpointer, step: int, state, data_state, workdir: str, record: Any = None,
+          **kw) -> None:
+    """Save ``step``; with ``record`` (the run's config, at the first save of a start) wait until
+    it is committed, then write ``config.json`` (it describes the checkpoints beside it)."""
     try:
         ckpt.save(step, state, data_state, **kw)
     except NonFiniteStateError as e:
         raise _nonfinite_stop(str(e), ckpt, workdir) from e
+    if record is not None:
+        ckpt.wait()
+        if distributed.is_main_process():
+            workdir_lib.save_config(workdir, record)
 
 
 def train_loop(
@@ -154,6 +161,7 @@ def train_loop(
     progress: bool = True,
     description: str = "a score model",
     config: Any = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train (or resume) until ``options.n_iters`` (or ``stop_at``, an early stop that saves a
     preemption checkpoint); return the final state, step and last logged metrics.
@@ -164,18 +172,25 @@ def train_loop(
     ``train_iter`` yields this process's numpy batches (``batch_size`` is the global size), mapped
     by ``preprocess`` (the data scaler). ``eval_fn``/``eval_iter`` give the eval loss every
     ``eval_freq`` steps; ``sample_fn(ema_params, rng)`` the snapshot samples. ``config`` (any
-    ``to_dict``-able) is saved with the command line as ``<workdir>/config.json``.
+    ``to_dict``-able) is checked against the ``config.json`` of existing checkpoints (its model,
+    SDE and data may change only with ``allow_config_change``), appended to
+    ``config_history.jsonl`` once the start is accepted, and written with the command line as
+    ``config.json`` when its first checkpoint is committed (:mod:`~scoresde_jax.training.workdir`).
 
-    Raises :class:`~scoresde_jax.training.workdir.WorkdirBusyError` when another run holds the
+    Raises ValueError for an empty ``workdir`` or a file in its place (before anything is
+    created), :class:`~scoresde_jax.training.workdir.ConfigChangeError` for a refused config
+    change, :class:`~scoresde_jax.training.workdir.WorkdirBusyError` when another run holds the
     workdir, :class:`Preempted` after SIGTERM/SIGINT (a preemption checkpoint saved).
     """
+    workdir = workdir_lib.check_workdir(workdir)
     lock = workdir_lib.WorkdirLock(workdir)
     if distributed.is_main_process():
         lock.acquire()
     try:
         stop = StopRequest()
         with stop.installed():
-            return _train_loop(workdir, stop=stop, config=config, train_fn=train_fn,
+            return _train_loop(workdir, stop=stop, config=config,
+                               allow_config_change=allow_config_change, train_fn=train_fn,
                                init_state=init_state, abstract_state=abstract_state,
                                train_iter=train_iter, mesh=mesh, options=options,
                                batch_size=batch_size, preprocess=preprocess, eval_fn=eval_fn,
@@ -185,15 +200,15 @@ def train_loop(
         lock.release()
 
 
-def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, train_iter, mesh,
-                options, batch_size, preprocess, eval_fn, eval_iter, sample_fn, stop_at,
-                progress, description) -> TrainResult:
+def _train_loop(workdir, *, stop, config, allow_config_change, train_fn, init_state,
+                abstract_state, train_iter, mesh, options, batch_size, preprocess, eval_fn,
+                eval_iter, sample_fn, stop_at, progress, description) -> TrainResult:
     o, main = options, distributed.is_main_process()
     workdir = os.path.abspath(workdir)
     if o.eval_freq and (eval_fn is None or eval_iter is None):
         raise ValueError("training.eval_freq > 0 needs an eval step and an eval data iterator.")
-    if main and config is not None:
-        workdir_lib.save_config(workdir, config)
+    allowed = [] if config is None else workdir_lib.check_config_change(
+        workdir, config, trained=has_checkpoints(workdir), allow=allow_config_change)
     ckpt = Checkpointer(workdir, max_to_keep=o.keep_checkpoints or None)
     restored = ckpt.restore(abstract_state, set_aside=main)
     if restored is not None:
@@ -203,6 +218,9 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
     else:
         state = init_state()
     step = int(distributed.to_host(state.step))
+    if main and config is not None:
+        workdir_lib.append_history(workdir, config, step=step, allowed=allowed)
+    unsaved = config  # written as config.json at this start's first committed save
     if main:
         dropped = workdir_lib.drop_replayed_metrics(workdir, step)
         if dropped:
@@ -265,9 +283,11 @@ def _train_loop(workdir, *, stop, config, train_fn, init_state, abstract_state, 
             if signum and pending:  # check the losses before the preemption save
                 _fetch_window(pending, ckpt, workdir)
             if not snapshot and (preempt or step == end or signum):  # also when stopped early
-                _save(ckpt, step, state, prefetch.position, workdir, preemption=True)
+                _save(ckpt, step, state, prefetch.position, workdir, unsaved, preemption=True)
+                unsaved = None
             if snapshot:
-                _save(ckpt, step, state, prefetch.position, workdir)
+                _save(ckpt, step, state, prefetch.position, workdir, unsaved)
+                unsaved = None
                 if sample_fn is not None and not signum:
                     _snapshot_samples(sample_fn, state, step, workdir, writer)
             if signum:
