@@ -197,3 +197,73 @@ def test_one_read_gives_step_raw_and_ema_params(tmp_path):
     config.model.nf = 32
     with pytest.raises(CheckpointMismatchError, match="does not match DDPM"):
         load_checkpoint(ckpt_path, param_shapes(config), model_desc=desc)
+
+
+# --- EDM and diffusers sources: the workdir samples like a trained one ------------------------------
+def _convert_and_sample(tmp_path, p, source, fmt, **sample_args):
+    import scoresde_jax.config as C
+    from scoresde_jax.jobs import convert as convert_job
+    from scoresde_jax.jobs import sample as sample_job
+    from scoresde_jax.training.workdir import read_config
+
+    wd = str(tmp_path / f"wd_{fmt}")
+    s = C.setup(p.config, model=p.model)
+    out = convert_job.convert(s, C.convert_options(p.config, s, source=str(source),
+                                                   source_format=fmt, pretrained=p), wd)
+    assert out["step"] == 0 and out["format"] == fmt
+    assert read_config(wd)["model"]["name"] == p.config.model.name
+    with pytest.raises(ValueError, match="already has checkpoints"):
+        convert_job.convert(s, C.convert_options(p.config, s, source=str(source),
+                                                 source_format=fmt, pretrained=p), wd)
+    saved = C.config_for_workdir(None, wd)
+    s2 = C.setup(saved, model=p.model)
+    res = sample_job.sample(s2, C.sample_options(saved, s2, num_samples=2, progress=False,
+                                                 **sample_args), wd)
+    assert res.samples.shape == (2, 8, 8, 3) and np.isfinite(res.samples).all()
+    return res
+
+
+@pytest.mark.slow
+def test_edm_pickle_converts_into_a_workdir_that_samples(tmp_path):
+    from scoresde_jax import pretrained
+    from tests.pretrained_fixtures import write_edm
+    src = write_edm(tmp_path / "net.pkl", "edm_ve_ncsnpp_cond")
+    p = pretrained.load(src)
+    assert p.format == "edm"
+    _convert_and_sample(tmp_path, p, src, "edm", method="heun", nfe=5, classes="1")
+
+
+@pytest.mark.slow
+def test_diffusers_folder_converts_into_a_workdir_that_samples(tmp_path):
+    from scoresde_jax import pretrained
+    from tests.pretrained_fixtures import write_diffusers
+    src = write_diffusers(tmp_path / "ddpm", "diffusers_ddpm")
+    p = pretrained.load(src)
+    assert p.format == "diffusers" and not p.continuous
+    _convert_and_sample(tmp_path, p, src, "diffusers", method="ddim", nfe=4)
+
+
+def test_official_checkpoint_loads_as_pretrained(tmp_path):
+    from scoresde_jax import pretrained
+    config = tiny_config("ddpm")
+    config.training.update(sde="vpsde", continuous=False, batch_size=4, n_iters=1,
+                           snapshot_freq=1, log_freq=1, eval_freq=0,
+                           snapshot_freq_for_preemption=1, n_jitted_steps=1)
+    config.model.update(beta_min=0.1, beta_max=20.0, ema_rate=0.999, num_scales=1000)
+    config.data.update(dataset="CIFAR10")
+    config.optim = ml_collections.ConfigDict(dict(optimizer="Adam", lr=1e-4, warmup=0,
+                                                  grad_clip=1.0, beta1=0.9, eps=1e-8,
+                                                  weight_decay=0.0))
+    raw, ema = random_params(config, 0), random_params(config, 1)
+    path = write_checkpoint(tmp_path / "ck", official_state(raw, ema, step=5), step=5)
+    with pytest.raises(ValueError, match="needs the config"):
+        pretrained.load(path, format="score_sde")
+    p = pretrained.load(path, config=config)
+    assert p.format == "score_sde" and p.info["step"] == 5 and not p.continuous
+    x = X * 2 - 1
+    t = jnp.array([0.2, 0.6])
+    labels = t * (p.sde.N - 1)
+    out = create_model(config).apply({"params": ema}, x, labels, train=False)
+    idx = (t * (p.sde.N - 1)).astype(jnp.int32)
+    want = -out / jnp.asarray(p.sde.sqrt_1m_alphas_cumprod)[idx][:, None, None, None]
+    np.testing.assert_allclose(p.score_fn(x, t), want, rtol=1e-5, atol=1e-5)

@@ -275,10 +275,27 @@ def train_options(config: Any, s: Setup, *, evaluate: bool = True,
         **{k: v for k, v in options.items() if v is not None})
 
 
-def convert_options(config: Any, s: Setup, *, checkpoint: str, overwrite: bool = False
+def convert_options(config: Any, s: Setup, *, source: str | None = None,
+                    checkpoint: str | None = None, source_format: str = "score_sde",
+                    overwrite: bool = False, pretrained: Any = None, dataset: str | None = None
                     ) -> ConvertOptions:
-    """:class:`~scoresde_jax.jobs.convert.ConvertOptions` (the command line's values)."""
-    return ConvertOptions(checkpoint=checkpoint, overwrite=bool(overwrite))
+    """:class:`~scoresde_jax.jobs.convert.ConvertOptions`: the source (``source`` or
+    ``checkpoint``), its format, the weights of an ``edm`` / ``diffusers`` source
+    (``pretrained``, a :class:`scoresde_jax.pretrained.Pretrained` whose ``config`` is
+    ``config``) and ``config`` as the workdir's record. ``dataset`` is used by the loader that
+    built ``config``."""
+    del dataset
+    src = source if source is not None else checkpoint
+    if src is None:
+        raise ValueError("convert needs the pretrained model: SOURCE (or --checkpoint).")
+    params = None
+    if source_format != "score_sde":
+        if pretrained is None:
+            raise ValueError(f"--from {source_format}: pass pretrained=scoresde_jax.pretrained."
+                             "load(source) (its config is this config)")
+        params = pretrained.params
+    return ConvertOptions(source=str(src), source_format=source_format,
+                          overwrite=bool(overwrite), params=params, record=to_record(config))
 
 
 JOB_OPTIONS = {"train": train_options, "sample": sample_options, "eval": eval_options,

@@ -1,9 +1,14 @@
-"""``scoresde convert``: an official score_sde checkpoint as an Orbax checkpoint in a workdir that
-``sample``, ``eval`` and ``likelihood`` use like a trained one.
+"""``scoresde convert --from edm|diffusers|score_sde SRC --workdir DIR``: a pretrained model as a
+workdir that ``sample``, ``eval`` and ``likelihood`` use like a trained one.
 
-``params`` / ``ema_params`` come from the official ``optimizer.target`` / ``params_ema``, the step
-is the official one; the optimizer state starts fresh (the official Adam moments are not carried
-over). A workdir that already has checkpoints is refused unless ``--overwrite``.
+* ``score_sde`` (``--config`` the checkpoint was trained with): ``params`` / ``ema_params`` from
+  the official ``optimizer.target`` / ``params_ema``, the official step;
+* ``edm`` / ``diffusers``: the network and SDE of the file (:mod:`scoresde_jax.pretrained`);
+  ``params = ema_params`` = its weights, step 0. The config describing it is built from the file
+  at the config boundary (``Pretrained.config``).
+
+The optimizer state starts fresh. ``<workdir>/config.json`` records the config. A workdir that
+already has checkpoints is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import argparse
 import logging
 import os
 import shutil
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -21,49 +26,84 @@ from scoresde_jax.jobs import common
 from scoresde_jax.pretrained import score_sde
 from scoresde_jax.training import Checkpointer, distributed, has_checkpoints
 from scoresde_jax.training.checkpoint import CHECKSUM_DIR, PREEMPTION_DIR, SNAPSHOT_DIR
+from scoresde_jax.training.workdir import save_config
 
 log = logging.getLogger("scoresde_jax.jobs")
 
+SOURCE_FORMATS = ("score_sde", "edm", "diffusers")
+
 
 class ConvertOptions(NamedTuple):
-    """The options of :func:`convert`."""
+    """The options of :func:`convert`.
 
-    checkpoint: str  # a checkpoint_<step> file, or a folder of them (the newest)
+    ``source``: the official ``checkpoint_<step>`` file or folder (``score_sde``), the EDM pickle
+    or the diffusers folder; ``params``: the weights of an ``edm`` / ``diffusers`` source (read at
+    the config boundary with the config they come with); ``record``: the config saved as
+    ``config.json``."""
+
+    source: str
+    source_format: str = "score_sde"
     overwrite: bool = False
+    params: Any = None
+    record: Optional[dict] = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_workdir(p, config_required=True,
-                       help="workdir to write the Orbax checkpoint into (the config: the one the "
-                       "checkpoint was trained with, e.g. configs/ve/cifar10_ncsnpp_continuous.py)")
-    p.add_argument("--checkpoint", required=True, help="official score_sde checkpoint file")
+    p.add_argument("source", nargs="?", default=None,
+                   help="the pretrained model: an EDM network pickle (.pkl), a diffusers pipeline "
+                   "folder, or an official score_sde checkpoint_<step> file / folder")
+    p.add_argument("--from", dest="source_format", choices=SOURCE_FORMATS, default="score_sde",
+                   help="the format of SOURCE")
+    common.add_config(p, required=False,
+                      what=" (score_sde: the one the checkpoint was trained with, e.g. "
+                      "configs/ve/cifar10_ncsnpp_continuous.py; edm / diffusers: none, the file "
+                      "describes the model)")
+    p.add_argument("--workdir", required=True, help="workdir to write the Orbax checkpoint into")
+    p.add_argument("--checkpoint", default=None,
+                   help="official score_sde checkpoint file (the same as SOURCE)")
+    p.add_argument("--dataset", default=None,
+                   help="edm / diffusers: the data set named in the workdir's config (default "
+                   "CIFAR10 for 32x32 RGB models, else FOLDER)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the checkpoints of a workdir that already has some")
 
 
 def convert(setup: Any, options: ConvertOptions, workdir: str) -> dict:
-    """Read ``options.checkpoint`` once, map it onto ``setup``'s model and save it as step
-    ``official step`` under ``workdir``. Returns ``{'step', 'checkpoint', 'source'}``."""
+    """Write ``options.source`` as a checkpoint of ``setup``'s model under ``workdir``.
+    Returns ``{'step', 'checkpoint', 'source', 'format'}``."""
     s = setup
+    if options.source_format not in SOURCE_FORMATS:
+        raise ValueError(f"--from {options.source_format!r}: one of {SOURCE_FORMATS}")
     if has_checkpoints(workdir) and not options.overwrite:
         raise ValueError(
             f"Workdir {os.path.abspath(workdir)} already has checkpoints; sample/eval would keep "
             "using them. Convert into a fresh --workdir, or pass --overwrite to replace them.")
-    official = score_sde.load_checkpoint(
-        options.checkpoint, s.abstract_state().params,
-        model_desc=score_sde.describe_model(s.model, s.input_shape[1:]))
-    raw, ema = official.weights(ema=False), official.weights(ema=True)
+    if options.source_format == "score_sde":
+        official = score_sde.load_checkpoint(
+            options.source, s.abstract_state().params,
+            model_desc=score_sde.describe_model(s.model, s.input_shape[1:]))
+        raw, ema, step, source = (official.weights(ema=False), official.weights(ema=True),
+                                  int(official.step), str(official.path))
+    else:
+        if options.params is None:
+            raise ValueError(f"--from {options.source_format}: the weights were not read; build "
+                             "the options with scoresde_jax.config.convert_options(..., "
+                             "pretrained=scoresde_jax.pretrained.load(source))")
+        raw = ema = options.params
+        step, source = 0, str(options.source)
     params = distributed.put_replicated(raw, s.mesh)
     state = s.init_state().replace(
-        step=distributed.put_replicated(np.int32(official.step), s.mesh),
+        step=distributed.put_replicated(np.int32(step), s.mesh),
         params=params,
         ema_params=distributed.put_replicated(ema, s.mesh),
         opt_state=jax.jit(s.tx.init, out_shardings=distributed.replicated(s.mesh))(params),
     )
-    if options.overwrite:  # only now that the official checkpoint loaded
+    if options.overwrite:  # only now that the source loaded
         for sub in (SNAPSHOT_DIR, PREEMPTION_DIR, CHECKSUM_DIR):
             shutil.rmtree(os.path.join(os.path.abspath(workdir), sub), ignore_errors=True)
     with Checkpointer(workdir, async_save=False) as ckpt:
-        path = ckpt.save(int(official.step), state, {})
-    log.info("Converted %s (step %d) into %s", official.path, official.step, path)
-    return {"step": int(official.step), "checkpoint": path, "source": str(official.path)}
+        path = ckpt.save(step, state, {})
+    if options.record is not None and distributed.is_main_process():
+        save_config(workdir, options.record)
+    log.info("Converted %s (%s, step %d) into %s", source, options.source_format, step, path)
+    return {"step": step, "checkpoint": path, "source": source, "format": options.source_format}

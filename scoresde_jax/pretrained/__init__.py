@@ -1,9 +1,18 @@
-"""Readers of pretrained checkpoints written by other code bases, mapped onto this library's models.
+"""Pretrained models of other code bases, mapped onto this library's networks and SDEs.
 
-* :mod:`scoresde_jax.pretrained.score_sde`: the official score_sde code (github.com/yang-song/
-  score_sde), flax msgpack ``checkpoint_<step>`` files.
+:func:`load` (``scoresde_jax.pretrained.load(src)``) returns a :class:`Pretrained` whose
+``score_fn`` every sampler, the likelihood and guidance take, and whose ``denoise`` is EDM's
+``D(x; sigma)``:
 
-Each reader takes the expected parameter tree (``ShapeDtypeStruct`` leaves, e.g.
-``scoresde_jax.config.param_shapes(config)``) instead of building a model itself, so what a network
-looks like is decided in one place (:mod:`scoresde_jax.config`).
+* :mod:`.edm`: EDM network pickles (github.com/NVlabs/edm), read without executing code
+  (:mod:`.safe_pickle`), onto :class:`scoresde_jax.models.song_unet.EDMSongUNet`;
+* :mod:`.diffusers`: diffusers ``DDPMPipeline`` / ``ScoreSdeVePipeline`` folders (safetensors or
+  ``.bin``, :mod:`.tensor_files`), onto :class:`scoresde_jax.models.diffusers_unet.UNet2DModel`;
+* :mod:`.score_sde`: the official score_sde code's flax ``checkpoint_<step>`` files, onto the
+  network of their config.
 """
+
+from scoresde_jax.pretrained.api import FORMATS, detect_format, load
+from scoresde_jax.pretrained.common import Pretrained, WeightMismatchError
+
+__all__ = ["load", "detect_format", "FORMATS", "Pretrained", "WeightMismatchError"]
