@@ -175,7 +175,6 @@ def load(path: str | Path, *, dataset: Optional[str] = None) -> Pretrained:
     config = make_config(model=model_cfg, sde=sde_name, sde_params=sde_params,
                          image_size=size, num_channels=c, centered=centered,
                          continuous=continuous, dataset=dataset, sampling=sampling)
-    config.model.num_classes = model.num_classes
     return Pretrained(sde=sde, model=model, params=params, config=config,
                       continuous=continuous, num_classes=model.num_classes, sampling_eps=eps,
                       source=str(root), format="diffusers",

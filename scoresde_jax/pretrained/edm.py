@@ -155,7 +155,6 @@ def build(kwargs: Mapping[str, Any], flat_weights: Mapping[str, np.ndarray], *, 
     config = make_config(model={"name": "edm_song_unet", **module_kw}, sde=sde_name,
                          sde_params=sde_params, image_size=r, num_channels=c, centered=True,
                          dataset=dataset)
-    config.model.num_classes = int(kwargs.get("label_dim", 0))
     return Pretrained(sde=sde, model=model, params=params, config=config, continuous=True,
                       num_classes=int(kwargs.get("label_dim", 0)), sampling_eps=eps,
                       source=source, format="edm", info=dict(info or {}))
