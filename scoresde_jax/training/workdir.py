@@ -31,7 +31,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from scoresde_jax import __version__
+import scoresde_jax
 
 log = logging.getLogger("scoresde_jax.training")
 
@@ -166,7 +166,7 @@ def save_config(workdir: str, config: Any, argv: list[str] | None = None) -> str
     path = os.path.join(os.path.abspath(workdir), CONFIG_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     record = {"config": jsonable(config), "argv": list(sys.argv if argv is None else argv),
-              "time": time.time(), "version": __version__}
+              "time": time.time(), "version": scoresde_jax.__version__}
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
@@ -279,7 +279,7 @@ def append_history(workdir: str, config: Any, *, step: int, allowed: Sequence[st
     history = read_history(workdir)
     previous = history[-1].get("config") if history else read_config_quietly(workdir)
     record = {"time": time.time(), "argv": list(sys.argv if argv is None else argv),
-              "version": __version__, "step": int(step),
+              "version": scoresde_jax.__version__, "step": int(step),
               "changed": changed_keys(previous, config) if previous is not None else [],
               "allowed": list(allowed), "config": jsonable(config)}
     path = os.path.join(os.path.abspath(workdir), HISTORY_FILE)
