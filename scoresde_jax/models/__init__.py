@@ -10,6 +10,9 @@ Modules (they take plain arguments, never the config; ``create_model(config)``, 
   * ``NoiseConditionalClassifier`` (``classifier.py``): time-dependent classifier for
     controllable generation.
 
+``network.py`` (``ScoreNetwork``) holds the fields and the input / output scaling that NCSN++,
+DDPM and NCSNv2 share; ``unet.py`` also holds the U-Net skeleton of NCSN++ and DDPM.
+
 Layers: ``conv.py`` (``Conv``, ``Dense`` with flax's variables; ``Conv(fast_paths=False)`` is one
 XLA convolution, as NCSN/NCSNv2 use it), ``cpu_conv_grad.py`` (the CPU kernel gradient behind
 ``Conv.fast_paths``), ``norm.py`` (``GroupNorm``), ``layers.py`` (DDPM / NCSN++ blocks),

@@ -8,42 +8,24 @@ network, ``configs/ve/cifar10_ddpm.py``) labels are SMLD noise indices and the o
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from scoresde_jax.models import layers
-from scoresde_jax.models.conditioning import add_class_embedding
-from scoresde_jax.models.unet import unet_decoder, unet_encoder
+from scoresde_jax.models.unet import UNet, conditioning_vector, unet
 
 
-class DDPM(nn.Module):
+class DDPM(UNet):
     """DDPM score network ``(x: (B,H,W,C), labels: (B,)) -> (B,H,W,C)``.
 
     ``num_groups`` is the GroupNorm group count (32 in DDPM; smaller only for toy widths).
     ``dtype`` / ``remat`` as in ``NCSNpp``.
     """
 
-    nf: int = 128
-    ch_mult: Sequence[int] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
-    attn_resolutions: Sequence[int] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
-    conditional: bool = True
-    nonlinearity: str = "swish"
-    centered: bool = False
     scale_by_sigma: bool = False
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
     num_groups: int = 32
-    num_classes: int = 0
-    class_dropout: float = 0.0
-    dtype: Optional[Any] = None
-    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
@@ -65,19 +47,10 @@ class DDPM(nn.Module):
         def attn():
             return layers.AttnBlock(num_groups=self.num_groups, dtype=dt)
 
-        if self.conditional:
-            temb = layers.get_timestep_embedding(labels, nf)
-            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
-            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
-        else:
-            temb = None
-        temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
-                                   class_dropout=self.class_dropout, train=train,
-                                   batch=x.shape[0])
+        temb = conditioning_vector(self, layers.get_timestep_embedding(labels, nf), act,
+                                   class_labels, train, x.shape[0])
 
-        h = x if self.centered else 2 * x - 1.0
-        if dt is not None:
-            h = h.astype(dt)
+        h = self.scale_input(x)
 
         def res(h, **kw):
             return resnet(**kw)(h, temb, train)
@@ -90,21 +63,10 @@ class DDPM(nn.Module):
                 return h
             return layers.Upsample(with_conv=self.resamp_with_conv, dtype=dt)(h)
 
-        loop = dict(widths=[nf * mult for mult in self.ch_mult],
-                    num_res_blocks=self.num_res_blocks, res=res, attn=lambda h: attn()(h),
-                    attn_resolutions=self.attn_resolutions)
-        hs = unet_encoder(layers.conv3x3(h, nf, dtype=dt), downsample=downsample, **loop)
-        h = hs[-1]
-        h = resnet()(h, temb, train)
-        h = attn()(h)
-        h = resnet()(h, temb, train)
-        h = unet_decoder(h, hs, upsample=upsample, **loop)
+        h = unet(layers.conv3x3(h, nf, dtype=dt), widths=[nf * mult for mult in self.ch_mult],
+                 num_res_blocks=self.num_res_blocks, res=res, attn=lambda h: attn()(h),
+                 attn_resolutions=self.attn_resolutions, downsample=downsample, upsample=upsample)
 
         h = act(layers.group_norm(h, self.num_groups, dt))
         h = layers.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dt)
-        h = h.astype(in_dtype)
-        if self.scale_by_sigma:
-            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
-            used = sigmas[labels.astype(jnp.int32)].astype(in_dtype)
-            h = h / used.reshape((-1,) + (1,) * (h.ndim - 1))
-        return h
+        return self.scale_output(h, labels, in_dtype)

@@ -179,8 +179,7 @@ class AttnBlockpp(nn.Module):
         w = w.astype(v.dtype).reshape(b, hh, ww, hh, ww)
         h = jnp.einsum("bhwHW,bHWc->bhwc", w, v)
         h = NIN(c, init_scale=self.init_scale, dtype=self.dtype)(h)
-        out = x + h
-        return out / np.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x, h, self.skip_rescale)
 
 
 class AttnBlock(AttnBlockpp):
@@ -189,8 +188,9 @@ class AttnBlock(AttnBlockpp):
     num_groups: Optional[int] = 32
 
 
-class Upsample(nn.Module):
-    """2x upsampling: nearest (+ 3x3 conv), or FIR (+ fused transposed 3x3 conv)."""
+class Resample(nn.Module):
+    """The options of :class:`Upsample` and :class:`Downsample`: ``out_ch`` (default: the input's
+    channels), a convolution (``with_conv``) and FIR filtering with ``fir_kernel`` (``fir``)."""
 
     out_ch: Optional[int] = None
     with_conv: bool = False
@@ -198,10 +198,17 @@ class Upsample(nn.Module):
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
     dtype: Optional[Dtype] = None
 
+    def out_channels(self, x: jax.Array) -> int:
+        """``out_ch``, or the channels of ``x`` when it is not set."""
+        return self.out_ch if self.out_ch else x.shape[-1]
+
+
+class Upsample(Resample):
+    """2x upsampling: nearest (+ 3x3 conv), or FIR (+ fused transposed 3x3 conv)."""
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, hh, ww, c = x.shape
-        out_ch = self.out_ch if self.out_ch else c
+        out_ch = self.out_channels(x)
         if not self.fir:
             h = up_down.naive_upsample_2d(x, 2)
             if self.with_conv:
@@ -210,23 +217,16 @@ class Upsample(nn.Module):
             h = up_down.upsample_2d(x, self.fir_kernel, factor=2)
         else:
             h = Conv2d(out_ch, kernel=3, up=True, resample_kernel=tuple(self.fir_kernel),
-                          dtype=self.dtype)(x)
+                       dtype=self.dtype)(x)
         return h
 
 
-class Downsample(nn.Module):
+class Downsample(Resample):
     """2x downsampling: 2x2 average pool or stride-2 3x3 conv, or FIR (+ fused 3x3 conv)."""
-
-    out_ch: Optional[int] = None
-    with_conv: bool = False
-    fir: bool = False
-    fir_kernel: Sequence[int] = (1, 3, 3, 1)
-    dtype: Optional[Dtype] = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        out_ch = self.out_ch if self.out_ch else c
+        out_ch = self.out_channels(x)
         if not self.fir:
             if self.with_conv:
                 return conv3x3(x, out_ch, stride=2, dtype=self.dtype)
@@ -234,7 +234,7 @@ class Downsample(nn.Module):
         if not self.with_conv:
             return up_down.downsample_2d(x, self.fir_kernel, factor=2)
         return Conv2d(out_ch, kernel=3, down=True, resample_kernel=tuple(self.fir_kernel),
-                         dtype=self.dtype)(x)
+                      dtype=self.dtype)(x)
 
 
 class Conv2d(nn.Module):
@@ -272,6 +272,28 @@ class Conv2d(nn.Module):
         return y
 
 
+def _skip_sum(x: jax.Array, h: jax.Array, skip_rescale: bool) -> jax.Array:
+    """The skip connection of the residual and attention blocks: ``x + h``, divided by ``sqrt(2)``
+    with ``skip_rescale``."""
+    out = x + h
+    return out / np.sqrt(2.0) if skip_rescale else out
+
+
+def _conv_temb_conv(block: nn.Module, h: jax.Array, temb: Optional[jax.Array], train: bool,
+                    out_ch: int, num_groups: Optional[int]) -> jax.Array:
+    """The body that :class:`ResnetBlockDDPMpp` and :class:`ResnetBlockBigGANpp` share after their
+    first normalization (and resampling): 3x3 conv, ``+ Dense(act(temb))`` per channel,
+    GroupNorm-act-dropout, 3x3 conv initialized with ``block.init_scale``; called in the block's
+    compact ``__call__``, so the layers are the block's and keep its auto-names."""
+    h = conv3x3(h, out_ch, dtype=block.dtype)
+    if temb is not None:
+        h = broadcast_add(h, Dense(out_ch, kernel_init=default_init(), dtype=block.dtype)(
+            block.act(temb))[:, None, None, :])
+    h = block.act(group_norm(h, num_groups, block.dtype))
+    h = nn.Dropout(block.dropout)(h, deterministic=not train)
+    return conv3x3(h, out_ch, init_scale=block.init_scale, dtype=block.dtype)
+
+
 class ResnetBlockDDPMpp(nn.Module):
     """DDPM residual block: GN-act-conv, + Dense(temb), GN-act-dropout-conv, NIN/conv shortcut."""
 
@@ -290,20 +312,13 @@ class ResnetBlockDDPMpp(nn.Module):
         c = x.shape[-1]
         out_ch = self.out_ch if self.out_ch else c
         h = self.act(group_norm(x, self.num_groups, self.dtype))
-        h = conv3x3(h, out_ch, dtype=self.dtype)
-        if temb is not None:
-            h = broadcast_add(h, Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
-                self.act(temb))[:, None, None, :])
-        h = self.act(group_norm(h, self.num_groups, self.dtype))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        h = conv3x3(h, out_ch, init_scale=self.init_scale, dtype=self.dtype)
+        h = _conv_temb_conv(self, h, temb, train, out_ch, self.num_groups)
         if c != out_ch:
             if self.conv_shortcut:
                 x = conv3x3(x, out_ch, dtype=self.dtype)
             else:
                 x = NIN(out_ch, dtype=self.dtype)(x)
-        out = x + h
-        return out / np.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x, h, self.skip_rescale)
 
 
 class ResnetBlockDDPM(ResnetBlockDDPMpp):
@@ -346,17 +361,10 @@ class ResnetBlockBigGANpp(nn.Module):
             else:
                 h = up_down.naive_downsample_2d(h, 2)
                 x = up_down.naive_downsample_2d(x, 2)
-        h = conv3x3(h, out_ch, dtype=self.dtype)
-        if temb is not None:
-            h = broadcast_add(h, Dense(out_ch, kernel_init=default_init(), dtype=self.dtype)(
-                self.act(temb))[:, None, None, :])
-        h = self.act(group_norm(h, None, self.dtype))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        h = conv3x3(h, out_ch, init_scale=self.init_scale, dtype=self.dtype)
+        h = _conv_temb_conv(self, h, temb, train, out_ch, None)
         if c != out_ch or self.up or self.down:
             x = conv1x1(x, out_ch, dtype=self.dtype)
-        out = x + h
-        return out / np.sqrt(2.0) if self.skip_rescale else out
+        return _skip_sum(x, h, self.skip_rescale)
 
 
 def geometric_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> jax.Array:

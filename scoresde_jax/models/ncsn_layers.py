@@ -111,39 +111,44 @@ class ConditionalInstanceNorm2dPlus(nn.Module):
         return h.astype(self.dtype or x.dtype)
 
 
-class InstanceNorm2d(nn.Module):
-    """Instance normalization with scale and bias."""
+class _SpatialNorm(nn.Module):
+    """A per-channel normalization over the spatial axes (:meth:`normalize`, in at least float32)
+    followed by a learned per-channel ``scale`` (initialized by ``scale_init``) and, with ``bias``,
+    a ``bias``; the output is in ``dtype`` or that of ``x``."""
 
     bias: bool = True
     dtype: Optional[Any] = None
+    scale_init = staticmethod(nn.initializers.ones)
+
+    def normalize(self, xf: jax.Array) -> jax.Array:
+        raise NotImplementedError
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
-        h = (xf - mean) / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
-        h = h * self.param("scale", nn.initializers.ones, (1, 1, 1, c))
+        h = self.normalize(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+        h = h * self.param("scale", self.scale_init, (1, 1, 1, c))
         if self.bias:
             h = h + self.param("bias", nn.initializers.zeros, (1, 1, 1, c))
         return h.astype(self.dtype or x.dtype)
 
 
-class VarianceNorm2d(nn.Module):
+class InstanceNorm2d(_SpatialNorm):
+    """Instance normalization with scale and bias."""
+
+    def normalize(self, xf: jax.Array) -> jax.Array:
+        mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+        return (xf - mean) / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
+
+
+class VarianceNorm2d(_SpatialNorm):
     """Variance normalization (no mean subtraction) with a learned scale."""
 
     bias: bool = False
-    dtype: Optional[Any] = None
+    scale_init = staticmethod(_one_plus_normal)
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        c = x.shape[-1]
-        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        h = xf / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
-        h = h * self.param("scale", _one_plus_normal, (1, 1, 1, c))
-        if self.bias:
-            h = h + self.param("bias", nn.initializers.zeros, (1, 1, 1, c))
-        return h.astype(self.dtype or x.dtype)
+    def normalize(self, xf: jax.Array) -> jax.Array:
+        return xf / jnp.sqrt(jnp.var(xf, axis=(1, 2), keepdims=True) + 1e-5)
 
 
 NORMALIZATIONS: dict[str, type] = {

@@ -14,7 +14,6 @@ Parameter names equal the official flax auto-names (``ResidualBlock_k``, ``Refin
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -31,6 +30,7 @@ from scoresde_jax.models.ncsn_layers import (
     apply_norm,
     ncsn_conv,
 )
+from scoresde_jax.models.network import ScoreNetwork
 
 
 # Encoder plans: (multiplier of nf, resample, dilation) per block after the first conv.
@@ -47,26 +47,18 @@ _PLANS = {
 _REFINE = {"64": (2, 2, 2, 1), "128": (4, 2, 2, 1, 1), "256": (4, 2, 2, 2, 1, 1)}
 
 
-class NCSNv2(nn.Module):
+class NCSNv2(ScoreNetwork):
     """NCSNv2 score network ``(x: (B,H,W,C), labels: (B,) int) -> (B,H,W,C)``.
 
     ``conditional=True`` gives NCSNv1 (``config.model.name='ncsn'``): every normalization is the
     noise-conditional InstanceNorm++ with one embedding row per noise level (``num_scales``).
     """
 
-    nf: int = 128
+    nonlinearity: str = "elu"
     depth: str = "64"
     conditional: bool = False
     normalization: str = "InstanceNorm++"
-    nonlinearity: str = "elu"
     interpolation: str = "bilinear"
-    centered: bool = False
-    scale_by_sigma: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    dtype: Optional[Any] = None
-    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False) -> jax.Array:
@@ -95,9 +87,7 @@ class NCSNv2(nn.Module):
         refine_cls = CondRefineBlock if self.conditional else RefineBlock
         refine_kw = dict(normalizer=norm) if self.conditional else {}
 
-        h = x if self.centered else 2 * x - 1.0
-        if dt is not None:
-            h = h.astype(dt)
+        h = self.scale_input(x)
         h = ncsn_conv(h, nf, dtype=dt)
         skips = []
         for i, (mult, resample, dilation) in enumerate(_PLANS[self.depth]):
@@ -114,9 +104,4 @@ class NCSNv2(nn.Module):
                              end=j == len(widths) - 1, dtype=dt, **refine_kw)(inputs, y)
         h = act(apply_norm(norm, ref, y))
         h = ncsn_conv(h, x.shape[-1], dtype=dt)
-        h = h.astype(in_dtype)
-        if self.scale_by_sigma:
-            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
-            used = sigmas[labels.astype(jnp.int32)].astype(in_dtype)
-            h = h / used.reshape((-1,) + (1,) * (h.ndim - 1))
-        return h
+        return self.scale_output(h, labels, in_dtype)

@@ -19,7 +19,7 @@ Parameter names equal the official flax auto-names, so official checkpoints load
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,6 +28,7 @@ import numpy as np
 
 from scoresde_jax.models import layers
 from scoresde_jax.models.conditioning import add_class_embedding
+from scoresde_jax.models.network import ScoreNetwork
 
 PROGRESSIVE = ("none", "output_skip", "residual")
 PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
@@ -81,7 +82,56 @@ def unet_decoder(h: jax.Array, hs: list[jax.Array], *, widths: Sequence[int],
     return h
 
 
-class NCSNpp(nn.Module):
+def unet(h: jax.Array, *, widths: Sequence[int], num_res_blocks: int, res: Block, attn: Block,
+         attn_resolutions: Sequence[int], downsample: Block,
+         upsample: Callable[[jax.Array, int], jax.Array]) -> jax.Array:
+    """The U-Net of NCSN++/DDPM++ and DDPM from its first convolution's output ``h`` to the last
+    decoder level: :func:`unet_encoder`, the middle ``res``-``attn``-``res``, :func:`unet_decoder`
+    (arguments as theirs; the layers are the caller's)."""
+    loop = dict(widths=widths, num_res_blocks=num_res_blocks, res=res, attn=attn,
+                attn_resolutions=attn_resolutions)
+    hs = unet_encoder(h, downsample=downsample, **loop)
+    h = attn(res(hs[-1]))
+    h = res(h)
+    return unet_decoder(h, hs, upsample=upsample, **loop)
+
+
+class UNet(ScoreNetwork):
+    """The fields of the U-Nets (:class:`NCSNpp`, :class:`~scoresde_jax.models.ddpm.DDPM`): widths
+    ``nf * ch_mult`` per resolution, ``num_res_blocks`` per level, attention at
+    ``attn_resolutions``, resampling with convolutions, a time embedding when ``conditional``, and
+    ``num_classes`` class labels with ``class_dropout``
+    (:mod:`~scoresde_jax.models.conditioning`)."""
+
+    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    conditional: bool = True
+    num_classes: int = 0
+    class_dropout: float = 0.0
+
+
+def conditioning_vector(net: UNet, temb: jax.Array, act: Callable[[jax.Array], jax.Array],
+                        class_labels: Optional[jax.Array], train: bool,
+                        batch: int) -> Optional[jax.Array]:
+    """The vector that conditions a U-Net's residual blocks: ``Dense(4 nf)(act(Dense(4 nf)(temb)))``
+    of the noise-level embedding ``temb`` when ``net.conditional`` (else none), plus the class
+    embedding of ``class_labels`` (:func:`~scoresde_jax.models.conditioning.add_class_embedding`).
+    Call it in ``net``'s compact ``__call__``: the layers are ``net``'s (``Dense_0``,
+    ``Dense_1``)."""
+    if net.conditional:
+        temb = layers.Dense(net.nf * 4, kernel_init=layers.default_init(), dtype=net.dtype)(temb)
+        temb = layers.Dense(net.nf * 4, kernel_init=layers.default_init(), dtype=net.dtype)(
+            act(temb))
+    else:
+        temb = None
+    return add_class_embedding(net, temb, class_labels, num_classes=net.num_classes,
+                               class_dropout=net.class_dropout, train=train, batch=batch)
+
+
+class NCSNpp(UNet):
     """The NCSN++ / DDPM++ score network ``(x: (B,H,W,C), labels: (B,)) -> (B,H,W,C)``.
 
     Attributes mirror the official ``config.model`` keys. ``dtype``: computation dtype (e.g.
@@ -89,13 +139,7 @@ class NCSNpp(nn.Module):
     (``jax.checkpoint``) to trade compute for activation memory.
     """
 
-    nf: int = 128
-    ch_mult: Sequence[int] = (1, 2, 2, 2)
     num_res_blocks: int = 4
-    attn_resolutions: Sequence[int] = (16,)
-    dropout: float = 0.1
-    resamp_with_conv: bool = True
-    conditional: bool = True
     fir: bool = True
     fir_kernel: Sequence[int] = (1, 3, 3, 1)
     skip_rescale: bool = True
@@ -106,16 +150,6 @@ class NCSNpp(nn.Module):
     embedding_type: str = "fourier"
     fourier_scale: float = 16.0
     init_scale: float = 0.0
-    nonlinearity: str = "swish"
-    centered: bool = False
-    scale_by_sigma: bool = True
-    sigma_min: float = 0.01
-    sigma_max: float = 50.0
-    num_scales: int = 1000
-    num_classes: int = 0
-    class_dropout: float = 0.0
-    dtype: Optional[Any] = None
-    remat: bool = False
 
     def _check(self) -> None:
         for name, value, allowed in (("resblock_type", self.resblock_type, RESBLOCKS),
@@ -149,17 +183,9 @@ class NCSNpp(nn.Module):
             temb = layers.GaussianFourierProjection(embedding_size=nf, scale=self.fourier_scale)(
                 jnp.log(labels))
         else:
-            sigmas = layers.geometric_sigmas(self.sigma_min, self.sigma_max, self.num_scales)
-            used_sigmas = sigmas[labels.astype(jnp.int32)]
+            used_sigmas = self.sigma_of_labels(labels)
             temb = layers.get_timestep_embedding(labels, nf)
-        if self.conditional:
-            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(temb)
-            temb = layers.Dense(nf * 4, kernel_init=layers.default_init(), dtype=dt)(act(temb))
-        else:
-            temb = None
-        temb = add_class_embedding(self, temb, class_labels, num_classes=self.num_classes,
-                                   class_dropout=self.class_dropout, train=train,
-                                   batch=x.shape[0])
+        temb = conditioning_vector(self, temb, act, class_labels, train, x.shape[0])
 
         # Residual blocks get explicit official names (so remat does not rename them).
         counters: dict[str, int] = {}
@@ -188,10 +214,7 @@ class NCSNpp(nn.Module):
             return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
 
         fir_kernel = tuple(self.fir_kernel)
-        if not self.centered:
-            x = 2 * x - 1.0
-        if dt is not None:
-            x = x.astype(dt)
+        x = self.scale_input(x)
 
         def res(h, **kw):
             return resnet(**kw)(h, temb, train)
@@ -255,14 +278,9 @@ class NCSNpp(nn.Module):
                     h = resnet(up=True)(h, temb, train)
             return h
 
-        loop = dict(widths=widths, num_res_blocks=self.num_res_blocks, res=res, attn=attn_apply,
-                    attn_resolutions=self.attn_resolutions)
-        hs = unet_encoder(layers.conv3x3(x, nf, dtype=dt), downsample=downsample, **loop)
-        h = hs[-1]
-        h = resnet()(h, temb, train)
-        h = attn()(h)
-        h = resnet()(h, temb, train)
-        h = unet_decoder(h, hs, upsample=upsample, **loop)
+        h = unet(layers.conv3x3(x, nf, dtype=dt), widths=widths,
+                 num_res_blocks=self.num_res_blocks, res=res, attn=attn_apply,
+                 attn_resolutions=self.attn_resolutions, downsample=downsample, upsample=upsample)
 
         if progressive == "output_skip":
             h = pyramid
@@ -270,7 +288,4 @@ class NCSNpp(nn.Module):
             h = act(layers.group_norm(h, dtype=dt))
             h = layers.conv3x3(h, out_ch_img, init_scale=self.init_scale, dtype=dt)
 
-        h = h.astype(in_dtype)
-        if self.scale_by_sigma:
-            h = h / used_sigmas.astype(in_dtype).reshape((-1,) + (1,) * (h.ndim - 1))
-        return h
+        return self.scale_output(h, labels, in_dtype, used_sigmas)
