@@ -21,7 +21,7 @@ from data_helpers import assert_batches_equal, make_config, take
 from scoresde_jax import config as config_lib
 from scoresde_jax import data
 from scoresde_jax.data import folder as folder_lib
-from scoresde_jax.data.folder_source import decode_image
+from scoresde_jax.data.folder_source import FolderSource, decode_image
 
 
 @pytest.fixture(autouse=True)
@@ -308,3 +308,15 @@ def test_config_records_class_names_and_checks_the_model(tmp_path):
         os.path.join(os.path.dirname(__file__), "..", "configs", "digits_ddpmpp.py"),
         ["data.dataset=folder", f"data.path={tmp_path / 'd'}", "data.skip_bad_files=true"])
     assert c2.data.path == str(tmp_path / "d") and c2.data.skip_bad_files is True
+
+
+def test_source_pickles_for_worker_processes(tmp_path):
+    import pickle
+
+    write_images(tmp_path / "d")
+    z = zip_folder(tmp_path / "d", tmp_path / "d.zip")
+    src = FolderSource(folder_lib.index_folder(str(z)), image_size=8, num_channels=3)
+    first = src[5]  # opens the zip in this thread
+    clone = pickle.loads(pickle.dumps(src))
+    np.testing.assert_array_equal(clone[5]["image"], first["image"])
+    assert clone[5]["label"] == first["label"] == 1
