@@ -139,8 +139,10 @@ def _list(path: str) -> _Listing:
                 if not _is_hidden(rel) and rel != _LABELS_FILE:
                     st = os.stat(os.path.join(top, name))
                     entries.append((rel, st.st_size, st.st_mtime_ns))
-        labels_file = os.path.join(path, _LABELS_FILE)
-        labels_json = open(labels_file, "rb").read() if os.path.isfile(labels_file) else None
+        labels_json = None
+        if os.path.isfile(os.path.join(path, _LABELS_FILE)):
+            with open(os.path.join(path, _LABELS_FILE), "rb") as f:
+                labels_json = f.read()
         prefix, st = "", None
     else:
         with zipfile.ZipFile(path) as zf:
