@@ -236,9 +236,9 @@ def bench_sampling(config: str, method: str, num_samples: int, num_steps: int,
         return jax.lax.fori_loop(0, n, lambda i, y: call(p, y, t * (1.0 - i / (2 * n))), x)
 
     key = jax.random.key(1)
-    _, info = compile_timed(sample, *gen.args(params, key))
+    _, info = compile_timed(sample, *gen.args(params, jax.random.split(key, gen.batch_size)))
     t0 = time.perf_counter()
-    jax.block_until_ready(gen(params, key))
+    jax.block_until_ready(gen.from_rng(params, key))
     first = time.perf_counter() - t0
     nfe = s.sde.N if method == "pc" else int(samplers.SAMPLERS[method].fn(
         jax.tree_util.Partial(call, params), s.sde, shape, jax.random.key(1),
@@ -247,7 +247,7 @@ def bench_sampling(config: str, method: str, num_samples: int, num_steps: int,
     samp, net = [], []
     for r in range(repeats):  # alternate sampler and bare calls
         t0 = time.perf_counter()
-        jax.block_until_ready(gen(params, jax.random.key(2 + r)))
+        jax.block_until_ready(gen.from_rng(params, jax.random.key(2 + r)))
         samp.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         jax.block_until_ready(calls(params, x, t, nfe))

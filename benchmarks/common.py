@@ -133,13 +133,13 @@ def round_program_timed(config: Any, *, batch_size: int, method: str | None = No
     the abstract EMA parameters (shapes, dtypes and shardings: no checkpoint is read). The jobs
     compile the same program again themselves."""
     from scoresde_jax import config as config_lib
-    from scoresde_jax.jobs.generate import make_generator
+    from scoresde_jax.jobs.generate import image_keys, make_generator
 
     s = config_lib.setup(config)
     gen = make_generator(s, config_lib.sampler_spec(config, method, nfe), batch_size=batch_size,
                          cond=config_lib.conditioning(config, s, **cond))
-    _, info = compile_timed(gen.jitted, *gen.args(s.abstract_state().ema_params,
-                                                  jax.random.PRNGKey(seed)))
+    keys = image_keys(seed=seed, ids=range(batch_size))
+    _, info = compile_timed(gen.jitted, *gen.args(s.abstract_state().ema_params, keys))
     return info
 
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import jax
 
 from scoresde_jax import config as config_lib
+from scoresde_jax import pretrained
 from scoresde_jax.jobs import JOBS
 from scoresde_jax.training import NonFiniteLossError, Preempted, WorkdirBusyError, distributed
 
@@ -99,11 +100,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def _setup_logging(verbose: bool) -> None:
-    """The library's INFO (``--verbose``: DEBUG) records on stderr, whatever handlers the root
-    logger already has."""
+    """The library's INFO (``--verbose``: DEBUG) records on stderr: through the root logger's
+    handlers when something installed one, else through a handler of the library's logger."""
     lib = logging.getLogger("scoresde_jax")
     lib.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(isinstance(h, _StderrHandler) for h in lib.handlers):
+    if not logging.getLogger().handlers and not any(isinstance(h, _StderrHandler)
+                                                    for h in lib.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                                datefmt="%H:%M:%S"))
@@ -150,6 +152,14 @@ def run(name: str, args: argparse.Namespace, overrides: Sequence[str] = ()) -> A
     fn = getattr(importlib.import_module(module), function)
     given = _given(args)
     path, workdir = given.pop("config", None), given.pop("workdir", None)
+    if name == "convert" and given.get("source_format", "score_sde") != "score_sde":
+        src = given.get("source") or given.get("checkpoint")
+        if src is None:
+            raise ValueError("convert needs the pretrained model: SOURCE (or --checkpoint).")
+        p = pretrained.load(src, format=given["source_format"], dataset=given.get("dataset"))
+        setup = config_lib.setup(p.config, model=p.model)
+        options = config_lib.convert_options(p.config, setup, pretrained=p, **given)
+        return fn(setup, options, workdir)
     if path is None and name not in _WORKDIR_JOBS:
         if overrides:
             raise ValueError(f"{name} takes no config: drop the --config.* overrides.")
@@ -160,7 +170,32 @@ def run(name: str, args: argparse.Namespace, overrides: Sequence[str] = ()) -> A
         config = config_lib.load_config(path, overrides)
     setup = config_lib.JOB_SETUP.get(name, config_lib.setup)(config)
     options = config_lib.JOB_OPTIONS[name](config, setup, **given)
+    _log_to_workdir(name, workdir)
     return fn(setup, options) if workdir is None else fn(setup, options, workdir)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message, with the type for OS and import errors."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, ImportError):
+        return f"{text} (a missing optional dependency: pip install it, e.g. '.[test]')"
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+        return f"{type(e).__name__}: {text}"
+    return text[:500]
+
+
+def _log_to_workdir(name: str, workdir: str | None) -> None:
+    """Also write the library's log records to ``<workdir>/logs/<job>.log`` (main process)."""
+    if not workdir or not os.path.isdir(workdir) or not distributed.is_main_process():
+        return
+    lib = logging.getLogger("scoresde_jax")
+    path = os.path.abspath(os.path.join(workdir, "logs", f"{name}.log"))
+    if any(getattr(h, "baseFilename", None) == path for h in lib.handlers):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lib.addHandler(handler)
 
 
 def _jsonable(result: Any) -> Any:
@@ -183,10 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (NonFiniteLossError, WorkdirBusyError) as e:
         print(f"scoresde {args.command}: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+    except KeyboardInterrupt:
+        print(f"scoresde {args.command}: interrupted; rerun the same command to resume (finished "
+              "rounds and checkpoints are kept).", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, NotImplementedError) as e:
         if args.verbose:
             raise
-        print(f"scoresde {args.command}: error: {e}", file=sys.stderr)
+        print(f"scoresde {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # XLA runtime errors (out of memory, ...)
+        if args.verbose or "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        print(f"scoresde {args.command}: error: out of memory on the device ({_one_line(e)}); "
+              "lower --batch_size (or config.training.batch_size / config.eval.batch_size).",
+              file=sys.stderr)
         return 2
     print(json.dumps(_jsonable(result), indent=2, default=str))
     return 0

@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from scoresde_jax.likelihood import LikelihoodResult, log_likelihood
@@ -112,6 +113,15 @@ def _cfg(score_fn, y, null, w, x, t):
     return (1.0 + w) * cond - w * uncond
 
 
+def check_scale(value: Any, name: str) -> None:
+    """A guidance scale must be finite (NaN / inf would make every sample NaN); traced values pass."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name}={value!r} must be a finite number (0: no guidance).")
+
+
 def classifier_free_guidance(score_fn: LabelScoreFn, y: Any, w: float, *, null: int) -> Partial:
     """Classifier-free guidance ``(1 + w) score_fn(x, t, y) - w score_fn(x, t, null)``.
 
@@ -119,6 +129,7 @@ def classifier_free_guidance(score_fn: LabelScoreFn, y: Any, w: float, *, null: 
     and the null score together); ``y`` an int or ``(B,)`` labels; ``null`` the null-class index
     (:func:`null_label`). ``y`` and ``w`` are data of the returned ``Partial``.
     """
+    check_scale(w, "guidance scale w")
     return Partial(_cfg, as_score_pytree(score_fn, signature="(x, t, y) -> score"), _labels(y),
                    jnp.asarray(int(null), jnp.int32), jnp.asarray(w))
 
@@ -158,6 +169,7 @@ def classifier_guidance(score_fn: ScoreFn, classifier_fn: ClassifierFn | None = 
     if (classifier_fn is None) == (classifier_logp_grad_fn is None):
         raise ValueError("classifier_guidance needs exactly one of classifier_fn(x, t) -> logits "
                          "and classifier_logp_grad_fn(x, t, y) -> grad_x log p_t(y | x).")
+    check_scale(scale, "classifier guidance scale")
     if classifier_fn is not None:
         grad_fn = Partial(classifier_logp_grad, as_score_pytree(classifier_fn, "classifier_fn"))
     else:

@@ -97,7 +97,7 @@ def test_train_end_to_end_writes_checkpoints_logs_samples_and_metric(tmp_path, c
     out = json.loads(capsys.readouterr().out)
     assert out["step"] == 4 and set(out["quality"]) >= {"fid", "inception_score"}
     assert os.path.exists(out["grid"]) and out["grid"].endswith(".png")
-    assert os.path.exists(wd / "samples" / "iter_4" / "sample.png")
+    assert os.path.exists(wd / "samples" / "iter_4" / "grid.png")
     assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
     assert os.path.exists(wd / "metrics.jsonl")
     assert os.path.exists(os.path.join(out["rounds"], "results.json"))
@@ -145,3 +145,28 @@ def test_convert_official_checkpoint_into_a_workdir(tmp_path, capsys):
     assert step == 12
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ema)):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+@pytest.mark.parametrize("error, code, words", [
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (PermissionError(13, "Permission denied", "/x"), 2, "PermissionError"),
+    (NotADirectoryError(20, "Not a directory", "/f/sub"), 2, "NotADirectoryError"),
+    (ModuleNotFoundError("No module named 'torch'"), 2, "optional dependency"),
+    (TypeError("get_config() of c.py returned a dict"), 2, "returned a dict"),
+    (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), 2, "--batch_size"),
+])
+def test_every_failure_is_one_line(monkeypatch, capsys, tmp_path, error, code, words):
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(cli, "run", fail)
+    assert cli.main(["sample", "--workdir", str(tmp_path)]) == code
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+
+
+def test_a_config_whose_get_config_returns_another_type(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config():\n    return {'training': {}}\n")
+    with pytest.raises(TypeError, match="ConfigDict"):
+        C.load_config(str(bad))

@@ -36,7 +36,7 @@ def test_train_eval_and_sample_steps_compile_once_across_snapshots_and_resume(tm
     gen = make_generator(s, C.sampler_spec(cfg), batch_size=cfg.training.snapshot_num_samples)
 
     def sample_fn(params, rng):  # what the train job hands to the loop
-        return gen(params, rng)[0]
+        return gen.from_rng(params, rng)[0]
 
     def run(stop_at):
         return train_loop(

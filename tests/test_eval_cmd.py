@@ -14,7 +14,7 @@ import pytest
 from scoresde_jax import cli, evaluation
 from scoresde_jax.data import load_digits_images
 from scoresde_jax.data.spec import quantize_samples, stored_pixels
-from scoresde_jax.jobs.generate import generate
+from scoresde_jax.jobs.rounds import run_rounds
 from scoresde_jax.evaluation.reference import reference_from_features
 
 from helpers import TinyScoreNet, run_job, tiny_config
@@ -27,24 +27,16 @@ def digits_net():
     return net, reference_from_features(net(stored_pixels(train))[0])
 
 
-class _Draws:
-    """A stand-in generator: round ``k`` is ``draw(k, batch_size)`` (the generate() protocol)."""
-
-    def __init__(self, draw, batch_size):
-        self.draw, self.batch_size = draw, batch_size
-
-    def __call__(self, params, rng, k):
-        return quantize_samples(self.draw(k, self.batch_size)), 0
-
-
 def sample_rounds(out_dir, *, num_samples, batch_size, draw, net, progress=False):
     """The eval job's rounds: uint8 samples plus their features and logits."""
-    def features(x):
+    def make_round(k, n):
+        x = quantize_samples(draw(k, n))
         f, logits = net(x)
-        return {"features": np.asarray(f, np.float32), "logits": np.asarray(logits, np.float32)}
+        return {"samples": x, "features": np.asarray(f, np.float32),
+                "logits": np.asarray(logits, np.float32)}
 
-    return generate(_Draws(draw, batch_size), None, out_dir, num_samples=num_samples, seed=0,
-                    extra=features, progress=progress).arrays
+    return run_rounds(out_dir, num_items=num_samples, batch_size=batch_size,
+                      make_round=make_round, progress=progress)
 
 
 def test_reference_file_round_trip_and_official_layout(tmp_path):
@@ -83,7 +75,7 @@ def test_held_out_digits_score_near_the_floor_against_train_statistics(tmp_path,
     net, ref = digits_net
     test, _ = load_digits_images("test")
     arrays = sample_rounds(str(tmp_path), num_samples=len(test), batch_size=100,
-                           draw=lambda k, n: _pad(test[k * 100:k * 100 + n], n), net=net)
+                           draw=lambda k, n: test[k * 100:k * 100 + n], net=net)
     assert arrays["samples"].dtype == np.uint8 and len(arrays["features"]) == len(test)
     real = evaluation.quality_report(arrays["features"], arrays["logits"], ref)
     noise = np.random.default_rng(0).uniform(size=test.shape).astype(np.float32)
@@ -92,10 +84,6 @@ def test_held_out_digits_score_near_the_floor_against_train_statistics(tmp_path,
     print("held-out digits", real, "noise", bad)
     assert real["fid"] < 5 and bad["fid"] > 50 and real["inception_score"] > 8
     assert real["kid"] < 0.05 < bad["kid"]
-
-
-def _pad(x, n):
-    return np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)]) if len(x) < n else x
 
 
 def test_killed_and_resumed_rounds_equal_an_unbroken_run(tmp_path, digits_net):

@@ -77,7 +77,7 @@ def test_short_toy_training_beats_the_prior(tmp_path):
                               for f in sorted(os.listdir(res["rounds"])) if f.startswith("round_")])
     assert samples.shape == (1000, 2) and np.all(np.isfinite(samples))
     assert res["reference"].startswith("exact samples of TOY_8GAUSSIANS")
-    assert os.path.exists(tmp_path / "samples" / "iter_400" / "sample.png")
+    assert os.path.exists(tmp_path / "samples" / "iter_400" / "grid.png")
     with open(os.path.join(res["rounds"], "results.json")) as f:
         assert json.load(f)["quality"]["swd"] == pytest.approx(q["swd"])
 

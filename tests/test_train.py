@@ -158,7 +158,7 @@ def test_train_and_evaluate_samples_a_png_grid(tmp_path):
     cfg.model.num_scales = 25
     out = run_job("train_and_evaluate", cfg, str(tmp_path), num_samples=4, model=TinyScoreNet(), progress=False)
     assert os.path.exists(out["grid"]) and out["grid"].endswith(".png")
-    assert os.path.exists(tmp_path / "samples" / "iter_4" / "sample.png")
+    assert os.path.exists(tmp_path / "samples" / "iter_4" / "grid.png")
     assert np.isfinite(out["quality"]["fid"]) and out["quality"]["num_samples"] == 4
     assert out["reference"].startswith("DIGITS test split")
     with open(os.path.join(out["rounds"], "results.json")) as f:

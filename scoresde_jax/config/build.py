@@ -10,11 +10,13 @@ reads a config.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+import math
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import optax
 
+from scoresde_jax import samplers
 from scoresde_jax import sde as sde_lib
 from scoresde_jax.config.components import (
     given_keys,
@@ -30,7 +32,7 @@ from scoresde_jax.config.run import get_optimizer, sampler_options, sampler_spec
 from scoresde_jax.data.spec import DataSpec
 from scoresde_jax.jobs.convert import ConvertOptions
 from scoresde_jax.jobs.eval import EvalOptions
-from scoresde_jax.jobs.generate import Conditioning
+from scoresde_jax.jobs.generate import Conditioning, SamplerSpec
 from scoresde_jax.jobs.likelihood import LikelihoodOptions
 from scoresde_jax.jobs.sample import SampleOptions
 from scoresde_jax.jobs.stats import StatsOptions
@@ -55,6 +57,7 @@ class Setup(NamedTuple):
     continuous: bool
     grad_accum_steps: int  # the micro-batches of one step (tx is an optax.MultiSteps when > 1)
     data: DataSpec
+    record: Mapping[str, Any] = {}  # the resolved config of what makes samples (provenance)
 
     def init_state(self) -> TrainState:
         """The step-0 train state, replicated over the mesh (same on every host)."""
@@ -92,7 +95,18 @@ def setup(config: Any, *, model: Any = None, mesh: jax.sharding.Mesh | None = No
     data = data_spec(config)
     return Setup(sde, eps, model, get_optimizer(config), mesh, (batch_size,) + data.example_shape,
                  float(required_key(m, "ema_rate", "model", "setup")), run_seed(config),
-                 bool(t.get("continuous", True)), accum, data)
+                 bool(t.get("continuous", True)), accum, data, provenance(config))
+
+
+def provenance(config: Any) -> dict:
+    """The parts of a resolved config that decide what a trained network's samples, likelihoods
+    and metrics are: the network and its noise scales (``model``), the SDE
+    (``training.sde`` / ``continuous``), the data, the sampler and the evaluation settings."""
+    full = to_record(config)
+    out = {k: full[k] for k in ("model", "data", "sampling", "eval") if k in full}
+    t = full.get("training") or {}
+    out["training"] = {k: t[k] for k in ("sde", "continuous") if k in t}
+    return out
 
 
 _LOOP_KEYS = tuple(f.name for f in dataclasses.fields(LoopOptions))
@@ -163,6 +177,8 @@ def conditioning(config: Any, s: Setup, *, classes: Any = None, guidance: float 
                              f"score model samples {s.input_shape[1:]}.")
         _check_range(classes, cs.model.num_classes, "the classifier's")
         scale = 1.0 if classifier_scale is None else float(classifier_scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"--classifier_scale {scale} must be a finite number.")
         return Conditioning(classes, 0.0, cs, classifier, scale)
     if classifier_scale is not None:
         raise ValueError("--classifier_scale needs --classifier (a classifier's workdir).")
@@ -174,11 +190,57 @@ def conditioning(config: Any, s: Setup, *, classes: Any = None, guidance: float 
     classes = classes if classes is not None else default_classes
     _check_range(classes, k + 1, "the model's (K = the null class)")
     w = float(e.get("guidance", 0.0)) if guidance is None else float(guidance)
+    if not math.isfinite(w):
+        raise ValueError(f"--guidance {w} must be a finite number (0: no guidance).")
     return Conditioning(classes, w, None, None, 0.0)
 
 
 def _eval_section(config: Any) -> Any:
     return config.get("eval") or {}
+
+
+def _at_least(value: Any, low: int, flag: str) -> int | None:
+    """``value`` as an int >= ``low`` (None stays None), else a one-line error naming ``flag``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or value < low:
+        raise ValueError(f"{flag} {value!r} must be an integer >= {low}.")
+    return int(value)
+
+
+def parse_seeds(text: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    """EDM's ``--seeds``: ``'0-63'``, ``'0,5,7-9'`` or a sequence -> a tuple of seeds."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return tuple(int(v) for v in text)
+    out: list[int] = []
+    try:
+        for part in text.replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                out.extend(range(lo, hi + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give seeds like 0-63 or 0,5,7-9.") from None
+    if not out or min(out) < 0 or max(out) >= 2**32:
+        raise ValueError(f"--seeds {text!r} must name seeds in 0 .. 2**32 - 1.")
+    return tuple(out)
+
+
+def checked_sampler(config: Any, s: Setup, method: str | None = None,
+                    nfe: int | None = None) -> SamplerSpec:
+    """:func:`sampler_spec` after a dry run of its budget on ``s.sde`` (an nfe too small for the
+    method, or a budget for the adaptive ODE, fails here, before any work)."""
+    spec = sampler_spec(config, method, nfe)
+    if spec.nfe is not None:
+        samplers.options_for_nfe(spec.method, spec.nfe, s.sde,
+                                 denoise=spec.options.get("denoise", True),
+                                 **{k: v for k, v in spec.options.items() if k != "denoise"})
+    return spec
 
 
 def sample_options(config: Any, s: Setup, *, method: str | None = None, nfe: int | None = None,
@@ -188,8 +250,13 @@ def sample_options(config: Any, s: Setup, *, method: str | None = None, nfe: int
     """:class:`~scoresde_jax.jobs.sample.SampleOptions`: the sampler of ``config.sampling`` (or
     ``method`` / ``nfe``), the conditioning (:func:`conditioning`) and the other fields as
     given."""
+    seeds = parse_seeds(options.pop("seeds", None))
+    if seeds is not None:
+        options["num_samples"] = len(seeds)
+    _at_least(options.get("num_samples"), 1, "--num_samples")
+    _at_least(options.get("batch_size"), 1, "--batch_size")
     return SampleOptions(
-        sampler=sampler_spec(config, method, nfe),
+        sampler=checked_sampler(config, s, method, nfe), seeds=seeds,
         cond=conditioning(config, s, classes=classes, guidance=guidance, classifier=classifier,
                           classifier_scale=classifier_scale),
         **{k: v for k, v in options.items() if v is not None})
@@ -205,13 +272,15 @@ def eval_options(config: Any, s: Setup, *, method: str | None = None, nfe: int |
     (``num_samples`` (64), ``batch_size`` (all samples in one round), ``inception_path``,
     ``stats_path``, ``inception_preprocess``)."""
     e = _eval_section(config)
-    n = int(num_samples if num_samples is not None else e.get("num_samples", 64))
+    n = _at_least(num_samples if num_samples is not None else e.get("num_samples", 64), 2,
+                  "--num_samples (config.eval.num_samples)")
     given = dict(inception_path=inception_path or e.get("inception_path"),
                  stats_path=stats_path or e.get("stats_path"),
                  preprocess=preprocess or e.get("inception_preprocess"))
     return EvalOptions(
-        sampler=sampler_spec(config, method, nfe), num_samples=n,
-        batch_size=int(batch_size or e.get("batch_size", n)),
+        sampler=checked_sampler(config, s, method, nfe), num_samples=n,
+        batch_size=_at_least(batch_size or e.get("batch_size", n), 1,
+                             "--batch_size (config.eval.batch_size)"),
         cond=conditioning(config, s, classes=classes, guidance=guidance, classifier=classifier,
                           classifier_scale=classifier_scale),
         **{k: v for k, v in {**given, **options}.items() if v is not None})
@@ -225,7 +294,11 @@ def likelihood_options(config: Any, s: Setup, *, batch_size: int | None = None,
     ``config.eval`` (``batch_size``, ``likelihood_repeats``, ``dequantize``; vector data:
     ``num_samples`` examples)."""
     e = _eval_section(config)
-    bs = int(batch_size or e.get("batch_size", 64))
+    bs = _at_least(batch_size or e.get("batch_size", 64), 1,
+                   "--batch_size (config.eval.batch_size)")
+    _at_least(num_examples, 1, "--num_examples")
+    _at_least(num_batches, 1, "--num_batches")
+    _at_least(repeats, 1, "--repeats")
     if num_batches is not None:
         if num_examples is not None:
             raise ValueError("give --num_examples or --num_batches, not both.")

@@ -19,6 +19,8 @@ from scoresde_jax import sde as sde_lib
 from scoresde_jax.data.spec import DataSpec
 from scoresde_jax.models import (DDPM, MLP, NCSNpp, NCSNv2, NoiseConditionalClassifier,
                                  uses_sigma_labels)
+from scoresde_jax.models.diffusers_unet import UNet2DModel
+from scoresde_jax.models.song_unet import EDMSongUNet
 
 
 def given_keys(section: Any, names: Mapping[str, str] | Sequence[str]) -> dict:
@@ -84,6 +86,8 @@ _MODELS: dict[str, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
                                                 "dropout", "embedding_type", "fourier_scale",
                                                 "nonlinearity"), ("num_classes",)),
 }
+# config.model.name -> the module of a converted pretrained network (scoresde_jax.pretrained)
+_CONVERTED: dict[str, type] = {"edm_song_unet": EDMSongUNet, "diffusers_unet": UNet2DModel}
 _LOWERCASE = {"embedding_type", "resblock_type", "progressive", "progressive_input",
               "progressive_combine"}
 MODEL_NAMES = ("ncsnpp", "ddpm", "ncsnv2_64", "ncsnv2_128", "ncsnv2_256", "ncsn", "mlp",
@@ -127,6 +131,11 @@ def create_model(config: Any, *, dtype: Any = None, remat: bool | None = None) -
     m, d = section_of(config, "model"), section_of(config, "data")
     full = str(required_key(m, "name", "model", "create_model")).lower()
     name = "ncsnv2" if full.startswith("ncsnv2") else full
+    if name in _CONVERTED:  # networks of other code bases (scoresde convert): their own fields
+        cls = _CONVERTED[name]
+        fields = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
+        kwargs = _module_kwargs(cls, m, fields)
+        return cls(**kwargs)
     if name not in _MODELS:
         raise ValueError(f"config.model.name={full!r} is not a known model; choose one of "
                          f"{MODEL_NAMES}.")

@@ -113,6 +113,9 @@ def load_config(path: str | os.PathLike, overrides: Optional[Iterable[str]] = No
         raise ValueError(f"config file {file} defines no get_config(); a config file must define "
                          "get_config() returning an ml_collections.ConfigDict")
     config = module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(f"get_config() of {file} returned a {type(config).__name__}; it must "
+                        "return an ml_collections.ConfigDict (see configs/digits_ddpmpp.py).")
     for item in overrides or ():
         check_override_key(config, item)
         apply_override(config, item)
@@ -243,14 +246,16 @@ def config_for_workdir(path: Optional[str], workdir: str, overrides: Optional[It
     """The config of a job on a trained ``workdir`` (sample, eval, likelihood): the file at
     ``path`` (a warning lists its model/data keys that differ from the run's ``config.json``),
     or the saved ``config.json`` when ``path`` is None; ``overrides`` apply to either."""
+    if not str(workdir or "").strip():
+        raise ValueError("--workdir is empty; give the training run's directory.")
     if not Path(workdir).expanduser().is_dir():
         raise FileNotFoundError(f"Workdir {os.path.abspath(workdir)} does not exist; pass the "
                                 "--workdir of a training run.")
     saved = saved_config(workdir)
     if path is None:
         if saved is None:
-            raise ValueError(f"{os.path.abspath(workdir)} has no {WORKDIR_CONFIG} (it is written "
-                             "when training starts); pass --config.")
+            raise ValueError(f"{os.path.abspath(workdir)} has no {WORKDIR_CONFIG} (training writes it "
+                             "with its first checkpoint); pass --config.")
         config = saved
         for item in overrides or ():
             check_override_key(config, item)

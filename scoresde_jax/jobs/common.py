@@ -7,13 +7,18 @@ Each job module declares its own arguments (``add_arguments(parser)``) with the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from typing import Any
 
 import numpy as np
 
+from scoresde_jax import __version__, samplers
+from scoresde_jax.evaluation.inception import PREPROCESS_MODES
 from scoresde_jax.training import distributed
+from scoresde_jax.training.checkpoint import tree_digest
+from scoresde_jax.training.workdir import jsonable
 
 
 def add_config(p: argparse.ArgumentParser, *, required: bool = True, what: str = "") -> None:
@@ -46,8 +51,8 @@ def add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def add_sampler(p: argparse.ArgumentParser) -> None:
     """``--method`` / ``--nfe``: the sampler and its budget."""
-    p.add_argument("--method", default=None,
-                   help="sampler (a key of samplers.SAMPLERS; default config.sampling.method)")
+    p.add_argument("--method", default=None, choices=sorted(samplers.SAMPLERS),
+                   help="sampler (default config.sampling.method)")
     p.add_argument("--nfe", type=int, default=None,
                    help="budget of score evaluations (the method picks its steps)")
 
@@ -71,8 +76,49 @@ def add_features(p: argparse.ArgumentParser) -> None:
     """``--inception`` / ``--preprocess``: the feature network of image datasets."""
     p.add_argument("--inception", dest="inception_path", default=None,
                    help="converted Inception weights (.npz of convert-inception)")
-    p.add_argument("--preprocess", default=None,
-                   help="score_sde (default), torch_fidelity or pytorch_fid")
+    p.add_argument("--preprocess", default=None, choices=PREPROCESS_MODES,
+                   help="Inception input preprocessing (default config.eval.inception_preprocess, "
+                   "else score_sde)")
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute the rounds of an output folder that holds another run's")
+
+
+def job_record(job: str, setup: Any, options: Any, *, step: int | None, params: Any = None,
+               drop: tuple[str, ...] = ()) -> dict:
+    """What made a job's numbers: the job, the resolved config (``setup.record``), the checkpoint
+    step and the digest of its parameters, the job's options (less ``drop`` and the ones that do
+    not change a number: output place, progress bar, overwrite), the library version."""
+    skip = {"out", "progress", "overwrite", "data_dir", "checkpoint", *drop}
+    opts = {k: v for k, v in options._asdict().items() if k not in skip}
+    return {"job": job, "config": jsonable(dict(setup.record)), "checkpoint": {
+                "step": step, "digest": None if params is None else tree_digest(params)},
+            "options": plain(opts), "version": __version__}
+
+
+def plain(options: Any) -> Any:
+    """Options as JSON values: a value with a ``record()`` (sampler, conditioning) by its record."""
+    if hasattr(options, "record") and callable(options.record):
+        return options.record()
+    if hasattr(options, "_asdict"):
+        options = options._asdict()
+    elif dataclasses.is_dataclass(options) and not isinstance(options, type):
+        options = dataclasses.asdict(options)
+    if isinstance(options, dict):
+        return {k: plain(v) for k, v in options.items()}
+    return jsonable(options)
+
+
+HEADER = ("job", "step", "seed", "options", "seconds", "version")
+
+
+def header(job: str, *, step: int | None, seed: Any, options: Any, seconds: float) -> dict:
+    """The fields every results file starts with."""
+    opts = {k: v for k, v in options._asdict().items() if k not in ("progress",)}
+    return {"job": job, "step": step, "seed": seed, "options": plain(opts),
+            "seconds": seconds, "version": __version__}
 
 
 def write_results(path: str, result: dict) -> None:

@@ -35,6 +35,7 @@ from scoresde_jax.data.spec import stored_pixels
 from scoresde_jax.jobs import common
 from scoresde_jax.jobs.generate import (Conditioning, SamplerSpec, generate, make_generator,
                                         sample_classes)
+from scoresde_jax.jobs.rounds import record_digest
 from scoresde_jax.metrics_io import save_samples
 from scoresde_jax.training import distributed, restore_params
 
@@ -57,6 +58,7 @@ class EvalOptions(NamedTuple):
     preprocess: str = "score_sde"
     data_dir: str | None = None
     progress: bool = True
+    overwrite: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_conditioning(p)
     common.add_checkpoint(p)
     common.add_data_dir(p)
+    common.add_overwrite(p)
     common.add_progress(p)
 
 
@@ -128,11 +131,15 @@ def evaluate(setup: Any, options: EvalOptions, workdir: str) -> dict:
         feats, logits = ref.net(x)
         return {"features": np.asarray(feats, np.float32), "logits": np.asarray(logits, np.float32)}
 
-    tag = (f"step_{step}_seed_{o.seed}_batch_{bs}_{o.sampler.method}"
-           + (f"_nfe_{o.sampler.nfe}" if o.sampler.nfe else "") + o.cond.tag())
+    record = common.job_record("eval", s, o, step=step, params=params, drop=("batch_size",))
+    record["features"] = ref.features
+    tag = (f"step_{step}_seed_{o.seed}_{o.sampler.method}"
+           + (f"_nfe_{o.sampler.nfe}" if o.sampler.nfe else "") + o.cond.tag()
+           + f"_{record_digest(record)}")
     out_dir = os.path.join(os.path.abspath(workdir), "eval", tag)
     res = generate(gen, params, out_dir, num_samples=n, seed=o.seed, extra=features,
-                   desc="eval samples", progress=o.progress)
+                   record=record, overwrite=o.overwrite, desc="eval samples",
+                   progress=o.progress)
     arrays = res.arrays
     if ref.stats is None:
         quality = evaluation.toy_metrics(s.data.name, arrays["samples"], seed=s.seed)
@@ -140,6 +147,10 @@ def evaluate(setup: Any, options: EvalOptions, workdir: str) -> dict:
         quality = evaluation.quality_report(arrays["features"], arrays["logits"], ref.stats,
                                             seed=o.seed)
     quality = {k: (None if v is None else float(v)) for k, v in quality.items()}
+    bad = [k for k, v in quality.items() if v is not None and not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"the metrics {bad} of {out_dir} are not finite: the samples or the "
+                         "reference statistics are degenerate; check them.")
     quality["num_samples"] = n
     extra = dict(o.cond.record())
     if o.cond.classes is not None and s.data.name.upper() == "DIGITS":
@@ -147,11 +158,12 @@ def evaluate(setup: Any, options: EvalOptions, workdir: str) -> dict:
         acc = evaluation.class_accuracy(common.floats(arrays["samples"]), labels)
         extra["class_accuracy"] = quality["class_accuracy"] = acc
     seconds = sum(res.seconds)
-    result = {"quality": quality, "reference": ref.description,
+    result = {**common.header("eval", step=step, seed=o.seed, options=o, seconds=seconds),
+              "quality": quality, "reference": ref.description,
               "grid": os.path.join(out_dir, "grid.png"), "num_samples": n, "step": step,
               **(ref.features or {"features": None, "preprocess": None}),
-              "sampler": o.sampler.record(), "nfe": res.nfe, "seed": o.seed, "rounds": out_dir,
-              "seconds": seconds, "seconds_per_sample": seconds / n, **extra}
+              "sampler": o.sampler.record(), "nfe": res.nfe, "rounds": out_dir,
+              "seconds_per_sample": seconds / n, **extra}
     if distributed.is_main_process():
         save_samples(common.floats(arrays["samples"][:GRID_MAX]), result["grid"])
         common.write_results(os.path.join(out_dir, "results.json"), result)

@@ -17,6 +17,7 @@ import argparse
 import logging
 import math
 import os
+import time
 from typing import Any, NamedTuple
 
 import jax
@@ -25,7 +26,7 @@ import numpy as np
 from scoresde_jax import likelihood as likelihood_lib
 from scoresde_jax import parameterization
 from scoresde_jax.jobs import common
-from scoresde_jax.jobs.rounds import run_rounds
+from scoresde_jax.jobs.rounds import record_digest, run_rounds
 from scoresde_jax.training import distributed, restore_params
 from scoresde_jax.utils import flat_dim
 
@@ -45,6 +46,7 @@ class LikelihoodOptions(NamedTuple):
     checkpoint: int | None = None
     data_dir: str | None = None
     progress: bool = True
+    overwrite: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="no uniform dequantization of 8-bit data")
     common.add_checkpoint(p)
     common.add_data_dir(p)
+    common.add_overwrite(p)
     common.add_progress(p)
 
 
@@ -103,20 +106,29 @@ def likelihood(setup: Any, options: LikelihoodOptions, workdir: str, *,
             xr = likelihood_lib.uniform_dequantize(x, k_deq, centered=d.centered) if deq else x
             res = lik(params, distributed.global_batch(xr, s.mesh), k_probe)
             out.append(np.asarray(distributed.to_host(res.logp)).reshape(-1)[:n])
-        return {"logp": np.stack(out, axis=1)}
+        logp = np.stack(out, axis=1)
+        if not np.isfinite(logp).all():
+            raise ValueError(f"the log-likelihood of round {k} is NaN/inf: the checkpoint has "
+                             "diverged or the ODE solve failed; pick another --checkpoint.")
+        return {"logp": logp}
 
-    tag = f"{o.split}_seed_{o.seed}_batch_{bs}_repeats_{o.repeats}_deq_{int(deq)}"
+    record = common.job_record("likelihood", s, o, step=step, params=params)
+    tag = f"{o.split}_seed_{o.seed}_repeats_{o.repeats}_deq_{int(deq)}_{record_digest(record)}"
     out_dir = os.path.join(os.path.abspath(workdir), "likelihood", f"step_{step}_{tag}")
+    t0 = time.perf_counter()
     logp = run_rounds(out_dir, num_items=total, batch_size=bs, make_round=make_round,
-                      desc="likelihood", progress=o.progress)["logp"]
+                      record=record, overwrite=o.overwrite, desc="likelihood",
+                      progress=o.progress)["logp"]
     dim = flat_dim((1,) + tuple(s.input_shape[1:]))
     nll = -logp.mean(axis=1) / dim
     bpd = nll / math.log(2.0) + offset
     se = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else float("nan")
-    result = {"bpd": float(bpd.mean()), "bpd_stderr": se / math.log(2.0),
+    result = {**common.header("likelihood", step=step, seed=o.seed, options=o,
+                              seconds=time.perf_counter() - t0),
+              "bpd": float(bpd.mean()), "bpd_stderr": se / math.log(2.0),
               "nll_nats_per_dim": float(nll.mean()), "nll_stderr": se,
               "num_examples": int(len(nll)), "repeats": o.repeats, "dequantize": deq,
-              "offset": offset, "step": step, "split": o.split, "seed": o.seed, "rounds": out_dir}
+              "offset": offset, "split": o.split, "rounds": out_dir}
     common.write_results(os.path.join(out_dir, "results.json"), result)
     log.info("likelihood: %.4f +- %.4f bits/dim over %d examples", result["bpd"],
              result["bpd_stderr"], result["num_examples"])

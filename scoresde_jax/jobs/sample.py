@@ -16,7 +16,6 @@ never over the training run's outputs):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any, NamedTuple
@@ -26,6 +25,7 @@ from PIL import Image
 
 from scoresde_jax.jobs import common
 from scoresde_jax.jobs.generate import Conditioning, SamplerSpec, generate, make_generator
+from scoresde_jax.jobs.rounds import record_digest
 from scoresde_jax.metrics_io import save_samples
 from scoresde_jax.training import distributed, restore_params
 
@@ -40,12 +40,14 @@ class SampleOptions(NamedTuple):
     sampler: SamplerSpec
     num_samples: int = 64
     batch_size: int | None = None  # samples per resumable round (default: all in one)
-    seed: int = 0
+    seed: int = 0  # image i draws from fold_in(PRNGKey(seed), i)
+    seeds: tuple[int, ...] | None = None  # or image j from PRNGKey(seeds[j]) (EDM's --seeds)
     cond: Conditioning = Conditioning()
     checkpoint: int | None = None
     out: str | None = None  # the output folder, or a path ending in .png naming the grid
     png: bool = False
     progress: bool = True
+    overwrite: bool = False
 
 
 class SampleOutput(NamedTuple):
@@ -61,30 +63,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_samples", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="samples per resumable round (default: all in one)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="image i draws from fold_in(PRNGKey(seed), i): the same at any batch size")
+    p.add_argument("--seeds", default=None,
+                   help="one image per seed, e.g. 0-63 or 0,5,7-9 (EDM's convention; replaces "
+                   "--seed and --num_samples)")
     p.add_argument("--out", default=None,
                    help="output folder (default <workdir>/samples/sample_<step>_<method>_<nfe>)")
     p.add_argument("--png", action="store_true", help="also one PNG per image in OUT/png/")
     common.add_sampler(p)
     common.add_conditioning(p)
     common.add_checkpoint(p)
+    common.add_overwrite(p)
     common.add_progress(p)
-
-
-def _check_same_run(out_dir: str, meta: dict) -> None:
-    """Rounds already in ``out_dir`` must come from the same sampler, seed and checkpoint."""
-    path = os.path.join(out_dir, "rounds.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if old != meta:
-            diff = sorted(k for k in meta if old.get(k) != meta[k])
-            raise ValueError(f"{out_dir} holds rounds of another run (differs in {diff}); pass a "
-                             "new --out or delete that folder.")
-    elif distributed.is_main_process():
-        os.makedirs(out_dir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(meta, f, indent=1)
 
 
 def _save_pngs(samples: np.ndarray, folder: str) -> None:
@@ -111,26 +102,29 @@ def sample(setup: Any, options: SampleOptions, workdir: str) -> SampleOutput:
         raise ValueError(f"batch_size={batch_size} must be >= 1 (--batch_size N).")
     params, step = restore_params(workdir, setup.abstract_state(), step=o.checkpoint)
     method = o.sampler.method
+    record = common.job_record("sample", setup, o, step=step, params=params,
+                               drop=("batch_size", "png"))
     if o.out is not None and o.out.endswith(".png"):
         out_dir, grid = os.path.dirname(os.path.abspath(o.out)), o.out
     else:
         out_dir = o.out or os.path.join(os.path.abspath(workdir), "samples",
                                         f"sample_{step}_{method}_{o.sampler.nfe or 'default'}"
-                                        f"{o.cond.tag()}")
+                                        f"{o.cond.tag()}_{record_digest(record)}")
         grid = os.path.join(out_dir, "grid.png")
-    meta = {"method": method, "options": {k: repr(v) for k, v in o.sampler.options.items()},
-            "nfe_budget": o.sampler.nfe, "seed": int(o.seed), "checkpoint_step": int(step),
-            **o.cond.record()}
-    _check_same_run(out_dir, meta)
+    meta = {"checkpoint_step": int(step), **o.cond.record()}
     gen = make_generator(setup, o.sampler, batch_size=batch_size, cond=o.cond)
-    res = generate(gen, params, out_dir, num_samples=o.num_samples, seed=o.seed,
-                   desc=f"sample {method}", progress=o.progress)
+    res = generate(gen, params, out_dir, num_samples=o.num_samples, seed=o.seed, seeds=o.seeds,
+                   record=record, overwrite=o.overwrite, desc=f"sample {method}",
+                   progress=o.progress)
     samples = res.arrays["samples"]
     steady = res.seconds[1:] or res.seconds  # the first computed round includes compilation
     x = common.floats(samples)
-    summary = {**meta, **o.sampler.record(), "nfe": res.nfe, "num_samples": o.num_samples,
+    summary = {**common.header("sample", step=step, seed=o.seeds or o.seed, options=o,
+                               seconds=sum(res.seconds)),
+               **meta, "sampler": o.sampler.record(), "method": method, "nfe": res.nfe,
+               "num_samples": o.num_samples,
                "batch_size": batch_size, "rounds": -(-o.num_samples // batch_size),
-               "rounds_computed": len(res.seconds), "seconds": sum(res.seconds),
+               "rounds_computed": len(res.seconds),
                "seconds_per_image": (sum(steady) / (len(steady) * batch_size)
                                      if steady else None),
                "devices": setup.mesh.devices.size, "grid": grid,

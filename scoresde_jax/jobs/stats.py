@@ -13,15 +13,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from typing import NamedTuple
 
 import numpy as np
 
+from scoresde_jax import __version__
 from scoresde_jax.data.spec import DataSpec, stored_pixels
 from scoresde_jax.evaluation.reference import feature_network, save_reference
 from scoresde_jax.jobs import common
 from scoresde_jax.jobs.rounds import run_rounds
 from scoresde_jax.training import distributed
+from scoresde_jax.training.workdir import jsonable
 
 log = logging.getLogger("scoresde_jax.jobs")
 
@@ -37,6 +40,7 @@ class StatsOptions(NamedTuple):
     preprocess: str = "score_sde"
     data_dir: str | None = None
     progress: bool = True
+    overwrite: bool = False
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first N images of the split (default: all)")
     common.add_features(p)
     common.add_data_dir(p)
+    common.add_overwrite(p)
     common.add_progress(p)
 
 
@@ -68,10 +73,19 @@ def stats(data: DataSpec, options: StatsOptions) -> dict:
         feats, _ = net(stored_pixels(read(k, n)))
         return {"pool_3": np.asarray(feats, np.float32)}
 
+    record = {"job": "stats", "data": {"name": d.name, "options": jsonable(dict(d.options))},
+              "split": o.split, "num_examples": o.num_examples, "features": info,
+              "version": __version__}
+    t0 = time.perf_counter()
     arrays = run_rounds(os.fspath(o.out) + ".rounds", num_items=total, batch_size=o.batch_size,
-                        make_round=make_round, desc=f"stats {o.split}", progress=o.progress)
+                        make_round=make_round, record=record, overwrite=o.overwrite,
+                        desc=f"stats {o.split}", progress=o.progress)
     if distributed.is_main_process():
         save_reference(o.out, arrays["pool_3"])
         log.info("Wrote statistics of %d %s images to %s", total, o.split, o.out)
-    return {"stats": os.path.abspath(o.out), "num_images": total, "split": o.split,
-            "dataset": d.name, **info}
+    result = {**common.header("stats", step=None, seed=None, options=o,
+                              seconds=time.perf_counter() - t0),
+              "stats": os.path.abspath(o.out), "num_images": total, "split": o.split,
+              "dataset": d.name, **info}
+    common.write_results(os.fspath(o.out) + ".json", result)
+    return result

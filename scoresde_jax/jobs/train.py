@@ -9,6 +9,7 @@ The loop itself (checkpoints, preemption, prefetch, metrics) is
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from typing import Any, Iterator, Mapping, NamedTuple
 
@@ -35,11 +36,16 @@ class TrainOptions(NamedTuple):
     data_dir: str | None = None
     progress: bool = True
     stop_at: int | None = None  # stop early at this step after saving (a preemption)
+    allow_config_change: bool = False  # continue checkpoints under another model/SDE/data config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_workdir(p, config_required=True,
                        help="directory for checkpoints, logs and samples (resumed if it has some)")
+    p.add_argument("--allow_config_change", action="store_true",
+                   help="resume a workdir's checkpoints although the model, SDE or data config "
+                   "differs from its config.json (recorded in config_history.jsonl; optimizer and "
+                   "other keys may change without it)")
     p.add_argument("--no_evaluate", action="store_true",
                    help="only train (no final sampling and quality report)")
     p.add_argument("--num_samples", type=int, default=None,
@@ -71,7 +77,7 @@ def train(setup: Any, options: TrainOptions, workdir: str, *,
     sample_fn = None
     if o.snapshot is not None:
         gen = make_generator(s, o.snapshot, batch_size=o.snapshot_num_samples)
-        sample_fn = lambda params, rng: common.floats(gen(params, rng)[0])  # noqa: E731
+        sample_fn = lambda params, rng: common.floats(gen.from_rng(params, rng)[0])  # noqa: E731
     return train_loop(
         workdir,
         train_fn=make_train_fn(_loss_fn(s, o, train=True), s.mesh,
@@ -81,6 +87,7 @@ def train(setup: Any, options: TrainOptions, workdir: str, *,
         eval_iter=eval_iter, mesh=s.mesh, options=o.loop, batch_size=s.input_shape[0],
         preprocess=s.data.scaler(), sample_fn=sample_fn, stop_at=o.stop_at,
         progress=o.progress, description=type(s.model).__name__, config=o.record,
+        allow_config_change=o.allow_config_change,
     )
 
 
@@ -95,6 +102,9 @@ def train_and_evaluate(setup: Any, options: TrainOptions, workdir: str, *,
            "train_seconds": time.perf_counter() - t0}
     if options.evaluate is not None:
         report = evaluate(setup, options.evaluate, workdir)
-        out.update({k: v for k, v in report.items() if k != "step"})
-    out["seconds"] = time.perf_counter() - t0
+        out.update({k: v for k, v in report.items() if k not in common.HEADER})
+    opts = options._replace(record=None)  # the config is in config.json
+    out = {**common.header("train", step=result.step, seed=setup.seed, options=opts,
+                           seconds=time.perf_counter() - t0), **out}
+    common.write_results(os.path.join(result.workdir, "train_results.json"), out)
     return out

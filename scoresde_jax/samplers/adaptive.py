@@ -32,7 +32,8 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.flow import probability_flow_drift, resolve_solver, solve_probability_flow
-from scoresde_jax.samplers.common import SampleResult, Sampler, checked_inputs, initial_state
+from scoresde_jax.samplers.common import (SampleResult, Sampler, check_eps, checked_inputs,
+                                         initial_state)
 from scoresde_jax.samplers.grid import data_prediction
 from scoresde_jax.samplers.predictors import reverse_diffusion
 from scoresde_jax.sde import SDE
@@ -85,6 +86,7 @@ def ode_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng:
     error at run time.
     """
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
+    check_eps(eps, sde)
     if not (rtol > 0 and atol >= 0):
         raise ValueError(f"ode_sample needs rtol > 0 and atol >= 0, got rtol={rtol}, atol={atol}.")
     return _ode_sample(score, rng, x_init, rtol, atol, eps, sde=sde, shape=shape, dtype=dtype,
@@ -166,6 +168,7 @@ def adaptive_sde_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[i
     otherwise the loop stops after ``max_iters``.
     """
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
+    check_eps(eps, sde)
     if not (rtol > 0 and atol > 0 and h_init > 0 and 0 < safety <= 1 and exponent > 0):
         raise ValueError(f"adaptive_sde_sample needs rtol, atol, h_init, exponent > 0 and safety in "
                          f"(0, 1], got rtol={rtol}, atol={atol}, h_init={h_init}, safety={safety}, "

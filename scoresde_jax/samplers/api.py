@@ -39,6 +39,10 @@ def _record(method: str) -> Sampler:
     return SAMPLERS[method]
 
 
+MAX_NFE = 100_000
+"""The largest budget :func:`options_for_nfe` accepts."""
+
+
 def options_for_nfe(method: str, nfe: int, sde: SDE, *, denoise: bool = True,
                     **options: Any) -> tuple[dict, SDE]:
     """The step options (and SDE, with ``N`` replaced for PC) of ``method`` for a budget of
@@ -46,6 +50,10 @@ def options_for_nfe(method: str, nfe: int, sde: SDE, *, denoise: bool = True,
     record = _record(method)
     if int(nfe) != nfe or nfe < 1:
         raise ValueError(f"nfe must be a positive integer, got {nfe!r}.")
+    if nfe > MAX_NFE:
+        raise ValueError(f"nfe={nfe} is above {MAX_NFE}: a budget that large is a typo rather than "
+                         "a sampler setting (the paper's longest sampler, PC with one corrector "
+                         "step on N = 1000 levels, uses 2000 evaluations).")
     clash = [k for k in _STEP_KEYS if k in options]
     if clash:
         raise ValueError(f"pass either nfe or {clash[0]}, not both: nfe sets the step count.")

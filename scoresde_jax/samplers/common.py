@@ -124,6 +124,17 @@ def checked_inputs(score_fn: Any, sde: Any, shape: Sequence[int], x_init: jax.Ar
     return as_score_pytree(score_fn), shape, dtype
 
 
+def check_eps(eps: Any, sde: SDE) -> None:
+    """The smallest time ``eps`` of a sampler must satisfy ``0 < eps < T`` (when concrete): the
+    score is singular at ``t = 0`` and ``eps >= T`` leaves nothing to integrate."""
+    if isinstance(eps, jax.core.Tracer):
+        return
+    v = float(eps)
+    if not (0.0 < v < float(sde.T)):
+        raise ValueError(f"eps={eps!r} must satisfy 0 < eps < T={sde.T} (e.g. 1e-3 for VP / "
+                         "sub-VP, 1e-5 for VE).")
+
+
 def initial_state(sde: SDE, shape, dtype, key, x_init):
     """``x_init`` (cast to ``dtype``) or a draw from the prior ``p_T``."""
     if x_init is not None:

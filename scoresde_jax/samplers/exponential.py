@@ -146,7 +146,8 @@ def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
-    return run_solver(_ddim, score_fn, sde, shape, rng, (eta, eps), x_init=x_init, dtype=dtype,
+    return run_solver(_ddim, score_fn, sde, shape, rng, (eta, eps), eps=eps,
+                      x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       stochastic=bool(eta != 0))
 
@@ -201,7 +202,8 @@ def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[
     first-order step near ``eps``, where ``x0_hat`` barely moves).  ``nfe = num_steps - 1 +
     denoise``.
     """
-    return run_solver(_dpm_pp, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+    return run_solver(_dpm_pp, score_fn, sde, shape, rng, (eps,), eps=eps,
+                      x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=bool(lower_order_final))
 
@@ -260,7 +262,8 @@ def dpm_solver_pp_3m_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
     ``lower_order_final``: the last two steps at first and second order (module
     :func:`step_orders`).  ``nfe = num_steps - 1 + denoise``.
     """
-    return run_solver(_dpm_3m, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+    return run_solver(_dpm_3m, score_fn, sde, shape, rng, (eps,), eps=eps,
+                      x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=bool(lower_order_final))
 
@@ -305,7 +308,8 @@ def dpm_solver_pp_2s_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
     if not 0.0 < r < 1.0:
         raise ValueError(f"r (the intermediate point as a fraction of the step) must lie in (0, 1), "
                          f"got {r}.")
-    return run_solver(_dpm_2s, score_fn, sde, shape, rng, (eps, r), x_init=x_init, dtype=dtype,
+    return run_solver(_dpm_2s, score_fn, sde, shape, rng, (eps, r), eps=eps,
+                      x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=False)
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.samplers.common import SampleResult, checked_inputs
+from scoresde_jax.samplers.common import SampleResult, check_eps, checked_inputs
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -133,13 +133,14 @@ def denoised_result(score, sde: SDE, x: jax.Array, ts: jax.Array, num_steps: int
     return SampleResult(x, jnp.asarray(num_steps - 1 + int(denoise), jnp.int32))
 
 
-def run_solver(jitted, score_fn, sde: SDE, shape, rng: jax.Array, traced: tuple, *, x_init,
+def run_solver(jitted, score_fn, sde: SDE, shape, rng: jax.Array, traced: tuple, *, eps, x_init,
                dtype, num_steps: int, grid: str | None, **static: Any) -> SampleResult:
     """Check the options that the fixed-grid solvers share (the SDE, ``shape`` against ``x_init``,
-    the dtype, ``num_steps >= 2``, ``grid`` in :data:`TIME_GRIDS` with ``None`` for
-    :func:`default_grid`), then call ``jitted(score, rng, x_init, *traced, sde=..., shape=...,
+    the dtype, ``0 < eps < T`` (``eps`` is also in ``traced``), ``num_steps >= 2``, ``grid`` in
+    :data:`TIME_GRIDS` with ``None`` for :func:`default_grid`), then call ``jitted(score, rng, x_init, *traced, sde=..., shape=...,
     dtype=..., num_steps=..., grid=..., **static)`` with the score function as a pytree."""
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
+    check_eps(eps, sde)
     if int(num_steps) != num_steps or num_steps < 2:
         raise ValueError(f"num_steps must be an integer >= 2, got {num_steps!r}.")
     grid = default_grid(sde) if grid is None else grid

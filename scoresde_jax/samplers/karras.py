@@ -73,7 +73,7 @@ def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
     on ``grid`` (default EDM's ``rho = 7`` spacing in ``sigma_bar``, mapped back to ``t``).
     ``num_steps = 18`` gives EDM's 35 evaluations.
     """
-    return run_solver(_heun, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+    return run_solver(_heun, score_fn, sde, shape, rng, (eps,), eps=eps, x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, rho=float(rho), denoise=bool(denoise))
 
 
@@ -130,7 +130,8 @@ def edm_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng:
         raise ValueError(f"edm_sample needs S_churn >= 0, S_noise >= 0 and S_min <= S_max, got "
                          f"S_churn={S_churn}, S_noise={S_noise}, S_min={S_min}, S_max={S_max}.")
     return run_solver(_edm, score_fn, sde, shape, rng, (eps, S_churn, S_min, S_max, S_noise),
-                      x_init=x_init, dtype=dtype, num_steps=num_steps, grid=grid, rho=float(rho),
+                      eps=eps, x_init=x_init,
+                      dtype=dtype, num_steps=num_steps, grid=grid, rho=float(rho),
                       denoise=bool(denoise))
 
 

@@ -48,6 +48,7 @@ from jax.tree_util import Partial
 from scoresde_jax.samplers.common import (
     SampleResult,
     Sampler,
+    check_eps,
     as_score_pytree,
     check_sde,
     checked_inputs,
@@ -154,10 +155,7 @@ def _check_numbers(sde: SDE, shape: tuple, snr: Any, eps: Any) -> None:
         v = float(snr)
         if not (v >= 0 and v < float("inf")):
             raise ValueError(f"snr={snr!r} must be finite and >= 0 (e.g. 0.16).")
-    if not isinstance(eps, jax.core.Tracer):
-        v = float(eps)
-        if not 0 < v < float(sde.T):
-            raise ValueError(f"eps={eps!r} must satisfy 0 < eps < T={sde.T} (e.g. 1e-3 or 1e-5).")
+    check_eps(eps, sde)
 
 
 def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,

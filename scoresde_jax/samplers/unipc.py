@@ -115,7 +115,8 @@ def unipc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rn
         raise ValueError(f"unipc order must be 1, 2 or 3, got {order!r}.")
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}.")
-    return run_solver(_unipc, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+    return run_solver(_unipc, score_fn, sde, shape, rng, (eps,), eps=eps,
+                      x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise), order=int(order),
                       lower_order_final=bool(lower_order_final), variant=variant)
 

@@ -113,6 +113,15 @@ def checksums(host_tree: Any) -> dict[str, str]:
     return out
 
 
+def tree_digest(tree: Any) -> str:
+    """A short sha256 digest of a pytree's arrays (names, dtypes, shapes and bytes): what a job's
+    record names a checkpoint's parameters by."""
+    h = hashlib.sha256()
+    for name, digest in sorted(checksums(distributed.to_host(tree)).items()):
+        h.update(f"{name}:{digest};".encode())
+    return h.hexdigest()[:16]
+
+
 def nonfinite_leaves(state: Any) -> list[str]:
     """Paths of the ``params`` / ``ema_params`` leaves of a state that hold NaN or inf."""
     bad = []

@@ -8,7 +8,7 @@ target) and a :class:`LoopOptions` with the cadence; it reads no config
 * ``checkpoints/`` every ``snapshot_freq`` steps and ``checkpoints-meta/`` (the preemption
   checkpoint) every ``snapshot_freq_for_preemption`` steps and at an early stop, each holding the
   train state and the data iterator's position (:mod:`scoresde_jax.training.checkpoint`);
-* ``samples/iter_<step>/sample.png`` (and ``.npy``) at each snapshot when a sample function is given.
+* ``samples/iter_<step>/grid.png`` (and ``.npy``) at each snapshot when a sample function is given.
 
 A run started on a workdir with checkpoints resumes from the newest good one with the same data
 order and random numbers as an unbroken run (``metrics.jsonl`` rows of replayed steps are dropped).
@@ -313,7 +313,7 @@ def _snapshot_samples(sample_fn, state: TrainState, step: int, workdir: str,
                       writer: MetricWriter) -> None:
     samples = distributed.to_host(sample_fn(state.ema_params,
                                             stream_key(state.rng, SAMPLE_STREAM, step)))
-    path = os.path.join(workdir, "samples", f"iter_{step}", "sample.png")
+    path = os.path.join(workdir, "samples", f"iter_{step}", "grid.png")
     if distributed.is_main_process():
         save_samples(samples, path)
         if samples.ndim == 4:

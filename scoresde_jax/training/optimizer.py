@@ -14,6 +14,7 @@ accumulation over ``k`` micro-batches (``training.grad_accum_steps``) wraps the 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import optax
@@ -57,6 +58,8 @@ def make_optimizer(
         )
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}.")
+    if not (math.isfinite(float(lr)) and float(lr) > 0):
+        raise ValueError(f"config.optim.lr={lr!r} must be a finite number > 0 (e.g. 2e-4).")
     schedule = learning_rate_schedule(lr=lr, warmup=warmup)
     parts = []
     if grad_clip is not None and grad_clip >= 0:
