@@ -2,15 +2,15 @@
 files at 32x32 (``--config.data.image_size=64`` for 64x64).
 
 The paper's ``vp/cifar10_ddpmpp_continuous`` shrunk to a single-GPU size (nf 64, three
-resolutions, two residual blocks each, attention at 16x16, ~9M parameters), batch 64.
+resolutions, two residual blocks each, attention at 16x16, 7.0M parameters), batch 64.
 ``data.path`` must be given::
 
     scoresde train --config configs/folder_ddpmpp.py --config.data.path=/data/faces --workdir runs/faces
 
 Images of another size are center-cropped and resized (EDM's ``--transform=center-crop``, Lanczos);
 ``data.num_channels = 1`` trains on grayscale. Class subfolders (or an EDM ``dataset.json``) give
-labels: ``--config.model.num_classes=K`` trains a class-conditional model with label dropout 0.1
-for classifier-free guidance; the class names go to the workdir's ``config.json``
+labels: ``--config.model.num_classes=K --config.model.class_dropout=0.1`` trains a
+class-conditional model with label dropout for classifier-free guidance; the class names go to the workdir's ``config.json``
 (``data.class_names``). Unreadable files stop the run naming them, or are left out with
 ``--config.data.skip_bad_files=true``. ``data.eval_path`` names a held-out folder for the eval
 loss (default: the training images).
@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.dropout = 0.1
     model.ema_rate = 0.9995
     model.num_classes = 0  # K class folders: --config.model.num_classes=K
-    model.class_dropout = 0.1
+    model.class_dropout = 0.0  # with classes: 0.1 trains the null class for guidance
 
     config.optim.warmup = 2000
     return config
