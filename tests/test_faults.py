@@ -315,3 +315,17 @@ def test_two_processes_agree_on_the_preemption_step(tmp_path):
     assert results[0] == results[1] and results[0]["code"] == 0
     assert results[0]["step"] in (1, 2, 3)  # the signal comes with batch 3, read ahead
     assert os.listdir(tmp_path / "run" / "checkpoints-meta") == [str(results[0]["step"])]
+
+
+def test_a_lost_checksum_file_is_damage_not_an_old_format(tmp_path):
+    """Issue 21: with its checksum file deleted and bytes flipped, a step is not restored
+    unverified; the newest step with its checksums is used instead."""
+    cfg = _cfg(n_iters=4, snapshot_freq=2, eval_freq=0)
+    _train(cfg, tmp_path)
+    sums = tmp_path / "checkpoints-checksums"
+    newest = sorted(sums.iterdir())[-1]
+    assert newest.name.endswith("_4.json")
+    newest.unlink()
+    s = C.setup(cfg, model=TinyScoreNet(), mesh=distributed.make_mesh(jax.devices()[:1]))
+    params, step = training.restore_params(str(tmp_path), s.abstract_state())
+    assert step == 2

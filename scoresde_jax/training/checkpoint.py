@@ -239,9 +239,9 @@ class Checkpointer:
                 raise CheckpointError(
                     f"{where} is damaged: the checksums of {len(differ)} arrays differ from those "
                     f"recorded when it was saved (e.g. {differ[:3]})")
-        else:
-            log.warning("%s has no recorded checksums (written by an older version or by "
-                        "convert); it is used unverified.", where)
+        else:  # every save writes its checksums before Orbax starts: a missing file is damage
+            raise CheckpointError(f"{where} has no checksum file {sum_path}: it was written "
+                                  "before being verified, or the file was lost")
         return Restored(int(step), restored["state"], restored["data"] or None, str(mgr.directory))
 
     def _set_aside(self, mgr, step: int) -> None:
