@@ -13,15 +13,15 @@ other sizes are center-cropped and resized), as uint8 pixels, through the featur
 RGB; grayscale repeated) or the digits classifier (``--features digits``, grayscale).
 
 Features are computed in resumable rounds under ``<out>.rounds/<set>_<digest>/`` (the digest
-names the images' listing, size and feature network, so other inputs never reuse them). The
-results file (``--out``, default ``fid.json``) holds the metrics, both sets (path, listing
-digest, count, size, bad files left out), the features, the options and the seconds.
+of their record: the images' listing, size, count and feature network, so other inputs never
+reuse them). The results file (``--out``, default ``fid.json``) starts with the jobs' common
+header (``job``, ``step`` (None), ``seed``, ``options``, ``seconds``, ``version``) and holds the
+metrics, both sets (path, listing digest, count, size, bad files left out) and the features.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import time
@@ -34,7 +34,7 @@ from scoresde_jax.data.folder import index_folder
 from scoresde_jax.data.folder_source import FolderSource
 from scoresde_jax.data.spec import DataSpec, stored_pixels
 from scoresde_jax.jobs import common
-from scoresde_jax.jobs.rounds import run_rounds
+from scoresde_jax.jobs.rounds import record_digest, run_rounds
 
 log = logging.getLogger("scoresde_jax.jobs")
 
@@ -99,11 +99,13 @@ def _read_set(path: str, o: FidOptions, net: Any, net_tag: str, channels: int, w
         feats, logits = net(stored_pixels(read(k, n)))
         return {"features": np.asarray(feats, np.float32), "logits": np.asarray(logits, np.float32)}
 
-    digest = hashlib.sha256(f"{index.key}|{size}|{channels}|{total}|{net_tag}".encode())
+    record = {"job": "fid", "set": which, "path": index.path, "listing": index.key,
+              "image_size": size, "num_channels": channels, "num_images": total,
+              "features": net_tag, "skip_bad_files": o.skip_bad_files}
     out_dir = os.path.join(os.path.splitext(os.path.abspath(o.out))[0] + ".rounds",
-                           f"{which}_{digest.hexdigest()[:12]}")
+                           f"{which}_{record_digest(record)}")
     arrays = run_rounds(out_dir, num_items=total, batch_size=bs, make_round=make_round,
-                        desc=f"fid {which}", progress=o.progress)
+                        record=record, desc=f"fid {which}", progress=o.progress)
     return arrays, {"path": index.path, "listing": index.key, "num_images": total,
                     "image_size": size, "bad_files": [rel for rel, _ in index.bad]}
 
@@ -137,9 +139,10 @@ def fid(images: str, ref: str, **options: Any) -> dict:
         reference = {"stats": os.path.abspath(o.ref), "num_images": stats.count}
     quality = evaluation.quality_report(arrays["features"], arrays["logits"], stats, seed=o.seed)
     quality = {k: (None if v is None else float(v)) for k, v in quality.items()}
-    result = {"job": "fid", "quality": quality, "images": images_info, "reference": reference,
-              **info, "options": {k: v for k, v in o._asdict().items() if k != "progress"},
-              "seconds": time.perf_counter() - t0, "out": os.path.abspath(o.out)}
+    result = {**common.header("fid", step=None, seed=o.seed, options=o,
+                              seconds=time.perf_counter() - t0),
+              "quality": quality, "images": images_info, "reference": reference, **info,
+              "out": os.path.abspath(o.out)}
     common.write_results(o.out, result)
     log.info("fid: %s (written to %s)", quality, o.out)
     return result
