@@ -85,10 +85,11 @@ class DataSpec:
                      num_examples: int | None = None
                      ) -> tuple[int, Callable[[int, int], np.ndarray]]:
         """``(num_examples, read)``: ``read(k, n)`` gives examples ``[k B, k B + n)`` of ``split``
-        (images in [0, 1] ``(n, H, W, C)`` or vectors ``(n, D)``) in order, without
+        (images in [0, 1] ``(n, H, W, C)`` or vectors ``(n, D)``) in order, without flips or
         dequantization, the last short batch included. Generated toy data have no size: pass
         ``num_examples``."""
-        kw = dict(shuffle=False, data_dir=data_dir, uniform_dequantization=False, shard=(0, 1))
+        kw = dict(shuffle=False, data_dir=data_dir, uniform_dequantization=False,
+                  random_flip=False, shard=(0, 1))
         if self.vector:
             if num_examples is None:
                 raise ValueError("a generated toy dataset has no fixed split size; pass "

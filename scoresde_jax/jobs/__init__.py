@@ -2,17 +2,18 @@
 type and its function, which takes built values (a :class:`scoresde_jax.config.Setup`, the options,
 a workdir) and never reads a config.
 
-===================  ==================================  ==========================================
-``scoresde ...``     function                            options built by
-===================  ==================================  ==========================================
-train                :func:`.train.train_and_evaluate`   :func:`scoresde_jax.config.train_options`
-sample               :func:`.sample.sample`              :func:`scoresde_jax.config.sample_options`
-eval                 :func:`.eval.evaluate`              :func:`scoresde_jax.config.eval_options`
-likelihood           :func:`.likelihood.likelihood`      :func:`scoresde_jax.config.likelihood_options`
-stats                :func:`.stats.stats`                :func:`scoresde_jax.config.stats_options`
-convert              :func:`.convert.convert`            (the command line)
-convert-inception    :func:`.convert_inception.convert_inception`
-===================  ==================================  ==========================================
+=================  ===========================================  ==============================
+``scoresde ...``   function                                     options built by
+=================  ===========================================  ==============================
+train              :func:`.train.train_and_evaluate`            ``config.train_options``
+sample             :func:`.sample.sample`                       ``config.sample_options``
+eval               :func:`.eval.evaluate`                       ``config.eval_options``
+likelihood         :func:`.likelihood.likelihood`               ``config.likelihood_options``
+stats              :func:`.stats.stats`                         ``config.stats_options``
+convert            :func:`.convert.convert`                     ``config.convert_options``
+convert-inception  :func:`.convert_inception.convert_inception`  (the command line)
+fid                :func:`.fid.fid`                             (the command line)
+=================  ===========================================  ==============================
 
 Shared pieces: :mod:`.generate` (the one jitted sampling round, used by training snapshots,
 ``sample`` and ``eval``), :mod:`.rounds` (resumable rounds), :mod:`.common` (shared arguments,
