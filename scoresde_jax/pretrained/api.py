@@ -21,7 +21,7 @@ from typing import Any, Optional
 from scoresde_jax.config import build
 from scoresde_jax.config.components import param_shapes
 from scoresde_jax.config.files import load_config, to_record
-from scoresde_jax.pretrained import diffusers, edm, score_sde
+from scoresde_jax.pretrained import diffusers, download, edm, score_sde
 from scoresde_jax.pretrained.common import Pretrained
 
 FORMATS = ("edm", "diffusers", "score_sde")
@@ -44,11 +44,16 @@ def detect_format(src: str | Path) -> str:
 
 
 def load(src: str | Path, *, format: Optional[str] = None, config: Any = None,
-         dataset: Optional[str] = None, ema: bool = True) -> Pretrained:
-    """The pretrained model at ``src`` (see the module table). ``config``: the official
-    checkpoint's config (a ``ConfigDict`` or a config file); ``dataset``: the data set named in
+         dataset: Optional[str] = None, ema: bool = True,
+         sha256: Optional[str] = None) -> Pretrained:
+    """The pretrained model at ``src`` (see the module table); an http(s) URL of a file is
+    downloaded once into the cache folder and checked against ``sha256``
+    (:func:`~scoresde_jax.pretrained.download.fetch`). ``config``: the official checkpoint's
+    config (a ``ConfigDict`` or a config file); ``dataset``: the data set named in
     ``Pretrained.config`` (EDM / diffusers; default CIFAR10 for 32x32 RGB, else FOLDER);
     ``ema``: the EMA weights of an official checkpoint (else the raw ones)."""
+    if download.is_url(src):
+        src = download.fetch(str(src), sha256=sha256)
     fmt = format or detect_format(src)
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: one of {FORMATS}")
