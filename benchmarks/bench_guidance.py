@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 
 from benchmarks.common import round_program_timed, trace_compile_s  # noqa: E402
 from scoresde_jax import config as config_lib  # noqa: E402
-from scoresde_jax.cli import setup_compilation_cache  # noqa: E402
+from scoresde_jax.runner import setup_compilation_cache  # noqa: E402
 from scoresde_jax.jobs import eval as eval_job  # noqa: E402
 
 NOTE = ("trace_s = jit trace + lower, compile_s = XLA compile of the row's sampling round "

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scoresde_jax import cli
+from scoresde_jax import cli, runner
 from scoresde_jax import config as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,7 +159,7 @@ def test_every_failure_is_one_line(monkeypatch, capsys, tmp_path, error, code, w
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr(cli, "run", fail)
+    monkeypatch.setattr(runner, "run", fail)
     assert cli.main(["sample", "--workdir", str(tmp_path)]) == code
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1, err

@@ -1,6 +1,5 @@
-"""The jobs: one module each, holding its command-line arguments (``add_arguments``), its options
-type and its function, which takes built values (a :class:`scoresde_jax.config.Setup`, the options,
-a workdir) and never reads a config.
+"""The jobs: one module each, holding its options type and its function, which takes built
+values (a :class:`scoresde_jax.config.Setup`, the options, a workdir) and never reads a config.
 
 =================  ===========================================  ==============================
 ``scoresde ...``   function                                     options built by
@@ -15,10 +14,13 @@ convert-inception  :func:`.convert_inception.convert_inception`  (the command li
 fid                :func:`.fid.fid`                             (the command line)
 =================  ===========================================  ==============================
 
+Each job's command-line arguments are declared in :mod:`.arguments` (``ARGUMENTS[job]``), a
+module that imports nothing heavy, so the CLI parses (and answers ``--help``) without JAX.
 Shared pieces: :mod:`.generate` (the one jitted sampling round, used by training snapshots,
-``sample`` and ``eval``), :mod:`.rounds` (resumable rounds), :mod:`.common` (shared arguments,
-the results file). :data:`JOBS` is what :mod:`scoresde_jax.cli` assembles its parser from; this
-package imports nothing itself, so the CLI loads only the job it runs.
+``sample`` and ``eval``), :mod:`.rounds` (resumable rounds), :mod:`.common` (the record of a
+job's numbers, the results file). :data:`JOBS` is what :mod:`scoresde_jax.cli` assembles its
+parser from; this package imports nothing itself, so the CLI loads only the job it runs, and only
+to run it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ already has checkpoints is refused unless ``--overwrite``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shutil
@@ -22,15 +21,13 @@ from typing import Any, NamedTuple, Optional
 import jax
 import numpy as np
 
-from scoresde_jax.jobs import common
+from scoresde_jax.jobs.arguments import SOURCE_FORMATS
 from scoresde_jax.pretrained import score_sde
 from scoresde_jax.training import Checkpointer, distributed, has_checkpoints
 from scoresde_jax.training.checkpoint import CHECKSUM_DIR, PREEMPTION_DIR, SNAPSHOT_DIR
 from scoresde_jax.training.workdir import save_config
 
 log = logging.getLogger("scoresde_jax.jobs")
-
-SOURCE_FORMATS = ("score_sde", "edm", "diffusers")
 
 
 class ConvertOptions(NamedTuple):
@@ -46,26 +43,6 @@ class ConvertOptions(NamedTuple):
     overwrite: bool = False
     params: Any = None
     record: Optional[dict] = None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", nargs="?", default=None,
-                   help="the pretrained model: an EDM network pickle (.pkl), a diffusers pipeline "
-                   "folder, or an official score_sde checkpoint_<step> file / folder")
-    p.add_argument("--from", dest="source_format", choices=SOURCE_FORMATS, default="score_sde",
-                   help="the format of SOURCE")
-    common.add_config(p, required=False,
-                      what=" (score_sde: the one the checkpoint was trained with, e.g. "
-                      "configs/ve/cifar10_ncsnpp_continuous.py; edm / diffusers: none, the file "
-                      "describes the model)")
-    p.add_argument("--workdir", required=True, help="workdir to write the Orbax checkpoint into")
-    p.add_argument("--checkpoint", default=None,
-                   help="official score_sde checkpoint file (the same as SOURCE)")
-    p.add_argument("--dataset", default=None,
-                   help="edm / diffusers: the data set named in the workdir's config (default "
-                   "CIFAR10 for 32x32 RGB models, else FOLDER)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the checkpoints of a workdir that already has some")
 
 
 def convert(setup: Any, options: ConvertOptions, workdir: str) -> dict:

@@ -23,7 +23,6 @@ pixels (samples ``trunc(255 x)``, dataset images ``round(255 x)``). A class-cond
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any, Callable, NamedTuple
@@ -59,24 +58,6 @@ class EvalOptions(NamedTuple):
     data_dir: str | None = None
     progress: bool = True
     overwrite: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_workdir(p, config_required=False, help="the training run's workdir")
-    p.add_argument("--num_samples", type=int, default=None,
-                   help="number of samples (default config.eval.num_samples)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="samples per resumable round (default config.eval.batch_size)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--stats", dest="stats_path", default=None,
-                   help="reference statistics file (scoresde stats)")
-    common.add_features(p)
-    common.add_sampler(p)
-    common.add_conditioning(p)
-    common.add_checkpoint(p)
-    common.add_data_dir(p)
-    common.add_overwrite(p)
-    common.add_progress(p)
 
 
 class Reference(NamedTuple):

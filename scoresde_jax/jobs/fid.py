@@ -21,7 +21,6 @@ metrics, both sets (path, listing digest, count, size, bad files left out) and t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -34,11 +33,10 @@ from scoresde_jax.data.folder import index_folder
 from scoresde_jax.data.folder_source import FolderSource
 from scoresde_jax.data.spec import DataSpec, stored_pixels
 from scoresde_jax.jobs import common
+from scoresde_jax.jobs.arguments import FEATURES
 from scoresde_jax.jobs.rounds import record_digest, run_rounds
 
 log = logging.getLogger("scoresde_jax.jobs")
-
-FEATURES = ("inception", "digits")
 
 
 class FidOptions(NamedTuple):
@@ -56,26 +54,6 @@ class FidOptions(NamedTuple):
     skip_bad_files: bool = False
     seed: int = 0
     progress: bool = True
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", required=True, help="folder or .zip of the images to score")
-    p.add_argument("--ref", required=True,
-                   help="reference: a statistics .npz (scoresde stats) or a folder / .zip of "
-                   "images")
-    p.add_argument("--out", default=None, help="results file (default fid.json)")
-    p.add_argument("--features", default=None, choices=FEATURES,
-                   help="feature network: inception (default; needs --inception) or digits")
-    common.add_features(p)
-    p.add_argument("--batch_size", type=int, default=None, help="images per round (default 250)")
-    p.add_argument("--num_images", type=int, default=None,
-                   help="the first N images of --images (default all)")
-    p.add_argument("--image_size", type=int, default=None,
-                   help="read every image at this size (default: each set's first image's)")
-    p.add_argument("--skip_bad_files", action="store_true",
-                   help="leave unreadable files out with a warning instead of stopping")
-    p.add_argument("--seed", type=int, default=None, help="KID subset seed (default 0)")
-    common.add_progress(p)
 
 
 def _read_set(path: str, o: FidOptions, net: Any, net_tag: str, channels: int, which: str,

@@ -13,7 +13,6 @@ examples and its standard error ``std / sqrt(N)``:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -47,26 +46,6 @@ class LikelihoodOptions(NamedTuple):
     data_dir: str | None = None
     progress: bool = True
     overwrite: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_workdir(p, config_required=False, help="the training run's workdir")
-    p.add_argument("--num_examples", type=int, default=None,
-                   help="first N examples of the split (default: all of it)")
-    p.add_argument("--num_batches", type=int, default=None,
-                   help="first N batches of the split (instead of --num_examples)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="examples per round (default config.eval.batch_size)")
-    p.add_argument("--split", default="test", help="data split (default test)")
-    p.add_argument("--seed", type=int, default=0, help="probe / dequantization seed (default 0)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="Hutchinson draws per example (default config.eval.likelihood_repeats, 1)")
-    p.add_argument("--no_dequantize", action="store_true",
-                   help="no uniform dequantization of 8-bit data")
-    common.add_checkpoint(p)
-    common.add_data_dir(p)
-    common.add_overwrite(p)
-    common.add_progress(p)
 
 
 def likelihood(setup: Any, options: LikelihoodOptions, workdir: str, *,

@@ -15,7 +15,6 @@ never over the training run's outputs):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any, NamedTuple
@@ -56,26 +55,6 @@ class SampleOutput(NamedTuple):
 
     samples: np.ndarray
     summary: dict
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_workdir(p, config_required=False, help="the training run's workdir")
-    p.add_argument("--num_samples", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="samples per resumable round (default: all in one)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="image i draws from fold_in(PRNGKey(seed), i): the same at any batch size")
-    p.add_argument("--seeds", default=None,
-                   help="one image per seed, e.g. 0-63 or 0,5,7-9 (EDM's convention; replaces "
-                   "--seed and --num_samples)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default <workdir>/samples/sample_<step>_<method>_<nfe>)")
-    p.add_argument("--png", action="store_true", help="also one PNG per image in OUT/png/")
-    common.add_sampler(p)
-    common.add_conditioning(p)
-    common.add_checkpoint(p)
-    common.add_overwrite(p)
-    common.add_progress(p)
 
 
 def _save_pngs(samples: np.ndarray, folder: str) -> None:

@@ -10,7 +10,6 @@ KID works), ``mu`` and ``sigma``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
@@ -41,20 +40,6 @@ class StatsOptions(NamedTuple):
     data_dir: str | None = None
     progress: bool = True
     overwrite: bool = False
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_config(p, what=" (its data section names the dataset)")
-    p.add_argument("--out", required=True, help="statistics file to write, e.g. cifar10_stats.npz")
-    p.add_argument("--split", default="train", help="dataset split (default train)")
-    p.add_argument("--batch_size", type=int, default=None,
-                   help="images per round (default config.eval.batch_size)")
-    p.add_argument("--num_examples", type=int, default=None,
-                   help="first N images of the split (default: all)")
-    common.add_features(p)
-    common.add_data_dir(p)
-    common.add_overwrite(p)
-    common.add_progress(p)
 
 
 def stats(data: DataSpec, options: StatsOptions) -> dict:

@@ -8,7 +8,6 @@ The loop itself (checkpoints, preemption, prefetch, metrics) is
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Any, Iterator, Mapping, NamedTuple
@@ -37,21 +36,6 @@ class TrainOptions(NamedTuple):
     progress: bool = True
     stop_at: int | None = None  # stop early at this step after saving (a preemption)
     allow_config_change: bool = False  # continue checkpoints under another model/SDE/data config
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_workdir(p, config_required=True,
-                       help="directory for checkpoints, logs and samples (resumed if it has some)")
-    p.add_argument("--allow_config_change", action="store_true",
-                   help="resume a workdir's checkpoints although the model, SDE or data config "
-                   "differs from its config.json (recorded in config_history.jsonl; optimizer and "
-                   "other keys may change without it)")
-    p.add_argument("--no_evaluate", action="store_true",
-                   help="only train (no final sampling and quality report)")
-    p.add_argument("--num_samples", type=int, default=None,
-                   help="samples of the final report (default config.eval.num_samples)")
-    common.add_data_dir(p)
-    common.add_progress(p)
 
 
 def _loss_fn(setup: Any, options: TrainOptions, *, train: bool):
