@@ -3,7 +3,8 @@
 Two layers:
 
 * per-example losses whose randomness is an argument (``t``, ``labels`` and the Gaussian noise ``z``), so a test
-  or a user can evaluate them at chosen points: :func:`dsm_loss`, :func:`smld_loss`, :func:`ddpm_loss`;
+  or a user can evaluate them at chosen points: :func:`dsm_loss`, :func:`smld_loss`, :func:`ddpm_loss`,
+  :func:`edm_loss`;
 * wrappers that draw that randomness from a key (``*_from_key``) and :func:`get_loss_fn`, which builds the
   scalar training/evaluation objective ``loss_fn(params, batch, rng) -> (loss, aux)`` of a flax model.
 
@@ -26,6 +27,9 @@ __all__ = [
     "dsm_loss",
     "smld_loss",
     "ddpm_loss",
+    "edm_loss",
+    "edm_loss_from_key",
+    "LOSSES",
     "dsm_loss_from_key",
     "smld_loss_from_key",
     "ddpm_loss_from_key",
@@ -96,6 +100,27 @@ def ddpm_loss(model_fn: ModelFn, x: jax.Array, labels: jax.Array, z: jax.Array, 
     return _reduce(jnp.square(model_fn(x_i, labels) - z), reduce_mean)
 
 
+def edm_loss(score_fn: ScoreFn, x: jax.Array, sigma: jax.Array, z: jax.Array, *, sde: SDE,
+             reduce_mean: bool = False) -> jax.Array:
+    """EDM's loss (Karras et al. 2022, eq. 8) on the ``sigma(t) = t`` SDE, per example (shape ``(B,)``):
+
+        loss = lambda(sigma) reduce(|| D(x + sigma z; sigma) - x ||^2),
+        lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
+
+    with the denoiser ``D(x_t; sigma) = x_t + sigma^2 score(x_t, t = sigma)`` (Tweedie) and ``sigma_data``
+    of ``sde``.  For data of std ``sigma_data`` and the exact denoiser, ``reduce_mean`` gives 1 at every
+    sigma (EDM's unit effective weight).
+    """
+    if getattr(sde, "kind", None) != "edm":
+        raise TypeError(f"edm_loss needs the EDMSDE (sigma(t) = t), got {type(sde).__name__}; "
+                        "set config.training.sde='edmsde'.")
+    sigma = jnp.asarray(sigma, x.dtype)
+    x_t = x + batch_mul(sigma, z)
+    denoised = x_t + batch_mul(sigma**2, score_fn(x_t, sigma))
+    weight = (sigma**2 + sde.sigma_data**2) / (sigma * sde.sigma_data) ** 2
+    return _reduce(jnp.square(denoised - x), reduce_mean) * weight
+
+
 # --- randomness drawn from a key --------------------------------------------------------------
 
 
@@ -107,6 +132,15 @@ def dsm_loss_from_key(score_fn: ScoreFn, x: jax.Array, rng: jax.Array, *, sde: S
     z = jax.random.normal(k_z, x.shape, x.dtype)
     return dsm_loss(score_fn, x, t, z, sde=sde, likelihood_weighting=likelihood_weighting,
                     reduce_mean=reduce_mean)
+
+
+def edm_loss_from_key(score_fn: ScoreFn, x: jax.Array, rng: jax.Array, *, sde: SDE,
+                      P_mean: float = -1.2, P_std: float = 1.2, reduce_mean: bool = False) -> jax.Array:
+    """:func:`edm_loss` with EDM's log-normal ``log sigma ~ N(P_mean, P_std^2)`` and ``z ~ N(0, I)``."""
+    k_s, k_z = jax.random.split(rng)
+    sigma = jnp.exp(P_mean + P_std * jax.random.normal(k_s, (x.shape[0],), x.dtype))
+    z = jax.random.normal(k_z, x.shape, x.dtype)
+    return edm_loss(score_fn, x, sigma, z, sde=sde, reduce_mean=reduce_mean)
 
 
 def _discrete_from_key(loss, model_fn, x, rng, *, sde, reduce_mean):
@@ -142,8 +176,14 @@ class LossAux(NamedTuple):
     per_example: jax.Array
 
 
+LOSSES = ("dsm", "edm")
+"""The continuous objectives of :func:`get_loss_fn` (``loss=``): denoising score matching at ``t ~ U(eps,
+T)`` and EDM's loss (the default on the EDMSDE)."""
+
+
 def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
-                likelihood_weighting: bool = False, reduce_mean: bool = False, eps: float = 1e-5
+                likelihood_weighting: bool = False, reduce_mean: bool = False, eps: float = 1e-5,
+                loss: str | None = None, P_mean: float = -1.2, P_std: float = 1.2
                 ) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, LossAux]]:
     """The scalar objective ``loss_fn(params, batch, rng) -> (loss, LossAux)`` of a network.
 
@@ -153,9 +193,19 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
     A class-conditional network (``model.num_classes > 0``) also gets ``class_labels=batch['label']``
     (it drops them to the null class at its ``class_dropout`` rate when training).
     The loss is chosen like the official ``get_step_fn``: continuous DSM for any SDE when ``continuous``, else
-    SMLD for VE and DDPM for VP (discrete sub-VP does not exist).
+    SMLD for VE and DDPM for VP (discrete sub-VP does not exist).  ``loss='edm'`` (the default on the
+    EDMSDE, whose networks are always continuous) is :func:`edm_loss_from_key` with ``P_mean, P_std``.
     """
     conditional = int(getattr(model, "num_classes", 0) or 0) > 0
+    edm = getattr(sde, "kind", None) == "edm"
+    loss = ("edm" if edm else "dsm") if loss is None else str(loss).lower()
+    if loss not in LOSSES:
+        raise ValueError(f"Unknown loss {loss!r} (config.training.loss); use one of {LOSSES}.")
+    if loss == "edm" and not edm:
+        raise ValueError("loss='edm' needs the EDMSDE; set config.training.sde='edmsde'.")
+    if loss == "edm" and likelihood_weighting:
+        raise ValueError("EDM's loss has its own weighting; set config.training.likelihood_weighting=False.")
+    continuous = continuous or edm
     if not continuous:
         if getattr(sde, "kind", None) == "subvp":
             raise ValueError("Discrete training is not defined for sub-VP; set config.training.continuous=True.")
@@ -170,7 +220,11 @@ def get_loss_fn(sde: SDE, model: Any, *, train: bool, continuous: bool = True,
         k_loss, k_drop = jax.random.split(rng)
         cond = (batch_labels(batch, "get_loss_fn"),) if conditional else ()
         network = get_model_fn(model, params, train=train, rng=k_drop if train else None)
-        if continuous:
+        if loss == "edm":
+            score = get_score_fn(sde, network, continuous=True)
+            losses = edm_loss_from_key(lambda x_t, t: score(x_t, t, *cond), x, k_loss, sde=sde,
+                                       P_mean=P_mean, P_std=P_std, reduce_mean=reduce_mean)
+        elif continuous:
             score = get_score_fn(sde, network, continuous=True)
             losses = dsm_loss_from_key(lambda x_t, t: score(x_t, t, *cond), x, k_loss, sde=sde, eps=eps,
                                        likelihood_weighting=likelihood_weighting, reduce_mean=reduce_mean)

@@ -12,7 +12,13 @@ VE, discrete (SMLD)        ``round((T - t) (N - 1))``:      ``output``
                            noise levels (NCSN/NCSNv2)
 VP / sub-VP, continuous    ``(N - 1) t``                    ``-output / s(t)`` (output predicts noise)
 VP, discrete (DDPM)        ``(N - 1) t`` (integer levels)   ``-output / sqrt(1 - alphas_cumprod[i])``
+EDM (``sigma(t) = t``)     ``c_noise = log(sigma) / 4``;    ``(D - x) / sigma^2`` with ``D = c_skip x
+                           the network sees ``c_in x``      + c_out output`` (EDM's preconditioning)
 =========================  ===============================  ======================================
+
+EDM's preconditioning (Karras et al. 2022, Table 1) with ``sd = sigma_data`` of the SDE:
+``c_skip = sd^2 / (sigma^2 + sd^2)``, ``c_out = sigma sd / sqrt(sigma^2 + sd^2)``, ``c_in = 1 / sqrt(sigma^2 +
+sd^2)`` (:func:`edm_coefficients`); ``D(x; sigma)`` is the denoiser of data in the model's scale.
 
 The official code hard-codes the continuous VP label as ``999 t``, which equals ``(N - 1) t`` for its
 ``N = 1000`` configurations; sub-VP is always treated as continuous.  The table is
@@ -45,6 +51,7 @@ from scoresde_jax.utils import batch_mul
 
 __all__ = [
     "Parameterization",
+    "edm_coefficients",
     "PARAMETERIZATIONS",
     "get_parameterization",
     "network_labels",
@@ -60,13 +67,20 @@ __all__ = [
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def _no_input_scale(sde: SDE, t: jax.Array) -> None:
+    """The network sees ``x`` itself."""
+    del sde, t
+
+
 class Parameterization(NamedTuple):
-    """One row of the module table: ``labels(sde, t)``, ``output_to_score(sde, output, t)`` and its
-    inverse ``score_to_output(sde, score, t)``."""
+    """One row of the module table: ``labels(sde, t)``, ``output_to_score(sde, output, t, x)``, its
+    inverse ``score_to_output(sde, score, t, x)`` (``x``: the network's input state) and
+    ``input_scale(sde, t)``, the ``(B,)`` factor of ``x`` the network sees (None: ``x`` itself)."""
 
     labels: Callable[[SDE, jax.Array], jax.Array]
-    output_to_score: Callable[[SDE, jax.Array, jax.Array], jax.Array]
-    score_to_output: Callable[[SDE, jax.Array, jax.Array], jax.Array]
+    output_to_score: Callable[[SDE, jax.Array, jax.Array, jax.Array], jax.Array]
+    score_to_output: Callable[[SDE, jax.Array, jax.Array, jax.Array], jax.Array]
+    input_scale: Callable[[SDE, jax.Array], jax.Array | None] = _no_input_scale
 
 
 # --- labels ---------------------------------------------------------------------------------------
@@ -86,9 +100,9 @@ def _scaled_time_label(sde: SDE, t: jax.Array) -> jax.Array:
 
 
 # --- output <-> score -----------------------------------------------------------------------------
-def _identity(sde: SDE, value: jax.Array, t: jax.Array) -> jax.Array:
+def _identity(sde: SDE, value: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
     """The network output is the score."""
-    del sde, t
+    del sde, t, x
     return value
 
 
@@ -103,14 +117,53 @@ def _ddpm_std(sde: SDE, t: jax.Array, dtype) -> jax.Array:
     return jnp.asarray(sde.sqrt_1m_alphas_cumprod, dtype)[idx]
 
 
-def _noise_to_score(std_fn, sde: SDE, output: jax.Array, t: jax.Array) -> jax.Array:
+def _noise_to_score(std_fn, sde: SDE, output: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
     """The output predicts the noise ``z`` of ``x = a x_0 + s z``: ``score = -output / s``."""
+    del x
     return batch_mul(-1.0 / std_fn(sde, t, output.dtype), output)
 
 
-def _score_to_noise(std_fn, sde: SDE, score: jax.Array, t: jax.Array) -> jax.Array:
+def _score_to_noise(std_fn, sde: SDE, score: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
     """``output = -s score``."""
+    del x
     return batch_mul(-std_fn(sde, t, score.dtype), score)
+
+
+def edm_coefficients(sigma: jax.Array, sigma_data: float = 0.5
+                     ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """EDM's ``(c_skip, c_out, c_in, c_noise)`` at ``sigma`` (Karras et al. 2022, Table 1):
+    ``sd^2 / (sigma^2 + sd^2)``, ``sigma sd / sqrt(sigma^2 + sd^2)``, ``1 / sqrt(sigma^2 + sd^2)``,
+    ``log(sigma) / 4``."""
+    sd2 = sigma_data**2
+    r = jax.lax.rsqrt(sigma**2 + sd2)
+    return sd2 / (sigma**2 + sd2), sigma * sigma_data * r, r, jnp.log(sigma) / 4
+
+
+def _edm_label(sde: SDE, t: jax.Array) -> jax.Array:
+    """``c_noise = log(sigma(t)) / 4``."""
+    return edm_coefficients(sde.marginal_std(t), sde.sigma_data)[3]
+
+
+def _edm_input_scale(sde: SDE, t: jax.Array) -> jax.Array:
+    """``c_in = 1 / sqrt(sigma(t)^2 + sigma_data^2)``."""
+    return edm_coefficients(sde.marginal_std(t), sde.sigma_data)[2]
+
+
+def _edm_to_score(sde: SDE, output: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """``score = (D - x) / sigma^2 = ((c_skip - 1) x + c_out output) / sigma^2``."""
+    sigma = sde.marginal_std(jnp.asarray(t, output.dtype))
+    c_skip, c_out, _, _ = edm_coefficients(sigma, sde.sigma_data)
+    return batch_mul(1.0 / sigma**2, batch_mul(c_skip - 1.0, x) + batch_mul(c_out, output))
+
+
+def _score_to_edm(sde: SDE, score: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
+    """``output = (x + sigma^2 score - c_skip x) / c_out``."""
+    sigma = sde.marginal_std(jnp.asarray(t, score.dtype))
+    c_skip, c_out, _, _ = edm_coefficients(sigma, sde.sigma_data)
+    return batch_mul(1.0 / c_out, batch_mul(1.0 - c_skip, x) + batch_mul(sigma**2, score))
+
+
+_EDM = Parameterization(_edm_label, _edm_to_score, _score_to_edm, _edm_input_scale)
 
 
 _CONTINUOUS_NOISE = Parameterization(
@@ -131,6 +184,9 @@ PARAMETERIZATIONS: dict[tuple[str, bool], Parameterization] = {
     # sub-VP has no discrete chain: its networks are always continuous-time.
     ("subvp", True): _CONTINUOUS_NOISE,
     ("subvp", False): _CONTINUOUS_NOISE,
+    # EDM's networks are continuous in sigma
+    ("edm", True): _EDM,
+    ("edm", False): _EDM,
 }
 """The module table, keyed on ``(sde.kind, continuous)``."""
 
@@ -140,7 +196,7 @@ def get_parameterization(sde: SDE, continuous: bool = True) -> Parameterization:
     key = (getattr(sde, "kind", None), bool(continuous))
     if key not in PARAMETERIZATIONS:
         raise TypeError(f"No parameterization for SDE of type {type(sde).__name__}; "
-                        "use VESDE, VPSDE or subVPSDE.")
+                        "use VESDE, VPSDE, subVPSDE or EDMSDE.")
     return PARAMETERIZATIONS[key]
 
 
@@ -149,14 +205,23 @@ def network_labels(sde: SDE, t: jax.Array, *, continuous: bool = True) -> jax.Ar
     return get_parameterization(sde, continuous).labels(sde, jnp.asarray(t))
 
 
-def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, *, continuous: bool = True) -> jax.Array:
-    """Turn a network output at time ``t`` into a score (see the module table)."""
-    return get_parameterization(sde, continuous).output_to_score(sde, output, t)
+def output_to_score(sde: SDE, output: jax.Array, t: jax.Array, *, continuous: bool = True,
+                    x: jax.Array | None = None) -> jax.Array:
+    """Turn a network output at time ``t`` into a score (see the module table); ``x``, the state
+    the network was applied to, is needed by EDM's preconditioning."""
+    return get_parameterization(sde, continuous).output_to_score(sde, output, t, _state(sde, x))
 
 
-def score_to_output(sde: SDE, score: jax.Array, t: jax.Array, *, continuous: bool = True) -> jax.Array:
+def score_to_output(sde: SDE, score: jax.Array, t: jax.Array, *, continuous: bool = True,
+                    x: jax.Array | None = None) -> jax.Array:
     """Inverse of :func:`output_to_score` (e.g. the noise prediction ``-s(t) score`` for VP)."""
-    return get_parameterization(sde, continuous).score_to_output(sde, score, t)
+    return get_parameterization(sde, continuous).score_to_output(sde, score, t, _state(sde, x))
+
+
+def _state(sde: SDE, x: jax.Array | None) -> jax.Array | None:
+    if x is None and getattr(sde, "kind", None) == "edm":
+        raise ValueError("EDM's preconditioning needs the state x: pass x=... (the network's input).")
+    return x
 
 
 # --- the network -> score adapter ------------------------------------------------------------------
@@ -184,8 +249,8 @@ class ModelApply:
 @dataclasses.dataclass(frozen=True)
 class AtTime:
     """The static half of :func:`get_score_fn` / :func:`get_logits_fn`: ``(model_fn, x, t,
-    *class_labels)`` feeds the network ``model_fn`` the label of ``t`` (the row of ``(sde.kind,
-    continuous)``) and, with ``score=True``, turns its output into the score.  ``t`` takes the
+    *class_labels)`` feeds the network ``model_fn`` the label of ``t`` and the scaled state (the row
+    of ``(sde.kind, continuous)``) and, with ``score=True``, turns its output into the score.  ``t`` takes the
     dtype of floating ``x``; ``class_labels`` are passed on to ``model_fn``."""
 
     sde: SDE
@@ -195,8 +260,10 @@ class AtTime:
     def __call__(self, model_fn, x, t, *class_labels):
         param = get_parameterization(self.sde, self.continuous)
         t = jnp.asarray(t, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(t)
-        out = model_fn(x, param.labels(self.sde, t), *class_labels)
-        return param.output_to_score(self.sde, out, t) if self.score else out
+        c_in = param.input_scale(self.sde, t)
+        x_in = x if c_in is None else batch_mul(c_in, x)
+        out = model_fn(x_in, param.labels(self.sde, t), *class_labels)
+        return param.output_to_score(self.sde, out, t, x) if self.score else out
 
 
 def _as_pytree(fn: Callable) -> Partial:

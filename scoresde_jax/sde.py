@@ -33,15 +33,7 @@ import numpy as np
 
 from scoresde_jax.utils import batch_mul, batch_sum, flat_dim
 
-__all__ = [
-    "SDE",
-    "VESDE",
-    "VPSDE",
-    "subVPSDE",
-    "LinearBetaSDE",
-    "ReverseSDE",
-    "SDES",
-]
+__all__ = ["SDE", "VESDE", "VPSDE", "subVPSDE", "LinearBetaSDE", "EDMSDE", "ReverseSDE", "SDES"]
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -68,7 +60,7 @@ class SDE(abc.ABC):
     N: int
     T: float = 1.0
     kind: ClassVar[str]
-    """Name of the SDE family (``"ve"``, ``"vp"``, ``"subvp"``): the key of the network parameterization
+    """Name of the SDE family (``"ve"``, ``"vp"``, ``"subvp"``, ``"edm"``): the key of the network parameterization
     (:func:`scoresde_jax.parameterization.get_parameterization`) and of the discrete losses."""
     default_time_grid: ClassVar[str] = "quadratic"
     """The default time grid of the few-step ODE solvers (:data:`scoresde_jax.samplers.grid.TIME_GRIDS`):
@@ -334,6 +326,48 @@ class subVPSDE(LinearBetaSDE):
 
 
 @dataclasses.dataclass(frozen=True)
+class EDMSDE(SDE):
+    """EDM's SDE (Karras et al. 2022, eq. 5, ``sigma(t) = t``): ``f = 0``, ``g(t) = sqrt(2 t)``, ``p_0t =
+    N(x_0, t^2 I)`` on ``[sigma_min, T = sigma_max]``, prior ``N(0, sigma_max^2 I)``; ``sigma_data``: the data
+    std of EDM's preconditioning and loss (0.5 for data in ``[-1, 1]``).  Discretization: ``f_i = 0``,
+    ``G_i = sqrt(t^2 - max(t - T/N, 0)^2)`` (the exact variance increment on the grid of step ``T / N``)."""
+
+    kind: ClassVar[str] = "edm"
+    default_time_grid: ClassVar[str] = "edm"  # EDM's rho = 7 grid in sigma = t
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    N: int = 1000
+    sigma_data: float = 0.5
+
+    def __post_init__(self):
+        self._check_scales()
+        if not 0 < self.sigma_min < self.sigma_max or not self.sigma_data > 0:
+            raise ValueError(f"EDMSDE needs 0 < sigma_min < sigma_max and sigma_data > 0, got "
+                             f"{self.sigma_min}, {self.sigma_max}, {self.sigma_data}.")
+
+    T = property(lambda self: float(self.sigma_max), doc="``T = sigma_max`` (``sigma(t) = t``).")
+    prior_std = property(lambda self: float(self.sigma_max), doc="``sigma_max``.")
+
+    mean_coeff, drift_coeff = VESDE.mean_coeff, VESDE.drift_coeff  # a = 1, f = 0
+
+    def marginal_std(self, t):
+        return _as_t(t)
+
+    def diffusion_coeff(self, t):
+        return jnp.sqrt(2.0 * _as_t(t))
+
+    def discretize(self, x, t):
+        """``f_i = 0``, ``G_i = sqrt(t^2 - max(t - T / N, 0)^2)``."""
+        t = _as_t(t, x)
+        return jnp.zeros_like(x), jnp.sqrt(t**2 - jnp.maximum(t - self.T / self.N, 0.0) ** 2)
+
+    def ancestral_std(self, t, dtype):
+        """The posterior std ``max(t - T/N, 0) G / t`` of the chain (as VE's SMLD posterior)."""
+        t, G = jnp.asarray(t, dtype), self.discretize(jnp.ones(jnp.shape(t), dtype), t)[1]
+        return jnp.maximum(t - self.T / self.N, 0.0) * G / t
+
+
+@dataclasses.dataclass(frozen=True)
 class ReverseSDE:
     """Reverse-time SDE ``dx = [f - g^2 score] dt + g dw_bar`` (Anderson, 1982), or the probability-flow ODE
     ``dx = [f - g^2 score / 2] dt`` when ``probability_flow``.  Time runs from ``T`` down to 0: these are the
@@ -343,13 +377,8 @@ class ReverseSDE:
     score_fn: ScoreFn
     probability_flow: bool = False
 
-    @property
-    def N(self) -> int:
-        return self.forward.N
-
-    @property
-    def T(self) -> float:
-        return self.forward.T
+    N = property(lambda self: self.forward.N, doc="``N`` of the forward SDE.")
+    T = property(lambda self: self.forward.T, doc="``T`` of the forward SDE.")
 
     def sde(self, x, t):
         """Drift ``f - g^2 score (x 1/2 for the ODE)`` and diffusion ``g`` (0 for the ODE)."""
@@ -367,5 +396,5 @@ class ReverseSDE:
         return rev_f, (jnp.zeros_like(G) if self.probability_flow else G)
 
 
-SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE}
+SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": subVPSDE, "edmsde": EDMSDE}
 """SDE classes by the official name ``config.training.sde``."""

@@ -333,7 +333,8 @@ def train_options(config: Any, s: Setup, *, evaluate: bool = True,
     ``config.seed + 1``."""
     t = section_of(config, "training")
     classifier = is_classifier(s.model)
-    keys = ("eps",) if classifier else ("continuous", "likelihood_weighting", "reduce_mean", "eps")
+    keys = ("eps",) if classifier else ("continuous", "likelihood_weighting", "reduce_mean", "eps",
+                                        "loss", "P_mean", "P_std")
     snapshot = None
     if bool(t.get("snapshot_sampling", False)):
         snapshot = sampler_spec(config)

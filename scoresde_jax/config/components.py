@@ -45,22 +45,25 @@ def section_of(config: Any, name: str) -> Any:
 # --- SDE -------------------------------------------------------------------------------------------
 
 _SAMPLING_EPS = {"vesde": 1e-5, "vpsde": 1e-3, "subvpsde": 1e-3}
+_SDE_KEYS = {"vesde": ("sigma_min", "sigma_max"), "edmsde": ("sigma_min", "sigma_max", "sigma_data")}
 
 
 def get_sde(config: Any) -> tuple[sde_lib.SDE, float]:
-    """The SDE of ``config.training.sde`` (``vesde`` | ``vpsde`` | ``subvpsde``) with the noise scales
-    of ``config.model`` (``sigma_min, sigma_max`` or ``beta_min, beta_max``; ``num_scales`` as ``N``),
-    and its sampling epsilon (1e-5 for VE, 1e-3 for VP and sub-VP, as the paper)."""
+    """The SDE of ``config.training.sde`` (``vesde`` | ``vpsde`` | ``subvpsde`` | ``edmsde``) with the
+    noise scales of ``config.model`` (``sigma_min, sigma_max`` (and ``sigma_data`` for EDM) or ``beta_min,
+    beta_max``; ``num_scales`` as ``N``), and its sampling epsilon (1e-5 for VE, 1e-3 for VP and sub-VP,
+    as the paper; ``sigma_min`` for EDM)."""
     name = str(section_of(config, "training").sde).lower()
     if name not in sde_lib.SDES:
         raise ValueError(f"Unknown config.training.sde={config.training.sde!r}; use one of "
                          f"{sorted(sde_lib.SDES)}.")
     m = section_of(config, "model")
-    keys = ("sigma_min", "sigma_max") if name == "vesde" else ("beta_min", "beta_max")
+    keys = _SDE_KEYS.get(name, ("beta_min", "beta_max"))
     kwargs = {k: float(m[k]) for k in keys if k in m}
     if "num_scales" in m:
         kwargs["N"] = int(m.num_scales)
-    return sde_lib.SDES[name](**kwargs), _SAMPLING_EPS[name]
+    sde = sde_lib.SDES[name](**kwargs)
+    return sde, (float(sde.sigma_min) if name == "edmsde" else _SAMPLING_EPS[name])
 
 
 # --- models ----------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ OPTIONAL_TYPES: dict[str, type | None] = {
     **dict.fromkeys(("model.remat", "eval.dequantize", "sampling.lower_order_final",
                      "sampling.noise_removal"), bool),
     **dict.fromkeys(("data.path", "data.eval_path"), str),  # a folder dataset's images
+    "training.loss": str,  # 'dsm' | 'edm' (EDM's loss, the default of training.sde='edmsde')
     "data.skip_bad_files": bool, "data.class_names": None,
     **dict.fromkeys(("training.grad_accum_steps", "training.keep_checkpoints",
                      "training.snapshot_num_samples", "model.num_classes", "model.num_groups",
@@ -47,7 +48,8 @@ OPTIONAL_TYPES: dict[str, type | None] = {
     **dict.fromkeys(("sampling.eta", "sampling.rtol", "sampling.atol", "sampling.r", "sampling.rho",
                      "sampling.S_churn", "sampling.S_min", "sampling.S_max", "sampling.S_noise",
                      "sampling.h_init", "sampling.safety", "sampling.exponent", "eval.guidance",
-                     "model.class_dropout", "training.eps"), float),
+                     "model.class_dropout", "training.eps", "training.P_mean", "training.P_std",
+                     "model.sigma_data"), float),
 }
 OPTIONAL_KEYS = frozenset(OPTIONAL_TYPES)
 

@@ -36,13 +36,14 @@ def get_optimizer(config: Any) -> optax.GradientTransformation:
 
 def get_loss_fn(config: Any, s: Any, *, train: bool) -> Callable:
     """``loss_fn(params, batch, rng) -> (loss, aux)`` of ``config.training`` (continuous,
-    likelihood_weighting, reduce_mean, eps) for the setup's SDE and model; for a classifier
+    likelihood_weighting, reduce_mean, eps; loss, P_mean, P_std for EDM's loss) for the setup's SDE and model; for a classifier
     (``config.model.name='classifier'``) the cross-entropy on perturbed data (training.eps)."""
     if isinstance(s.model, NoiseConditionalClassifier):
         return losses.get_classifier_loss_fn(
             s.sde, s.model, train=train, **given_keys(section_of(config, "training"), ("eps",)))
     kwargs = given_keys(section_of(config, "training"),
-                    ("continuous", "likelihood_weighting", "reduce_mean", "eps"))
+                        ("continuous", "likelihood_weighting", "reduce_mean", "eps", "loss", "P_mean",
+                         "P_std"))
     return losses.get_loss_fn(s.sde, s.model, train=train, **kwargs)
 
 
