@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from scoresde_jax.flow import probability_flow_drift, resolve_solver, solve_probability_flow
-from scoresde_jax.samplers.common import (SampleResult, Sampler, check_eps, checked_inputs,
-                                         initial_state)
+from scoresde_jax.samplers.common import (SampleResult, Sampler, StepCallback, check_callback,
+                                         check_eps, checked_inputs, initial_state, report_step)
 from scoresde_jax.samplers.grid import data_prediction
 from scoresde_jax.samplers.predictors import reverse_diffusion
 from scoresde_jax.sde import SDE
@@ -76,15 +76,21 @@ def _ode_sample(score, rng, x_init, rtol, atol, eps, *, sde, shape, dtype, solve
 def ode_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
                rtol: float = 1e-5, atol: float = 1e-5, eps: float = 1e-3,
                solver: str | Any = "tsit5", denoise: bool = True, x_init: jax.Array | None = None,
-               max_steps: int = 4096, dtype=None) -> SampleResult:
+               max_steps: int = 4096, dtype=None,
+               callback: StepCallback | None = None) -> SampleResult:
     """Sample by solving the probability-flow ODE from ``T`` to ``eps`` (official ``ode_sampler``).
 
     ``x_init`` is the state at ``T`` (default: a prior draw with ``rng``).  ``solver`` is a name of
     :data:`ODE_SOLVERS` or a diffrax solver.  With ``denoise`` a final noise-free reverse-diffusion
     step at ``eps`` is taken (+1 evaluation).  Returns ``SampleResult(x, nfe)``.  Compilation
     caching as for :func:`scoresde_jax.samplers.pc.pc_sample`.  Exceeding ``max_steps`` raises an
-    error at run time.
+    error at run time.  The steps are chosen inside the diffrax solve: a per-step ``callback`` is
+    refused (the fixed-grid methods and ``adaptive_sde`` take one).
     """
+    if callback is not None:
+        raise ValueError("ode_sample takes no per-step callback (its steps are chosen inside the "
+                         "adaptive solve); use a fixed-grid method (e.g. 'unipc', 'heun') or "
+                         "'adaptive_sde'.")
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     check_eps(eps, sde)
     if not (rtol > 0 and atol >= 0):
@@ -98,9 +104,9 @@ def ode_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng:
 # Gotta Go Fast: adaptive steps for the reverse SDE
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "max_iters", "denoise",
-                                             "budgeted"))
+                                             "budgeted", "callback"))
 def _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety, exponent, *, sde, shape,
-              dtype, max_iters, denoise, budgeted):
+              dtype, max_iters, denoise, budgeted, callback=None):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     b = shape[0]
@@ -113,6 +119,8 @@ def _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety, exponent, *, 
 
     def body(c):
         x, x_prev, t, h, it, z = c
+        if callback is not None:  # one more evaluation per iteration, only for the callback
+            report_step(callback, it, t, x, data_prediction(score, sde, x, t))
         active = t > eps
         forced = jnp.zeros_like(active)
         if budgeted:  # finish within max_iters: cover what is left in the iterations remaining
@@ -150,7 +158,8 @@ def adaptive_sde_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[i
                         *, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.01,
                         safety: float = 0.9, exponent: float = 0.9, max_nfe: int | None = None,
                         max_iters: int = 10_000, eps: float = 1e-3, denoise: bool = True,
-                        x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+                        x_init: jax.Array | None = None, dtype=None,
+                        callback: StepCallback | None = None) -> SampleResult:
     """Adaptive reverse-SDE solver (Jolicoeur-Martineau et al. 2021, "Gotta Go Fast", algorithm 1).
 
     From ``t`` to ``t - h`` with one Brownian increment ``dW ~ N(0, h I)`` and the reverse drift
@@ -165,8 +174,12 @@ def adaptive_sde_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[i
     its own ``t`` and ``h``; ``nfe = 2 iterations + denoise`` (every iteration evaluates the whole
     batch twice).  ``max_nfe`` is a hard budget: the steps are lengthened so that the solve ends
     within ``(max_nfe - denoise) // 2`` iterations (the last ones accepted whatever their error);
-    otherwise the loop stops after ``max_iters``.
+    otherwise the loop stops after ``max_iters``.  ``callback``
+    (:mod:`~scoresde_jax.samplers.common`) is called at each iteration ``i``, accepted or not, with
+    each example's time ``t`` (shape ``(B,)``), the state and its data prediction (one evaluation
+    more per iteration, not counted in ``nfe``).
     """
+    check_callback(callback)
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     check_eps(eps, sde)
     if not (rtol > 0 and atol > 0 and h_init > 0 and 0 < safety <= 1 and exponent > 0):
@@ -180,9 +193,10 @@ def adaptive_sde_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[i
             raise ValueError(f"max_nfe={max_nfe} leaves no step (2 evaluations each, +1 to denoise).")
     else:
         iters = int(max_iters)
+    extra = {} if callback is None else {"callback": callback}
     return _adaptive(score, rng, x_init, eps, rtol, atol, h_init, safety,
                      exponent, sde=sde, shape=shape, dtype=dtype, max_iters=iters,
-                     denoise=bool(denoise), budgeted=budgeted)
+                     denoise=bool(denoise), budgeted=budgeted, **extra)
 
 
 def _no_budget(nfe: int, d: int, options: dict, sde: SDE) -> tuple[dict, SDE]:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from scoresde_jax.samplers.common import Sampler, SampleResult
+from scoresde_jax.samplers.common import Sampler, SampleResult, StepCallback
 from scoresde_jax.samplers.registry import SAMPLERS
 from scoresde_jax.sde import SDE
 
@@ -77,6 +77,7 @@ def sample(
     nfe: int | None = None,
     x_init: jax.Array | None = None,
     denoise: bool = True,
+    callback: StepCallback | None = None,
     **options: Any,
 ) -> SampleResult:
     """Samples of shape ``shape`` from ``score_fn(x, t)`` under ``sde`` with the sampler ``method``
@@ -87,11 +88,15 @@ def sample(
     the method's own defaults (or ``num_steps`` etc. in ``options``) apply.  ``options`` are the
     keyword options of the method (e.g. ``eta``, ``grid``, ``order``, ``S_churn``, ``rtol``);
     ``x_init`` is the state at ``T`` (default: a prior draw with ``rng``).  Every method compiles
-    once per (score function, SDE, shape, static options).
+    once per (score function, SDE, shape, static options).  ``callback(info)``, if given, is called
+    on the host at each step with ``info = {"i", "t", "x", "denoised"}`` (k-diffusion's convention;
+    :mod:`~scoresde_jax.samplers.common`); every method but ``ode`` takes one.
     """
     method = str(method).lower()
     record = _record(method)
     if nfe is not None:
         plan, sde = options_for_nfe(method, nfe, sde, denoise=denoise, **options)
         options = {**options, **plan}
+    if callback is not None:
+        options = {**options, "callback": callback}
     return record.fn(score_fn, sde, shape, rng, x_init=x_init, denoise=denoise, **options)

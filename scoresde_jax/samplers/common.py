@@ -1,16 +1,24 @@
 """What every sampler of :mod:`scoresde_jax.samplers` shares: its registry record
 (:class:`Sampler`), the typed result, the score function as a jit-able pytree, shape / dtype
-checks, the initial state ``x(T)``, and the ``nfe`` mark and lookup by name of predictors and
-correctors.
+checks, the initial state ``x(T)``, the per-step callback, and the ``nfe`` mark and lookup by name
+of predictors and correctors.
+
+The per-step callback (k-diffusion's convention): a sampler given ``callback`` calls it on the host
+at each step with a dict ``{"i": step index, "t": time, "x": state at t, "denoised": x0 prediction
+at (x, t)}`` (numpy values; ``t`` a scalar, or one time per example for ``adaptive_sde``), through
+an ordered ``jax.debug.callback`` inside the jitted loop.  It is a static argument of the jitted
+kernels: with ``callback=None`` (the default) the compiled program has no host callback at all.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.tree_util import Partial
 
 from scoresde_jax.sde import SDE
@@ -24,6 +32,9 @@ __all__ = [
     "check_shape_dtype",
     "checked_inputs",
     "initial_state",
+    "StepCallback",
+    "check_callback",
+    "report_step",
     "lookup_step_fn",
     "step_fn",
 ]
@@ -140,6 +151,34 @@ def initial_state(sde: SDE, shape, dtype, key, x_init):
     if x_init is not None:
         return jnp.asarray(x_init, dtype)
     return sde.prior_sampling(key, shape, dtype=dtype)
+
+
+StepCallback = Callable[[dict], Any]
+"""``callback({"i": int, "t": ndarray, "x": ndarray, "denoised": ndarray}) -> None``, see the module
+docstring; its return value is ignored."""
+
+
+def check_callback(callback: Any) -> None:
+    """``callback`` must be ``None`` or a callable (it becomes a static argument of a jitted
+    kernel, so it must also be hashable, as functions are)."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be None or a callable callback(info: dict), got "
+                        f"{type(callback).__name__}.")
+
+
+def _to_host(callback: StepCallback, i, t, x, denoised) -> None:
+    callback({"i": int(i), "t": np.asarray(t), "x": np.asarray(x),
+              "denoised": np.asarray(denoised)})
+
+
+def report_step(callback: StepCallback | None, i, t, x, denoised) -> None:
+    """Inside a jitted sampler: call ``callback`` on the host with step ``i``, time ``t``, state
+    ``x`` and its data prediction ``denoised`` (an ordered :func:`jax.debug.callback`, so the calls
+    come in step order); with ``callback=None`` nothing is traced."""
+    if callback is None:
+        return
+    jax.debug.callback(functools.partial(_to_host, callback), jnp.asarray(i), t, x, denoised,
+                       ordered=True)
 
 
 def step_fn(nfe: int) -> Callable[[Callable], Callable]:

@@ -23,7 +23,8 @@ and expanding ``x0_hat`` in ``lambda`` gives, with ``phi_1 = e^{-h} - 1``, ``phi
 * :func:`dpm_solver_pp_2s_sample` -- DPM-Solver++(2S) (Lu et al. 2022b, algorithm 1): single-step,
   one intermediate evaluation at ``lambda_i + r h`` (``r = 1/2``), two evaluations per step.
 
-Grids, ``eps`` and ``denoise`` as in :mod:`scoresde_jax.samplers.grid`: ``num_steps`` grid times
+Grids, ``eps``, ``denoise`` and ``callback`` (at step ``i``: ``t_i``, ``x_i`` and ``x0_hat(x_i,
+t_i)``; :mod:`~scoresde_jax.samplers.common`) as in :mod:`scoresde_jax.samplers.grid`: ``num_steps`` grid times
 (default :func:`~scoresde_jax.samplers.grid.default_grid`); ``num_steps - 1`` evaluations for DDIM,
 2M and 3M, ``2 (num_steps - 1)`` for 2S, plus one for denoising (Tweedie's ``x0_hat`` at ``eps``).
 """
@@ -37,7 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
+from scoresde_jax.samplers.common import (SampleResult, Sampler, StepCallback, initial_state,
+                                         report_step)
 from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, denoised_result,
                                         one_eval_per_step, run_solver, sigma_bar, t_of_sigma_bar,
                                         time_grid, two_evals_per_step)
@@ -93,7 +95,8 @@ def multistep_loop(step, order, num_steps, carry, lower_order_final=False):
 # DDIM
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("stochastic",))
-def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise, stochastic):
+def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, denoise, stochastic,
+          callback=None):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     ts = time_grid(sde, num_steps, eps, grid, dtype=dtype)
@@ -108,6 +111,7 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
             sde.marginal_std(u),
         )
         x0 = data_prediction(score, sde, x, t)
+        report_step(callback, i, ts[i], x, x0)
         noise_hat = batch_mul(1.0 / s_t, x - batch_mul(a_t, x0))
         # eta^2 x variance of q(x_u | x_t, x_0): s_u^2 (s_t^2 - (a_t / a_u)^2 s_u^2) / s_t^2
         var = eta**2 * s_u**2 * jnp.maximum(1.0 - (a_t * s_u / (a_u * s_t)) ** 2, 0.0)
@@ -124,7 +128,8 @@ def _ddim(score, rng, x_init, eta, eps, *, sde, shape, dtype, num_steps, grid, d
 
 def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
                 num_steps: int = 50, eta: float = 0.0, eps: float = 1e-3, grid: str | None = None,
-                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+                denoise: bool = True, x_init: jax.Array | None = None, dtype=None,
+                callback: StepCallback | None = None) -> SampleResult:
     """DDIM on the kernel ``N(a x_0, s^2 I)`` from ``t`` to ``u < t`` (Song, Meng, Ermon 2021, eq.
     12):
 
@@ -147,7 +152,7 @@ def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}.")
     return run_solver(_ddim, score_fn, sde, shape, rng, (eta, eps), eps=eps,
-                      x_init=x_init, dtype=dtype,
+                      x_init=x_init, dtype=dtype, callback=callback,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       stochastic=bool(eta != 0))
 
@@ -157,7 +162,7 @@ def ddim_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise,
-            lower_order_final):
+            lower_order_final, callback=None):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, dtype=dtype)
     lam = -jnp.log(sigma_bar(sde, ts))
@@ -166,6 +171,7 @@ def _dpm_pp(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, deno
     def step(i, carry):
         x, x0_prev = carry
         x0 = data_prediction(score, sde, x, batch_time(ts[i], shape, dtype))
+        report_step(callback, i, ts[i], x, x0)
         h = lam[i + 1] - lam[i]
         h_prev = lam[i] - lam[jnp.maximum(i - 1, 0)]
         # first step: first order (DDIM); later: D = (1 + 1/(2r)) x0_i - 1/(2r) x0_{i-1}, r =
@@ -184,7 +190,7 @@ def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[
                          rng: jax.Array, *, num_steps: int = 20, eps: float = 1e-3,
                          grid: str | None = None, lower_order_final: bool = True,
                          denoise: bool = True, x_init: jax.Array | None = None,
-                         dtype=None) -> SampleResult:
+                         dtype=None, callback: StepCallback | None = None) -> SampleResult:
     """DPM-Solver++(2M) (Lu et al. 2022b, algorithm 2), multistep, data prediction ``x0_hat`` from
     the score.
 
@@ -203,7 +209,7 @@ def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[
     denoise``.
     """
     return run_solver(_dpm_pp, score_fn, sde, shape, rng, (eps,), eps=eps,
-                      x_init=x_init, dtype=dtype,
+                      x_init=x_init, dtype=dtype, callback=callback,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=bool(lower_order_final))
 
@@ -213,13 +219,14 @@ def dpm_solver_pp_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_3m(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise,
-            lower_order_final):
+            lower_order_final, callback=None):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts, lam, a, s = log_snr_grid(sde, num_steps, eps, grid, dtype)
 
     def step(i, carry, order):
         x, m1, m2 = carry  # data predictions at grid points i - 1, i - 2
         m0 = data_prediction(score, sde, x, batch_time(ts[i], shape, dtype))
+        report_step(callback, i, ts[i], x, m0)
         h = lam[i + 1] - lam[i]
         phi1 = jnp.expm1(-h)
         phi2 = phi1 / h + 1.0
@@ -247,7 +254,7 @@ def dpm_solver_pp_3m_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
                             rng: jax.Array, *, num_steps: int = 10, eps: float = 1e-3,
                             grid: str | None = None, lower_order_final: bool = True,
                             denoise: bool = True, x_init: jax.Array | None = None,
-                            dtype=None) -> SampleResult:
+                            dtype=None, callback: StepCallback | None = None) -> SampleResult:
     """DPM-Solver++(3M), third-order multistep in data prediction (Lu et al. 2022b, appendix):
 
         D2 = 2 ((m0 - m1) / h0 - (m1 - m2) / h1) / (h0 + h1),   D1 = (m0 - m1) / h0 + h0 D2 / 2,
@@ -263,7 +270,7 @@ def dpm_solver_pp_3m_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
     :func:`step_orders`).  ``nfe = num_steps - 1 + denoise``.
     """
     return run_solver(_dpm_3m, score_fn, sde, shape, rng, (eps,), eps=eps,
-                      x_init=x_init, dtype=dtype,
+                      x_init=x_init, dtype=dtype, callback=callback,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=bool(lower_order_final))
 
@@ -273,7 +280,7 @@ def dpm_solver_pp_3m_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final",))
 def _dpm_2s(score, rng, x_init, eps, r, *, sde, shape, dtype, num_steps, grid, denoise,
-            lower_order_final):
+            lower_order_final, callback=None):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts, lam, a, s = log_snr_grid(sde, num_steps, eps, grid, dtype)
     lo, hi = ts[-1], ts[0]
@@ -283,6 +290,7 @@ def _dpm_2s(score, rng, x_init, eps, r, *, sde, shape, dtype, num_steps, grid, d
         t_mid = t_of_sigma_bar(sde, jnp.exp(-(lam[i] + r * h)), lo, hi)
         a_mid, s_mid = sde.mean_coeff(t_mid), sde.marginal_std(t_mid)
         m0 = data_prediction(score, sde, x, batch_time(ts[i], shape, dtype))
+        report_step(callback, i, ts[i], x, m0)
         u = (s_mid / s[i]) * x - a_mid * jnp.expm1(-r * h) * m0
         m_mid = data_prediction(score, sde, u, batch_time(t_mid, shape, dtype))
         d = (1.0 - 0.5 / r) * m0 + (0.5 / r) * m_mid
@@ -296,7 +304,8 @@ def _dpm_2s(score, rng, x_init, eps, r, *, sde, shape, dtype, num_steps, grid, d
 def dpm_solver_pp_2s_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int],
                             rng: jax.Array, *, num_steps: int = 10, r: float = 0.5,
                             eps: float = 1e-3, grid: str | None = None, denoise: bool = True,
-                            x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+                            x_init: jax.Array | None = None, dtype=None,
+                            callback: StepCallback | None = None) -> SampleResult:
     """DPM-Solver++(2S) (Lu et al. 2022b, algorithm 1), single-step second order:
 
         u = (s_mid / s_i) x_i - a_mid (e^{-r h} - 1) x0_hat(x_i, t_i),   lambda_mid = lambda_i + r h,
@@ -309,7 +318,7 @@ def dpm_solver_pp_2s_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequen
         raise ValueError(f"r (the intermediate point as a fraction of the step) must lie in (0, 1), "
                          f"got {r}.")
     return run_solver(_dpm_2s, score_fn, sde, shape, rng, (eps, r), eps=eps,
-                      x_init=x_init, dtype=dtype,
+                      x_init=x_init, dtype=dtype, callback=callback,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise),
                       lower_order_final=False)
 

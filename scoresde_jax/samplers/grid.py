@@ -25,7 +25,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from scoresde_jax.samplers.common import SampleResult, check_eps, checked_inputs
+from scoresde_jax.samplers.common import (SampleResult, StepCallback, check_callback, check_eps,
+                                         checked_inputs)
 from scoresde_jax.sde import SDE
 from scoresde_jax.utils import batch_mul
 
@@ -53,9 +54,10 @@ TIME_GRIDS = ("uniform", "quadratic", "logsnr", "edm")
 (Karras et al. 2022).  ``grid=None`` (the ODE solvers' default) is :func:`default_grid`."""
 
 
-STATIC = ("sde", "shape", "dtype", "num_steps", "grid", "denoise")
+STATIC = ("sde", "shape", "dtype", "num_steps", "grid", "denoise", "callback")
 """The static arguments that :func:`run_solver` passes to every fixed-grid solver's jitted kernel
-(a kernel adds its own, e.g. ``STATIC + ("lower_order_final",)``)."""
+(a kernel adds its own, e.g. ``STATIC + ("lower_order_final",)``); ``callback`` only when one is
+given (kernels default it to ``None``)."""
 
 
 def default_grid(sde: SDE) -> str:
@@ -134,11 +136,17 @@ def denoised_result(score, sde: SDE, x: jax.Array, ts: jax.Array, num_steps: int
 
 
 def run_solver(jitted, score_fn, sde: SDE, shape, rng: jax.Array, traced: tuple, *, eps, x_init,
-               dtype, num_steps: int, grid: str | None, **static: Any) -> SampleResult:
+               dtype, num_steps: int, grid: str | None, callback: StepCallback | None = None,
+               **static: Any) -> SampleResult:
     """Check the options that the fixed-grid solvers share (the SDE, ``shape`` against ``x_init``,
     the dtype, ``0 < eps < T`` (``eps`` is also in ``traced``), ``num_steps >= 2``, ``grid`` in
-    :data:`TIME_GRIDS` with ``None`` for :func:`default_grid`), then call ``jitted(score, rng, x_init, *traced, sde=..., shape=...,
-    dtype=..., num_steps=..., grid=..., **static)`` with the score function as a pytree."""
+    :data:`TIME_GRIDS` with ``None`` for :func:`default_grid`, ``callback`` None or callable), then
+    call ``jitted(score, rng, x_init, *traced, sde=..., shape=..., dtype=..., num_steps=...,
+    grid=..., **static)`` with the score function as a pytree, and ``callback=...`` only when one is
+    given (the kernel calls :func:`~scoresde_jax.samplers.common.report_step` at each step)."""
+    check_callback(callback)
+    if callback is not None:
+        static["callback"] = callback
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     check_eps(eps, sde)
     if int(num_steps) != num_steps or num_steps < 2:

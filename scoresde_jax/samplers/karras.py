@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
+from scoresde_jax.samplers.common import (SampleResult, Sampler, StepCallback, initial_state,
+                                         report_step)
 from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, run_solver, sigma_bar,
                                         t_of_sigma_bar, time_grid, two_evals_per_step)
 from scoresde_jax.sde import SDE
@@ -36,7 +37,8 @@ ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 # Heun (EDM)
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("rho",))
-def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, denoise):
+def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, denoise,
+          callback=None):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts = time_grid(sde, num_steps, eps, grid, rho=rho, dtype=dtype)
     a_all, sb_all = sde.mean_coeff(ts), sigma_bar(sde, ts)
@@ -49,7 +51,10 @@ def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, d
 
     def step(i, y):
         dsb = sb_all[i + 1] - sb_all[i]
-        d = slope(y, i)
+        x = a_all[i] * y
+        x0 = data_prediction(score, sde, x, batch_time(ts[i], shape, dtype))
+        report_step(callback, i, ts[i], x, x0)
+        d = (y - x0) / sb_all[i]
         y_euler = y + dsb * d
         return y + 0.5 * dsb * (d + slope(y_euler, i + 1))
 
@@ -63,7 +68,8 @@ def _heun(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, rho, d
 
 def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
                 num_steps: int = 18, eps: float = 1e-3, grid: str = "edm", rho: float = 7.0,
-                denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+                denoise: bool = True, x_init: jax.Array | None = None, dtype=None,
+                callback: StepCallback | None = None) -> SampleResult:
     """Heun's second-order method on the probability-flow ODE (Karras et al. 2022, algorithm 1,
     deterministic) in ``y = x / a(t)`` and ``sigma_bar = s / a``:
 
@@ -71,9 +77,11 @@ def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
         y_{i+1} = y_i + (sigma_bar_{i+1} - sigma_bar_i) (d_i + d'(y', t_{i+1})) / 2
 
     on ``grid`` (default EDM's ``rho = 7`` spacing in ``sigma_bar``, mapped back to ``t``).
-    ``num_steps = 18`` gives EDM's 35 evaluations.
+    ``num_steps = 18`` gives EDM's 35 evaluations.  ``callback`` (:mod:`~scoresde_jax.samplers.common`)
+    gets ``x_i`` and ``x0_hat(x_i, t_i)`` at step ``i``.
     """
     return run_solver(_heun, score_fn, sde, shape, rng, (eps,), eps=eps, x_init=x_init, dtype=dtype,
+                      callback=callback,
                       num_steps=num_steps, grid=grid, rho=float(rho), denoise=bool(denoise))
 
 
@@ -82,16 +90,18 @@ def heun_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng
 # --------------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnames=STATIC + ("rho",))
 def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, dtype, num_steps,
-         grid, rho, denoise):
+         grid, rho, denoise, callback=None):
     k_init, k_steps = jax.random.split(rng)
     x = initial_state(sde, shape, dtype, k_init, x_init)
     ts = time_grid(sde, num_steps, eps, grid, rho=rho, dtype=dtype)
     sb = sigma_bar(sde, ts)
     gamma_max = jnp.minimum(churn / (num_steps - 1), math.sqrt(2.0) - 1.0)
 
+    def x0_hat(y, t):
+        return data_prediction(score, sde, sde.mean_coeff(t) * y, batch_time(t, shape, dtype))
+
     def slope(y, t, sb_t):
-        x0 = data_prediction(score, sde, sde.mean_coeff(t) * y, batch_time(t, shape, dtype))
-        return (y - x0) / sb_t
+        return (y - x0_hat(y, t)) / sb_t
 
     def step(i, y):
         gamma = jnp.where((sb[i] >= s_min) & (sb[i] <= s_max), gamma_max, 0.0)
@@ -99,7 +109,10 @@ def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, d
         t_hat = t_of_sigma_bar(sde, sb_hat, ts[-1], ts[0])
         z = jax.random.normal(jax.random.fold_in(k_steps, i), shape, dtype)
         y_hat = y + jnp.sqrt(jnp.maximum(sb_hat**2 - sb[i] ** 2, 0.0)) * s_noise * z
-        d = slope(y_hat, t_hat, sb_hat)
+        x0 = x0_hat(y_hat, t_hat)
+        if callback is not None:  # the state before the noise, the prediction after it
+            report_step(callback, i, ts[i], sde.mean_coeff(ts)[i] * y, x0)
+        d = (y_hat - x0) / sb_hat
         y_euler = y_hat + (sb[i + 1] - sb_hat) * d
         return y_hat + 0.5 * (sb[i + 1] - sb_hat) * (d + slope(y_euler, ts[i + 1], sb[i + 1]))
 
@@ -113,7 +126,8 @@ def _edm(score, rng, x_init, eps, churn, s_min, s_max, s_noise, *, sde, shape, d
 def edm_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
                num_steps: int = 18, S_churn: float = 10.0, S_min: float = 0.05, S_max: float = 50.0,
                S_noise: float = 1.0, eps: float = 1e-3, grid: str = "edm", rho: float = 7.0,
-               denoise: bool = True, x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+               denoise: bool = True, x_init: jax.Array | None = None, dtype=None,
+               callback: StepCallback | None = None) -> SampleResult:
     """EDM's stochastic sampler (Karras et al. 2022, algorithm 2) in ``y = x / a``, ``sigma_bar =
     s / a``:
 
@@ -124,13 +138,14 @@ def edm_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng:
     ``S_min``/``S_max`` are in ``sigma_bar`` units; ``sigma^`` is capped at ``sigma_bar(T)`` (the
     network is not asked about ``t > T``).  ``S_churn = 0`` is :func:`heun_sample`.  ``S_noise``
     slightly above 1 (EDM: 1.003-1.007) offsets a network's denoising bias; with exact scores 1 is
-    right.  ``nfe = 2 (num_steps - 1) + denoise``.
+    right.  ``nfe = 2 (num_steps - 1) + denoise``.  ``callback`` gets at step ``i`` the state
+    ``x_i`` at ``t_i`` and the data prediction at the noised point ``(x^, t^)`` (as k-diffusion).
     """
     if S_churn < 0 or S_noise < 0 or S_min > S_max:
         raise ValueError(f"edm_sample needs S_churn >= 0, S_noise >= 0 and S_min <= S_max, got "
                          f"S_churn={S_churn}, S_noise={S_noise}, S_min={S_min}, S_max={S_max}.")
     return run_solver(_edm, score_fn, sde, shape, rng, (eps, S_churn, S_min, S_max, S_noise),
-                      eps=eps, x_init=x_init,
+                      eps=eps, x_init=x_init, callback=callback,
                       dtype=dtype, num_steps=num_steps, grid=grid, rho=float(rho),
                       denoise=bool(denoise))
 

@@ -48,14 +48,18 @@ from jax.tree_util import Partial
 from scoresde_jax.samplers.common import (
     SampleResult,
     Sampler,
+    StepCallback,
+    check_callback,
     check_eps,
     as_score_pytree,
     check_sde,
     checked_inputs,
     initial_state,
     lookup_step_fn,
+    report_step,
 )
 from scoresde_jax.samplers.correctors import CORRECTORS
+from scoresde_jax.samplers.grid import data_prediction
 from scoresde_jax.samplers.predictors import PREDICTORS
 from scoresde_jax.sde import SDE
 
@@ -77,9 +81,10 @@ _PROJECTION_KEY = 1  # projection keys: fold_in(rng, _PROJECTION_KEY), apart fro
 
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "predictor", "corrector",
-                                             "n_steps", "probability_flow", "denoise"))
+                                             "n_steps", "probability_flow", "denoise",
+                                             "callback"))
 def _pc_sample(score, rng, x_init, snr, eps, projection, *, sde, shape, dtype, predictor, corrector,
-               n_steps, probability_flow, denoise):
+               n_steps, probability_flow, denoise, callback=None):
     k_init, k_steps = jax.random.split(rng)
     k_project = jax.random.fold_in(rng, _PROJECTION_KEY)
     x = initial_state(sde, shape, dtype, k_init, x_init)
@@ -104,6 +109,8 @@ def _pc_sample(score, rng, x_init, snr, eps, projection, *, sde, shape, dtype, p
         t = jnp.full((shape[0],), timesteps[i], dtype)
         k_corr, k_pred = jax.random.split(jax.random.fold_in(k_steps, i))
         k_proj = jax.random.fold_in(k_project, i)
+        if callback is not None:  # one more evaluation per level, only for the callback
+            report_step(callback, i, timesteps[i], x, data_prediction(score, sde, x, t))
         if use_corrector:
 
             def corrector_step(j, c):
@@ -163,7 +170,8 @@ def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: 
               corrector: str | Callable = "langevin", snr: float = 0.16, n_steps: int = 1,
               probability_flow: bool = False, denoise: bool = True, eps: float = 1e-3,
               x_init: jax.Array | None = None, dtype=None,
-              projection: Projection | Partial | None = None) -> SampleResult:
+              projection: Projection | Partial | None = None,
+              callback: StepCallback | None = None) -> SampleResult:
     """Predictor-corrector sampler (paper algorithm 1 / official ``pc_sampler``).
 
     Starting from ``x_init`` (or a prior draw), for each ``t_i`` in ``linspace(T, eps, sde.N)``:
@@ -179,6 +187,10 @@ def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: 
     the known part).  Pass it as a :class:`jax.tree_util.Partial` so that its data are traced
     arguments: the loop compiles once per projection function.
 
+    ``callback`` (:mod:`~scoresde_jax.samplers.common`) is called at each level ``i`` with ``t_i``,
+    the state before its corrector steps and that state's data prediction ``x0_hat(x, t_i)`` (one
+    evaluation more per level, not counted in ``nfe``).
+
     Returns ``SampleResult(x, nfe)``, ``nfe = N (predictor + n_steps corrector evaluations)``.
     ``score_fn(x, t)`` may be a :class:`jax.tree_util.Partial` to pass parameters as data;
     compilation caching is explained in the module docstring.  ``dtype`` defaults to that of
@@ -187,11 +199,13 @@ def pc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: 
     pred, corr = resolve_pc_steps(sde, predictor, corrector, n_steps, probability_flow)
     score, shape, dtype = checked_inputs(score_fn, sde, shape, x_init, dtype)
     _check_numbers(sde, shape, snr, eps)
+    check_callback(callback)
+    extra = {} if callback is None else {"callback": callback}
     if projection is not None:
         projection = as_score_pytree(projection, "projection", "(x, x_mean, t, key) -> (x, x_mean)")
     return _pc_sample(score, rng, x_init, snr, eps, projection, sde=sde, shape=shape, dtype=dtype,
                       predictor=pred, corrector=corr, n_steps=int(n_steps),
-                      probability_flow=bool(probability_flow), denoise=bool(denoise))
+                      probability_flow=bool(probability_flow), denoise=bool(denoise), **extra)
 
 
 def check_pc_options(sde: SDE, **pc_options: Any) -> None:

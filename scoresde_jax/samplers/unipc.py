@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import Partial
 
-from scoresde_jax.samplers.common import SampleResult, Sampler, initial_state
+from scoresde_jax.samplers.common import (SampleResult, Sampler, StepCallback, initial_state,
+                                         report_step)
 from scoresde_jax.samplers.exponential import log_snr_grid, multistep_loop
 from scoresde_jax.samplers.grid import (STATIC, batch_time, data_prediction, denoised_result,
                                         one_eval_per_step, run_solver)
@@ -62,13 +63,14 @@ def _unipc_coeffs(rks, h, order, variant="bh2"):
 
 @functools.partial(jax.jit, static_argnames=STATIC + ("lower_order_final", "order", "variant"))
 def _unipc(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoise, order,
-           lower_order_final, variant):
+           lower_order_final, variant, callback=None):
     x = initial_state(sde, shape, dtype, rng, x_init)
     ts, lam, a, s = log_snr_grid(sde, num_steps, eps, grid, dtype)
     last = num_steps - 2
 
     def step(i, carry, p):
         x, hist = carry  # hist[k] = data prediction at grid point i - k (hist[0] evaluated)
+        report_step(callback, i, ts[i], x, hist[0])
         h = lam[i + 1] - lam[i]
         rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)] + [jnp.ones((), dtype)]
         d1s = [(hist[k] - hist[0]) / rks[k - 1] for k in range(1, p)]
@@ -95,7 +97,8 @@ def _unipc(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoi
 def unipc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rng: jax.Array, *,
                  num_steps: int = 10, order: int = 2, eps: float = 1e-3, grid: str | None = None,
                  lower_order_final: bool = True, variant: str = "bh2", denoise: bool = True,
-                 x_init: jax.Array | None = None, dtype=None) -> SampleResult:
+                 x_init: jax.Array | None = None, dtype=None,
+                 callback: StepCallback | None = None) -> SampleResult:
     """UniPC-p with the bh2 variant (Zhao et al. 2023, algorithms 2-3, data prediction):
 
         x_lin = (s_{i+1} / s_i) x_i - a_{i+1} (e^{-h} - 1) m_i,   D_k = (m_{i-k} - m_i) / r_k,
@@ -108,7 +111,9 @@ def unipc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rn
     ``p`` in 1..3 (the corrector lifts it to ``p + 1``); warm-up at lower orders, and with
     ``lower_order_final`` (UniPC's default) the last steps too
     (:func:`~scoresde_jax.samplers.exponential.step_orders`: the last one a plain DDIM step).
-    ``variant="bh1"`` (``B(h) = -h``) is the paper's other choice.  ``nfe = num_steps - 1 +
+    ``variant="bh1"`` (``B(h) = -h``) is the paper's other choice.  ``callback`` gets at step ``i``
+    the state ``x_i`` and the data prediction the step uses (evaluated at the predicted point
+    ``x~_i``, before the correction).  ``nfe = num_steps - 1 +
     denoise``.
     """
     if order not in (1, 2, 3):
@@ -116,7 +121,7 @@ def unipc_sample(score_fn: ScoreFn | Partial, sde: SDE, shape: Sequence[int], rn
     if variant not in ("bh1", "bh2"):
         raise ValueError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}.")
     return run_solver(_unipc, score_fn, sde, shape, rng, (eps,), eps=eps,
-                      x_init=x_init, dtype=dtype,
+                      x_init=x_init, dtype=dtype, callback=callback,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise), order=int(order),
                       lower_order_final=bool(lower_order_final), variant=variant)
 
