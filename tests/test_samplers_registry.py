@@ -40,7 +40,7 @@ def _euler(score, rng, x_init, eps, *, sde, shape, dtype, num_steps, grid, denoi
 def euler_sample(score_fn, sde, shape, rng, *, num_steps=100, eps=1e-3, grid=None, denoise=True,
                  x_init=None, dtype=None):
     """Euler's method on the probability-flow ODE; ``nfe = num_steps - 1 + denoise``."""
-    return run_solver(_euler, score_fn, sde, shape, rng, (eps,), x_init=x_init, dtype=dtype,
+    return run_solver(_euler, score_fn, sde, shape, rng, (eps,), eps=eps, x_init=x_init, dtype=dtype,
                       num_steps=num_steps, grid=grid, denoise=bool(denoise))
 
 
