@@ -1,12 +1,14 @@
-"""The tutorial notebooks run top to bottom in a fresh Jupyter kernel and draw their pictures.
+"""The tutorial notebooks run top to bottom in a fresh Jupyter kernel, draw their pictures, and are
+stored with current outputs.
 
 Each notebook is executed with nbclient (the ``notebook`` extra: ipykernel, nbclient, matplotlib);
-any cell that raises fails the test, and a notebook must produce PNG images (``display_data`` with
-``image/png``). All four run in CI: sizes are small, each notebook takes 40-80 s of kernel CPU (measured
-on the shared 2-core machine under load; ``experiments/notebooks/time_notebooks.py`` prints it per cell),
-about 4 minutes for the four.
+any cell that raises fails the test, a notebook must produce PNG images, and its fresh outputs must
+match the stored ones (``build_notebooks.compare_outputs``: the same outputs per cell, pictures
+within a small mean absolute difference, text equal up to its numbers). All four run in CI: sizes
+are small, each notebook takes 40-80 s of kernel CPU (measured on the shared 2-core machine under
+load; ``experiments/notebooks/time_notebooks.py`` prints it per cell), about 4 minutes for the four.
 
-    python experiments/notebooks/build_notebooks.py        # after editing a notebook's cells (nb0*_*.py)
+    python experiments/notebooks/build_notebooks.py --execute  # after editing a notebook's cells (nb0*_*.py)
     .venv/bin/python -m pytest tests/test_notebooks.py -q -s   # -s prints each notebook's seconds
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import resource
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "experiments" / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
-CELL_TIMEOUT_S = 600
+REBUILD = f"python {NB_DIR.relative_to(ROOT) / 'build_notebooks.py'} --execute"
 
 
 def _builder():
@@ -40,50 +41,72 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _execute(path: Path, tmp_path: Path):
-    nbformat = pytest.importorskip("nbformat", reason="install the notebook extra: pip install -e '.[notebook]'")
-    nbclient = pytest.importorskip("nbclient", reason="install the notebook extra: pip install -e '.[notebook]'")
-    pytest.importorskip("ipykernel", reason="install the notebook extra: pip install -e '.[notebook]'")
-    nb = nbformat.read(path, as_version=4)
-    env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "PYTHONPATH": str(ROOT),
-           "NOTEBOOK_WORKDIR": str(tmp_path)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
-    try:
-        client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                         resources={"metadata": {"path": str(ROOT)}})
-        client.execute()  # raises CellExecutionError naming the cell when one raises
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return nb
+def _images(nb: dict) -> list:
+    return [out for cell in nb["cells"] if cell["cell_type"] == "code" for out in cell["outputs"]
+            if out["output_type"] in ("display_data", "execute_result") and "image/png" in out["data"]]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_and_draws(path, tmp_path):
+def test_notebook_runs_draws_and_its_stored_outputs_are_current(path, tmp_path):
+    for extra in ("nbformat", "nbclient", "ipykernel", "matplotlib"):
+        pytest.importorskip(extra, reason="install the notebook extra: pip install -e '.[notebook]'")
+    builder = _builder()
+    stored = json.loads(path.read_text())
     t0, cpu0 = time.perf_counter(), _children_cpu()
-    nb = _execute(path, tmp_path)
+    fresh = builder.execute(builder.strip_outputs(stored), str(tmp_path))  # raises naming a failing cell
     seconds, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
-    images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
-              if out.get("output_type") in ("display_data", "execute_result")
-              and "image/png" in out.get("data", {})]
-    errors = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
-              if out.get("output_type") == "error"]
+    images = _images(fresh)
     print(f"{path.name}: {seconds:.0f} s wall, {cpu:.0f} s CPU of the kernel, {len(images)} images")
-    assert not errors, f"{path.name}: a cell raised: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     assert len(images) >= 2, f"{path.name} drew {len(images)} PNG images; its cells should show pictures"
+    problems = builder.compare_outputs(stored, fresh)
+    assert not problems, (f"{path.name}: the stored outputs are stale (run {REBUILD}):\n  "
+                          + "\n  ".join(problems))
 
 
-def test_notebooks_are_built_from_their_source():
+def test_notebooks_are_built_from_their_source_and_stored_with_pictures():
     """The .ipynb files equal what build_notebooks.py writes from the nb0*_*.py cell modules (edit
-    those, not the JSON), and are stored without outputs."""
+    those, not the JSON), outputs aside, and are stored with their outputs (pictures included)."""
     mod = _builder()
     assert sorted(mod.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
     for name, cells in mod.NOTEBOOKS.items():
         on_disk = json.loads((NB_DIR / name).read_text())
-        assert on_disk == mod.to_ipynb(cells), f"{name} is stale: run python {NB_DIR / 'build_notebooks.py'}"
-        for cell in on_disk["cells"]:
-            assert not cell.get("outputs"), f"{name} is stored with outputs"
+        assert mod.strip_outputs(on_disk) == mod.to_ipynb(cells), \
+            f"{name} is stale: run {REBUILD}"
+        assert len(_images(on_disk)) >= 2, f"{name} is stored without its pictures: run {REBUILD}"
+        code = [c for c in on_disk["cells"] if c["cell_type"] == "code"]
+        assert all(c["execution_count"] is not None for c in code), \
+            f"{name} has cells that were not run: run {REBUILD}"
+
+
+def test_output_comparison_tolerates_noise_and_catches_stale_pictures():
+    """compare_outputs: numbers in text and tiny pixel changes pass; another picture, a missing
+    output or other text fail."""
+    np = pytest.importorskip("numpy")
+    plt = pytest.importorskip("matplotlib.pyplot")
+    import base64
+    import io
+
+    mod = _builder()
+
+    def png(values):
+        fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+        ax.fill_between(np.arange(len(values)), values)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return base64.b64encode(buf.getvalue()).decode()
+
+    def nb(text, image):
+        outs = [{"output_type": "stream", "name": "stdout", "text": text},
+                {"output_type": "display_data", "data": {"image/png": image, "text/plain": "<Figure>"},
+                 "metadata": {}}]
+        return {"cells": [{"cell_type": "code", "source": "x = 1", "outputs": outs}]}
+
+    line = np.linspace(0, 1, 50)
+    base = nb("loss 0.123 after 12 s\n", png(line))
+    assert mod.compare_outputs(base, nb("loss 0.125 after 31 s\n", png(line + 1e-4))) == []
+    assert mod.compare_outputs(base, nb("loss 0.123 after 12 s\n", png(-line ** 3)))
+    assert mod.compare_outputs(base, nb("accuracy 0.123 after 12 s\n", png(line)))
+    shorter = nb("loss 0.123 after 12 s\n", png(line))
+    shorter["cells"][0]["outputs"].pop()
+    assert mod.compare_outputs(base, shorter)

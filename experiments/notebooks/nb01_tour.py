@@ -95,6 +95,29 @@ for flow, style in ((False, "-"), (True, "--")):
 ax.invert_xaxis(); ax.set_xlabel("t (from T to 0)"); ax.set_ylabel("first coordinate")
 ax.set_title("x_1(t): reverse SDE (solid) and probability-flow ODE (dashed) from the same start")
 plt.show()"""),
+    ("md", """## Watching a sampler step by step: the `callback`
+
+Every sampler except the adaptive ODE takes `callback`, called on the host at each step with a dict (k-diffusion's
+convention): the step `i`, the time `t`, the state `x` and the sampler's prediction of the data `denoised`
+(Tweedie's `E[x_0 | x_t]`). It runs inside the jitted loop through `jax.debug.callback`; without it the compiled
+sampler is unchanged. Here UniPC with 10 evaluations on the VP SDE: the state (top) goes from the prior to the
+ring, while the prediction (bottom) starts at the mixture's mean, spreads out to the ring and splits into the
+eight modes only over the last steps, where the noise is small enough to tell them apart."""),
+    ("code", """frames = []
+res = samplers.sample(SCORES["VP"], SDES["VP"], (n, 2), jax.random.key(11), method="unipc", nfe=10,
+                      callback=frames.append)
+print(len(frames), "steps; times", np.round([float(f["t"]) for f in frames], 3))
+fig, axes = plt.subplots(2, len(frames) + 1, figsize=(1.4 * (len(frames) + 1), 3), sharex=True, sharey=True)
+for c, f in enumerate(frames + [{"i": "end", "t": 0.0, "x": res.x, "denoised": res.x}]):
+    for r, key in enumerate(("x", "denoised")):
+        ax = axes[r, c]
+        ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.85")
+        ax.scatter(f[key][:, 0], f[key][:, 1], s=1, c="C1" if r else "C0")
+        ax.set_xlim(-3.5, 3.5); ax.set_ylim(-3.5, 3.5); ax.set_xticks([]); ax.set_yticks([])
+    axes[0, c].set_title(f"i={f['i']}\\nt={float(f['t']):.3f}", fontsize=7)
+axes[0, 0].set_ylabel("state x"); axes[1, 0].set_ylabel("denoised")
+fig.tight_layout()
+plt.show()"""),
     ("md", """## Quality against the number of score evaluations
 
 For each sampler we vary its step count and plot the sliced Wasserstein distance (SWD) to exact samples against
