@@ -21,6 +21,8 @@ import jax
 
 from scoresde_jax import config as config_lib
 from scoresde_jax import pretrained
+from scoresde_jax.jobs.convert import check_target
+from scoresde_jax.pretrained import score_sde
 from scoresde_jax.jobs import JOBS
 from scoresde_jax.jobs.arguments import PROCESS_ARGS
 from scoresde_jax.training import NonFiniteLossError, Preempted, WorkdirBusyError, distributed
@@ -148,6 +150,14 @@ def run(name: str, args: argparse.Namespace, overrides: Sequence[str] = ()) -> A
     else:
         config = config_lib.load_config(path, overrides)
     setup = config_lib.JOB_SETUP.get(name, config_lib.setup)(config)
+    if name == "convert":  # the official checkpoint, read once and mapped onto the model
+        src = given.get("source") or given.get("checkpoint")
+        if src is None:
+            raise ValueError("convert needs the pretrained model: SOURCE (or --checkpoint).")
+        check_target(workdir, bool(given.get("overwrite")))
+        given["official"] = score_sde.load_checkpoint(
+            src, setup.abstract_state().params,
+            model_desc=score_sde.describe_model(setup.model, setup.input_shape[1:]))
     options = config_lib.JOB_OPTIONS[name](config, setup, **given)
     _log_to_workdir(name, workdir)
     return fn(setup, options) if workdir is None else fn(setup, options, workdir)

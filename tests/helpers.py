@@ -12,6 +12,7 @@ import numpy as np
 
 from scoresde_jax import config as C
 from scoresde_jax.jobs import convert, eval, likelihood, sample, stats, train
+from scoresde_jax.pretrained import score_sde
 
 
 class TinyScoreNet(nn.Module):
@@ -65,6 +66,10 @@ def run_job(name: str, config: Any, workdir: str | None = None, *, model: Any = 
     if name == "stats":
         return stats.stats(C.data_spec(config), C.stats_options(config, None, **given))
     s = C.setup(config, model=model, mesh=mesh)
+    if name == "convert":  # the official checkpoint, read as the CLI reads it
+        convert.check_target(workdir, bool(given.get("overwrite")))
+        given["official"] = score_sde.load_checkpoint(
+            given.get("source") or given.get("checkpoint"), s.abstract_state().params)
     if name == "train":
         given.setdefault("evaluate", False)
     options = C.JOB_OPTIONS[_OPTIONS.get(name, name)](config, s, **given)

@@ -351,25 +351,30 @@ def train_options(config: Any, s: Setup, *, evaluate: bool = True,
 
 def convert_options(config: Any, s: Setup, *, source: str | None = None,
                     checkpoint: str | None = None, source_format: str = "score_sde",
-                    overwrite: bool = False, pretrained: Any = None, dataset: str | None = None
-                    ) -> ConvertOptions:
-    """:class:`~scoresde_jax.jobs.convert.ConvertOptions`: the source (``source`` or
-    ``checkpoint``), its format, the weights of an ``edm`` / ``diffusers`` source
-    (``pretrained``, a :class:`scoresde_jax.pretrained.Pretrained` whose ``config`` is
-    ``config``) and ``config`` as the workdir's record. ``dataset`` is used by the loader that
-    built ``config``."""
+                    overwrite: bool = False, pretrained: Any = None, official: Any = None,
+                    dataset: str | None = None) -> ConvertOptions:
+    """:class:`~scoresde_jax.jobs.convert.ConvertOptions` with the weights read once: an official
+    checkpoint (``official``, what ``scoresde_jax.pretrained.score_sde.load_checkpoint(source,
+    s.abstract_state().params)`` returns: raw and EMA parameters and the step), or the weights of
+    an ``edm`` / ``diffusers`` source (``pretrained``, a :class:`scoresde_jax.pretrained.Pretrained`
+    whose ``config`` is ``config``); ``config`` is the workdir's record. ``dataset`` is used by
+    the loader that built ``config``."""
     del dataset
     src = source if source is not None else checkpoint
     if src is None:
         raise ValueError("convert needs the pretrained model: SOURCE (or --checkpoint).")
-    params = None
+    common = dict(source_format=source_format, overwrite=bool(overwrite), record=to_record(config))
     if source_format != "score_sde":
         if pretrained is None:
             raise ValueError(f"--from {source_format}: pass pretrained=scoresde_jax.pretrained."
                              "load(source) (its config is this config)")
-        params = pretrained.params
-    return ConvertOptions(source=str(src), source_format=source_format,
-                          overwrite=bool(overwrite), params=params, record=to_record(config))
+        return ConvertOptions(source=str(src), params=pretrained.params, **common)
+    if official is None:
+        raise ValueError("--from score_sde: pass official=scoresde_jax.pretrained.score_sde."
+                         "load_checkpoint(source, setup.abstract_state().params)")
+    return ConvertOptions(source=str(official.path), params=official.weights(ema=False),
+                          ema_params=official.weights(ema=True), step=int(official.step),
+                          **common)
 
 
 JOB_OPTIONS = {"train": train_options, "sample": sample_options, "eval": eval_options,

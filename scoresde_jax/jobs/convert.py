@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from scoresde_jax.jobs.arguments import SOURCE_FORMATS
-from scoresde_jax.pretrained import score_sde
 from scoresde_jax.training import Checkpointer, distributed, has_checkpoints
 from scoresde_jax.training.checkpoint import CHECKSUM_DIR, PREEMPTION_DIR, SNAPSHOT_DIR
 from scoresde_jax.training.workdir import save_config
@@ -34,15 +33,26 @@ class ConvertOptions(NamedTuple):
     """The options of :func:`convert`.
 
     ``source``: the official ``checkpoint_<step>`` file or folder (``score_sde``), the EDM pickle
-    or the diffusers folder; ``params``: the weights of an ``edm`` / ``diffusers`` source (read at
-    the config boundary with the config they come with); ``record``: the config saved as
-    ``config.json``."""
+    or the diffusers folder; ``params`` / ``ema_params`` / ``step``: its weights and step, read
+    once at the boundary (:func:`scoresde_jax.config.convert_options`); ``record``: the config
+    saved as ``config.json``."""
 
     source: str
     source_format: str = "score_sde"
     overwrite: bool = False
     params: Any = None
+    ema_params: Any = None
+    step: int = 0
     record: Optional[dict] = None
+
+
+def check_target(workdir: str, overwrite: bool) -> None:
+    """A workdir that already has checkpoints is refused unless ``overwrite`` (checked before the
+    source is read)."""
+    if has_checkpoints(workdir) and not overwrite:
+        raise ValueError(
+            f"Workdir {os.path.abspath(workdir)} already has checkpoints; sample/eval would keep "
+            "using them. Convert into a fresh --workdir, or pass --overwrite to replace them.")
 
 
 def convert(setup: Any, options: ConvertOptions, workdir: str) -> dict:
@@ -51,23 +61,13 @@ def convert(setup: Any, options: ConvertOptions, workdir: str) -> dict:
     s = setup
     if options.source_format not in SOURCE_FORMATS:
         raise ValueError(f"--from {options.source_format!r}: one of {SOURCE_FORMATS}")
-    if has_checkpoints(workdir) and not options.overwrite:
-        raise ValueError(
-            f"Workdir {os.path.abspath(workdir)} already has checkpoints; sample/eval would keep "
-            "using them. Convert into a fresh --workdir, or pass --overwrite to replace them.")
-    if options.source_format == "score_sde":
-        official = score_sde.load_checkpoint(
-            options.source, s.abstract_state().params,
-            model_desc=score_sde.describe_model(s.model, s.input_shape[1:]))
-        raw, ema, step, source = (official.weights(ema=False), official.weights(ema=True),
-                                  int(official.step), str(official.path))
-    else:
-        if options.params is None:
-            raise ValueError(f"--from {options.source_format}: the weights were not read; build "
-                             "the options with scoresde_jax.config.convert_options(..., "
-                             "pretrained=scoresde_jax.pretrained.load(source))")
-        raw = ema = options.params
-        step, source = 0, str(options.source)
+    check_target(workdir, options.overwrite)
+    if options.params is None:
+        raise ValueError("the weights were not read; build the options with "
+                         "scoresde_jax.config.convert_options(config, setup, source=...)")
+    raw = options.params
+    ema = options.ema_params if options.ema_params is not None else raw
+    step, source = int(options.step), str(options.source)
     params = distributed.put_replicated(raw, s.mesh)
     state = s.init_state().replace(
         step=distributed.put_replicated(np.int32(step), s.mesh),
