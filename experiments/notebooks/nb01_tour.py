@@ -114,7 +114,7 @@ for c, f in enumerate(frames + [{"i": "end", "t": 0.0, "x": res.x, "denoised": r
         ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.85")
         ax.scatter(f[key][:, 0], f[key][:, 1], s=1, c="C1" if r else "C0")
         ax.set_xlim(-3.5, 3.5); ax.set_ylim(-3.5, 3.5); ax.set_xticks([]); ax.set_yticks([])
-    axes[0, c].set_title(f"i={f['i']}\\nt={float(f['t']):.3f}", fontsize=7)
+    axes[0, c].set_title(f"i={f['i']}\\nt={float(f['t']):.3f}", fontsize=8)
 axes[0, 0].set_ylabel("state x"); axes[1, 0].set_ylabel("denoised")
 fig.tight_layout()
 plt.show()"""),
