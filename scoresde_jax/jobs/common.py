@@ -18,14 +18,17 @@ from scoresde_jax.training.workdir import jsonable
 
 
 def job_record(job: str, setup: Any, options: Any, *, step: int | None, params: Any = None,
-               drop: tuple[str, ...] = ()) -> dict:
+               classifier_params: Any = None, drop: tuple[str, ...] = ()) -> dict:
     """What made a job's numbers: the job, the resolved config (``setup.record``), the checkpoint
-    step and the digest of its parameters, the job's options (less ``drop`` and the ones that do
-    not change a number: output place, progress bar, overwrite), the library version."""
+    step and the digest of its parameters (and of a guiding classifier's), the job's options
+    (less ``drop`` and the ones that do not change a number: output place, progress bar,
+    overwrite), the library version."""
     skip = {"out", "progress", "overwrite", "data_dir", "checkpoint", *drop}
     opts = {k: v for k, v in options._asdict().items() if k not in skip}
-    return {"job": job, "config": jsonable(dict(setup.record)), "checkpoint": {
-                "step": step, "digest": None if params is None else tree_digest(params)},
+    checkpoint = {"step": step, "digest": None if params is None else tree_digest(params)}
+    if classifier_params is not None:
+        checkpoint["classifier_digest"] = tree_digest(classifier_params)
+    return {"job": job, "config": jsonable(dict(setup.record)), "checkpoint": checkpoint,
             "options": plain(opts), "version": __version__}
 
 

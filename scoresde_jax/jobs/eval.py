@@ -112,7 +112,8 @@ def evaluate(setup: Any, options: EvalOptions, workdir: str) -> dict:
         feats, logits = ref.net(x)
         return {"features": np.asarray(feats, np.float32), "logits": np.asarray(logits, np.float32)}
 
-    record = common.job_record("eval", s, o, step=step, params=params, drop=("batch_size",))
+    record = common.job_record("eval", s, o, step=step, params=params,
+                               classifier_params=gen.classifier_params, drop=("batch_size",))
     record["features"] = ref.features
     tag = (f"step_{step}_seed_{o.seed}_{o.sampler.method}"
            + (f"_nfe_{o.sampler.nfe}" if o.sampler.nfe else "") + o.cond.tag()

@@ -81,7 +81,9 @@ def sample(setup: Any, options: SampleOptions, workdir: str) -> SampleOutput:
         raise ValueError(f"batch_size={batch_size} must be >= 1 (--batch_size N).")
     params, step = restore_params(workdir, setup.abstract_state(), step=o.checkpoint)
     method = o.sampler.method
+    gen = make_generator(setup, o.sampler, batch_size=batch_size, cond=o.cond)
     record = common.job_record("sample", setup, o, step=step, params=params,
+                               classifier_params=gen.classifier_params,
                                drop=("batch_size", "png"))
     if o.out is not None and o.out.endswith(".png"):
         out_dir, grid = os.path.dirname(os.path.abspath(o.out)), o.out
@@ -91,7 +93,6 @@ def sample(setup: Any, options: SampleOptions, workdir: str) -> SampleOutput:
                                         f"{o.cond.tag()}_{record_digest(record)}")
         grid = os.path.join(out_dir, "grid.png")
     meta = {"checkpoint_step": int(step), **o.cond.record()}
-    gen = make_generator(setup, o.sampler, batch_size=batch_size, cond=o.cond)
     res = generate(gen, params, out_dir, num_samples=o.num_samples, seed=o.seed, seeds=o.seeds,
                    record=record, overwrite=o.overwrite, desc=f"sample {method}",
                    progress=o.progress)
