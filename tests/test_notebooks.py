@@ -79,8 +79,8 @@ def test_notebooks_are_built_from_their_source_and_stored_with_pictures():
 
 
 def test_output_comparison_tolerates_noise_and_catches_stale_pictures():
-    """compare_outputs: numbers in text and tiny pixel changes pass; another picture, a missing
-    output or other text fail."""
+    """compare_outputs: numbers in text, tiny pixel changes and prints split into several stream
+    chunks pass; another picture, a missing output or other text fail."""
     np = pytest.importorskip("numpy")
     plt = pytest.importorskip("matplotlib.pyplot")
     import base64
@@ -110,3 +110,10 @@ def test_output_comparison_tolerates_noise_and_catches_stale_pictures():
     shorter = nb("loss 0.123 after 12 s\n", png(line))
     shorter["cells"][0]["outputs"].pop()
     assert mod.compare_outputs(base, shorter)
+    # the kernel may flush one cell's prints in several chunks: same text, same outputs
+    split = nb("loss 0.123 ", png(line))
+    split["cells"][0]["outputs"].insert(1, {"output_type": "stream", "name": "stdout",
+                                            "text": "after 12 s\n"})
+    assert mod.compare_outputs(base, split) == []
+    split["cells"][0]["outputs"][1]["text"] = "after 12 s, then more\n"
+    assert mod.compare_outputs(base, split)

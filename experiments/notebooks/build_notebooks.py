@@ -144,8 +144,21 @@ def clean_outputs(nb: dict, workdir: str) -> dict:
                     o["data"][mime] = small_png(value)
                 elif mime.startswith("text/"):
                     o["data"][mime] = _text(value).replace(workdir, WORKDIR_MARK)
-        cell["outputs"] = outs
+        cell["outputs"] = coalesce_streams(outs)
     return nb
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Consecutive outputs of one stream merged into one: the kernel flushes a cell's prints in
+    as many chunks as timing gives, so their number is not part of what a cell printed."""
+    merged = []
+    for o in outputs:
+        if (o["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
+                and merged[-1].get("name") == o.get("name")):
+            merged[-1] = {**merged[-1], "text": _text(merged[-1]["text"]) + _text(o["text"])}
+        else:
+            merged.append(o)
+    return merged
 
 
 def _text(value) -> str:
@@ -190,10 +203,11 @@ def compare_outputs(stored: dict, fresh: dict) -> list[str]:
         where = f"code cell {k} ({_text(s['source']).splitlines()[0][:40]!r})"
         kinds = lambda outs: [(o["output_type"], o.get("name"), sorted(o.get("data", {})))
                               for o in outs]
-        if kinds(s["outputs"]) != kinds(f["outputs"]):
-            problems.append(f"{where}: outputs {kinds(s['outputs'])} stored, {kinds(f['outputs'])} now")
+        s_outs, f_outs = coalesce_streams(s["outputs"]), coalesce_streams(f["outputs"])
+        if kinds(s_outs) != kinds(f_outs):
+            problems.append(f"{where}: outputs {kinds(s_outs)} stored, {kinds(f_outs)} now")
             continue
-        for so, fo in zip(s["outputs"], f["outputs"]):
+        for so, fo in zip(s_outs, f_outs):
             if "text" in so and _loose(_text(so["text"])) != _loose(_text(fo["text"])):
                 problems.append(f"{where}: text {_text(so['text'])[:200]!r} stored, "
                                 f"{_text(fo['text'])[:200]!r} now")
