@@ -64,8 +64,8 @@ def setup_logging(verbose: bool) -> None:
 
 def setup_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``path`` (default ``$JAX_COMPILATION_CACHE_DIR``,
-    else ``$XDG_CACHE_HOME/scoresde_jax/xla`` or ``~/.cache/scoresde_jax/xla``; ``'none'`` turns it
-    off), so that a second run of the same config loads its compiled programs instead of
+    else ``$XDG_CACHE_HOME/scoresde_jax/xla`` or ``~/.cache/scoresde_jax/xla``; ``'none'`` or
+    ``'off'``, as the argument or the variable, turns it off), so that a second run of the same config loads its compiled programs instead of
     recompiling them. Programs compiling in under 0.5 s are not stored (unless
     ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise). The cache holds at most
     :data:`CACHE_MAX_BYTES` (unless ``$JAX_COMPILATION_CACHE_MAX_SIZE`` gives another number of
@@ -77,6 +77,9 @@ def setup_compilation_cache(path: str | None = None) -> str | None:
         path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(base, "scoresde_jax",
                                                                            "xla")
     if path.strip().lower() in ("", "none", "off"):
+        # JAX reads $JAX_COMPILATION_CACHE_DIR itself at import: 'none' there would be a folder
+        jax.config.update("jax_enable_compilation_cache", False)
+        jax.config.update("jax_compilation_cache_dir", None)
         return None
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:

@@ -84,3 +84,17 @@ def test_the_compilation_cache_is_bounded_and_keeps_entries_of_an_unbounded_one(
     assert "jit_old-0123-atime" in files and ".lockfile" in files
     new = [f for f in files if f.endswith("-cache") and f != "jit_old-0123-cache"]
     assert new and all(f[:-len("-cache")] + "-atime" in files for f in new), files
+
+
+def test_the_compilation_cache_turned_off_by_the_variable_writes_nothing(tmp_path):
+    """``JAX_COMPILATION_CACHE_DIR=none`` turns the cache off; JAX also reads that variable itself,
+    which must not make a folder called 'none' in the working directory."""
+    probe = ("import jax, jax.numpy as jnp\n"
+             "from scoresde_jax.runner import setup_compilation_cache\n"
+             "assert setup_compilation_cache() is None\n"
+             "jax.jit(lambda x: jnp.sin(x) * 2.0)(jnp.ones(3)).block_until_ready()\n")
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": "none", "JAX_PLATFORMS": "cpu",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True,
+                   text=True, timeout=300, check=True)
+    assert not list(tmp_path.iterdir())
