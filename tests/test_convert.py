@@ -234,6 +234,17 @@ def test_edm_pickle_converts_into_a_workdir_that_samples(tmp_path):
 
 
 @pytest.mark.slow
+def test_edm_preconditioned_pickle_converts_onto_the_edm_sde_and_samples(tmp_path):
+    from scoresde_jax import pretrained
+    from tests.pretrained_fixtures import write_edm
+    src = write_edm(tmp_path / "net.pkl", "edm_edm_skip")
+    p = pretrained.load(src)
+    assert p.sde.kind == "edm" and p.config.training.sde == "edmsde"
+    res = _convert_and_sample(tmp_path, p, src, "edm")  # the config's sampler: EDM's Heun
+    assert res.summary["method"] == "heun" and int(np.max(res.summary["nfe"])) == 35
+
+
+@pytest.mark.slow
 def test_diffusers_folder_converts_into_a_workdir_that_samples(tmp_path):
     from scoresde_jax import pretrained
     from tests.pretrained_fixtures import write_diffusers

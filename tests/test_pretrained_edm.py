@@ -13,6 +13,7 @@ import pytest
 from scoresde_jax import guidance, samplers
 from scoresde_jax.pretrained import edm
 from scoresde_jax.pretrained.safe_pickle import UnsafePickleError, safe_load
+from scoresde_jax.sde import EDMSDE
 from tests.pretrained_fixtures import Global, Reduce, dumps, reference, write_edm
 
 
@@ -70,9 +71,36 @@ def test_ve_conditional_score_guidance_and_sampling(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["edm_edm_ddpmpp_cond", "edm_edm_skip"])
-def test_edm_preconditioner_matches_edm(tmp_path, case):
-    p, _ = _check_against_reference(tmp_path, case)
-    assert (p.sde.sigma_min, p.sde.sigma_max) == (0.002, 80.0)
+def test_edm_preconditioner_is_the_edm_sde(tmp_path, case):
+    p, r = _check_against_reference(tmp_path, case)
+    assert isinstance(p.sde, EDMSDE) and p.config.training.sde == "edmsde"
+    assert (p.sde.sigma_min, p.sde.sigma_max, p.sde.sigma_data) == (0.002, 80.0, 0.5)
+    assert p.sampling_eps == 0.002 and p.config.model.sde == "edm"
+    assert dict(p.config.sampling) == dict(method="heun", num_steps=18, grid="edm", rho=7.0)
+    # score(x, t) = (D(x; sigma) - x) / sigma^2 at sigma = t
+    x = jnp.asarray(r["x"].transpose(0, 2, 3, 1))[:2]
+    t = jnp.array([0.05, 7.0])
+    y = jnp.array([1, 3]) if p.num_classes else None  # 3 = the null class
+    d = p.denoise(x, t, None if y is None else jax.nn.one_hot(y, 3))
+    want = (d - x) / (t ** 2)[:, None, None, None]
+    got = p.score_fn(x, t) if y is None else p.score_fn(x, t, y)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.abs(want).max()))
+    # EDM's deterministic sampler (Heun, 18 grid points = 35 evaluations) on the SDE's grid
+    res = samplers.sample(p.score_fn, p.sde, (2, 8, 8, 3), jax.random.key(0), method="heun",
+                          num_steps=18)
+    assert int(res.nfe) == 35 and bool(jnp.all(jnp.isfinite(res.x)))
+
+
+def test_edm_sampling_range_is_clamped_as_edm_generate_does():
+    sde, name, params, eps = edm.sde_of(dict(precond="edm"))
+    assert isinstance(sde, EDMSDE) and name == "edmsde" and eps == 0.002
+    assert (sde.sigma_min, sde.sigma_max, sde.sigma_data) == (0.002, 80.0, 0.5)
+    sde = edm.sde_of(dict(precond="edm", sigma_min=0.01, sigma_max=float("inf"),
+                          sigma_data=1.0))[0]
+    assert (sde.sigma_min, sde.sigma_max, sde.sigma_data) == (0.01, 80.0, 1.0)
+    with pytest.raises(ValueError, match="sampling range"):
+        edm.sde_of(dict(precond="edm", sigma_min=100.0))
+    assert edm.sde_of(dict(precond="ve"))[1] == "vesde"
 
 
 def test_embedded_code_is_never_run(tmp_path):

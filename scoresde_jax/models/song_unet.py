@@ -30,7 +30,9 @@ with ``t(sigma) = (sqrt(beta_min^2 + 2 beta_d log(1 + sigma^2)) - beta_min) / be
 convention (:mod:`scoresde_jax.parameterization`) for the SDE named by ``sde``: ``'ve'`` (labels
 ``sigma``, output the score ``(D(x; sigma) - x) / sigma^2``) or ``'vp'`` (labels ``(N - 1) t``
 of the VP SDE with ``beta_min`` and ``beta_max = beta_min + beta_d``, output the noise
-prediction ``(x / a - D(x / a; s / a)) / (s / a)``). Class labels are integers ``(B,)``
+prediction ``(x / a - D(x / a; s / a)) / (s / a)``) or ``'edm'`` (``precond='edm'`` on the EDM SDE:
+input ``c_in x``, labels ``c_noise``, output ``F``; the ``('edm', *)`` row of the parameterization
+table applies ``c_skip`` and ``c_out`` with the SDE's ``sigma_data``). Class labels are integers ``(B,)``
 (``label_dim`` = the null class: a zero label vector, as EDM's ``class_labels=None``) or
 one-hot vectors ``(B, label_dim)``.
 """
@@ -173,8 +175,7 @@ class FourierEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        freqs = self.param("freqs", nn.initializers.normal(16.0), (self.num_channels // 2,),
-                           jnp.float32)
+        freqs = self.param("freqs", nn.initializers.normal(16.0), (self.num_channels // 2,))
         x = x[:, None] * (2 * np.pi * freqs).astype(x.dtype)[None, :]
         return jnp.concatenate([jnp.cos(x), jnp.sin(x)], axis=1)
 
@@ -201,9 +202,8 @@ class SongUNet(nn.Module):
     resample_filter: Sequence[int] = (1, 1)
 
     @nn.compact
-    def __call__(self, x: jax.Array, noise_labels: jax.Array,
-                 class_labels: Optional[jax.Array] = None,
-                 augment_labels: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, noise_labels: jax.Array, class_labels: Optional[jax.Array]
+                 = None, augment_labels: Optional[jax.Array] = None, train: bool = False):
         if self.embedding_type not in ("fourier", "positional"):
             raise ValueError(f"embedding_type={self.embedding_type!r}: fourier or positional")
         if self.encoder_type not in ("standard", "skip", "residual"):
@@ -301,7 +301,7 @@ PRECONDS = ("vp", "ve", "edm")
 
 class EDMSongUNet(nn.Module):
     """A preconditioned ``SongUNet`` (EDM's ``VPPrecond`` / ``VEPrecond`` / ``EDMPrecond``);
-    see the module doc. ``sde`` picks what ``__call__`` computes ('ve' or 'vp' convention)."""
+    see the module doc. ``sde`` picks what ``__call__`` computes ('ve', 'vp' or 'edm')."""
 
     precond: str
     img_resolution: int
@@ -335,8 +335,9 @@ class EDMSongUNet(nn.Module):
     def setup(self):
         if self.precond not in PRECONDS:
             raise ValueError(f"precond={self.precond!r}: one of {PRECONDS}")
-        if self.sde not in ("ve", "vp"):
-            raise ValueError(f"sde={self.sde!r}: 've' (labels sigma) or 'vp' (labels (N-1) t)")
+        if self.sde not in ("ve", "vp", "edm") or (self.sde == "edm") != (self.precond == "edm"):
+            raise ValueError(f"sde={self.sde!r}, precond={self.precond!r}: 've' (labels sigma) or "
+                             "'vp' (labels (N-1) t), or 'edm' (labels c_noise) with precond 'edm'")
         self.model = SongUNet(
             self.img_resolution, self.img_channels, self.img_channels, self.label_dim,
             self.augment_dim, self.model_channels, tuple(self.channel_mult),
@@ -353,11 +354,11 @@ class EDMSongUNet(nn.Module):
         if not self.label_dim:
             return None
         if class_labels is None:
-            return jnp.zeros((1, self.label_dim), dtype)
+            return jnp.zeros((batch, self.label_dim), dtype)
         y = jnp.asarray(class_labels)
         if y.ndim == 1 and jnp.issubdtype(y.dtype, jnp.integer):
-            return jax.nn.one_hot(y, self.label_dim, dtype=dtype)  # label_dim -> zeros
-        return y.astype(dtype).reshape(-1, self.label_dim)
+            y = jax.nn.one_hot(y, self.label_dim, dtype=dtype)  # label_dim -> zeros
+        return jnp.broadcast_to(y.astype(dtype).reshape(-1, self.label_dim), (batch, self.label_dim))
 
     def denoise(self, x: jax.Array, sigma: jax.Array, class_labels: Optional[jax.Array] = None,
                 augment_labels: Optional[jax.Array] = None, train: bool = False) -> jax.Array:
@@ -376,14 +377,16 @@ class EDMSongUNet(nn.Module):
             c_out = s * sd / jnp.sqrt(s ** 2 + sd ** 2)
             c_in = 1 / jnp.sqrt(sd ** 2 + s ** 2)
             c_noise = jnp.log(sigma) / 4
-        labels = self._labels(class_labels, x.shape[0], x.dtype)
-        if labels is not None:
-            labels = jnp.broadcast_to(labels, (x.shape[0], self.label_dim))
-        f = self.model(c_in * x, c_noise, labels, augment_labels, train)
+        f = self.model(c_in * x, c_noise, self._labels(class_labels, x.shape[0], x.dtype),
+                       augment_labels, train)
         return c_skip * x + c_out * f
 
     def __call__(self, x: jax.Array, labels: jax.Array, train: bool = False,
                  class_labels: Optional[jax.Array] = None) -> jax.Array:
+        if self.sde == "edm":  # F(c_in x, c_noise): x and labels come scaled (see the module doc)
+            c_noise = jnp.broadcast_to(jnp.asarray(labels, x.dtype).reshape(-1), (x.shape[0],))
+            return self.model(x, c_noise, self._labels(class_labels, x.shape[0], x.dtype),
+                              None, train)
         if self.sde == "ve":
             sigma = jnp.asarray(labels, x.dtype)
             d = self.denoise(x, sigma, class_labels, train=train)

@@ -116,7 +116,8 @@ def make_config(*, model: Mapping[str, Any], sde: str, sde_params: Mapping[str, 
                 batch_size: int = 64) -> ml_collections.ConfigDict:
     """The official-layout config of a pretrained model: ``model`` (``name`` and the network's
     arguments) plus the SDE's ``sde_params`` in ``config.model``, ``training.sde`` (``vesde`` |
-    ``vpsde``), the data shape and scale, a sampler and the training keys a workdir needs."""
+    ``vpsde`` | ``edmsde``), the data shape and scale, a sampler and the training keys a workdir
+    needs."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.training = ml_collections.ConfigDict(dict(

@@ -10,9 +10,14 @@ executes anything from it: the architecture comes from the stored constructor ar
 
 The SDE of the result: ``VPPrecond`` -> the VP SDE with ``beta_min``, ``beta_max = beta_min +
 beta_d`` and ``N = M`` (EDM's VP schedule is the score_sde VP SDE); ``VEPrecond`` -> the VE SDE on
-``[sigma_min, sigma_max]`` (0.02, 100); ``EDMPrecond`` -> the VE SDE on EDM's sampling range
-``[0.002, 80]``. Data are in ``[-1, 1]`` (``centered``): EDM's VE sigma is twice score_sde's VE
-sigma on ``[0, 1]`` data.
+``[sigma_min, sigma_max]`` (0.02, 100); ``EDMPrecond`` -> :class:`~scoresde_jax.sde.EDMSDE`
+(``sigma(t) = t``) on EDM's sampling range ``[max(0.002, sigma_min), min(80, sigma_max)]`` (as
+EDM's ``generate.py`` clamps it; ``EDMPrecond``'s defaults 0 and inf give ``[0.002, 80]``) with its
+``sigma_data`` (0.5): the network is then applied in the ``('edm', *)`` row of the
+parameterization table (input ``c_in x``, label ``c_noise``, output ``F``) and its config is EDM's
+sampling recipe (Heun, 18 grid points = 35 evaluations, ``rho = 7``), as for a network trained
+here with ``configs/edm/edm_recipe.py``. Data are in ``[-1, 1]`` (``centered``): EDM's VE sigma is
+twice score_sde's VE sigma on ``[0, 1]`` data.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from scoresde_jax.models.song_unet import EDMSongUNet
 from scoresde_jax.pretrained.common import Pretrained, check_and_nest, make_config
 from scoresde_jax.pretrained.safe_pickle import PersistentObject, module_tensors, safe_load
-from scoresde_jax.sde import VESDE, VPSDE
+from scoresde_jax.sde import EDMSDE, VESDE, VPSDE
 
 PRECONDS = {"VPPrecond": "vp", "VEPrecond": "ve", "EDMPrecond": "edm"}
 SONG_UNET_KEYS = ("augment_dim", "model_channels", "channel_mult", "channel_mult_emb",
@@ -133,28 +138,43 @@ def sde_of(kwargs: Mapping[str, Any]):
         params = dict(beta_min=beta_min, beta_max=beta_min + beta_d, num_scales=n)
         return (VPSDE(beta_min=beta_min, beta_max=beta_min + beta_d, N=n), "vpsde", params,
                 float(kwargs.get("epsilon_t", 1e-5)))
-    lo, hi = (float(kwargs.get("sigma_min", 0.02)), float(kwargs.get("sigma_max", 100.0))) \
-        if p == "ve" else EDM_SAMPLING_RANGE
-    return VESDE(sigma_min=lo, sigma_max=hi, N=1000), "vesde", dict(
-        sigma_min=lo, sigma_max=hi, num_scales=1000), 1e-5
+    if p == "ve":
+        lo, hi = float(kwargs.get("sigma_min", 0.02)), float(kwargs.get("sigma_max", 100.0))
+        return VESDE(sigma_min=lo, sigma_max=hi, N=1000), "vesde", dict(
+            sigma_min=lo, sigma_max=hi, num_scales=1000), 1e-5
+    lo = max(EDM_SAMPLING_RANGE[0], float(kwargs.get("sigma_min", 0.0)))
+    hi = min(EDM_SAMPLING_RANGE[1], float(kwargs.get("sigma_max", np.inf)))
+    sd = float(kwargs.get("sigma_data", 0.5))
+    if not 0 < lo < hi or not sd > 0:
+        raise ValueError(f"EDMPrecond with sigma_min={kwargs.get('sigma_min')}, sigma_max="
+                         f"{kwargs.get('sigma_max')}, sigma_data={sd}: EDM's sampling range "
+                         f"[{lo}, {hi}] is empty or sigma_data <= 0")
+    return EDMSDE(sigma_min=lo, sigma_max=hi, sigma_data=sd, N=1000), "edmsde", dict(
+        sigma_min=lo, sigma_max=hi, sigma_data=sd, num_scales=1000), lo
+
+
+MODULE_SDE = {"vpsde": "vp", "vesde": "ve", "edmsde": "edm"}
+"""``EDMSongUNet.sde`` (what its ``__call__`` computes) of each SDE kind."""
+EDM_SAMPLING = dict(method="heun", num_steps=18, grid="edm", rho=7.0)
+"""EDM's deterministic sampler: Heun on the ``rho = 7`` grid, 18 points (35 evaluations)."""
 
 
 def build(kwargs: Mapping[str, Any], flat_weights: Mapping[str, np.ndarray], *, source: str,
           dataset: Optional[str] = None, info: Optional[Mapping] = None) -> Pretrained:
     """:class:`Pretrained` of :class:`EDMSongUNet` arguments and mapped weights."""
     sde, sde_name, sde_params, eps = sde_of(kwargs)
-    module_kw = {**kwargs, "sde": "vp" if sde_name == "vpsde" else "ve",
-                 "num_scales": int(sde_params["num_scales"])}
+    module_kw = {k: v for k, v in kwargs.items() if k not in ("sigma_min", "sigma_max")}
+    module_kw.update(sde=MODULE_SDE[sde_name], num_scales=int(sde_params["num_scales"]))
     model = EDMSongUNet(**module_kw)
     r, c = int(kwargs["img_resolution"]), int(kwargs["img_channels"])
     x = jnp.zeros((1, r, r, c), jnp.float32)
-    labels = jnp.ones((1,), jnp.float32) * (0.5 if sde_name == "vesde" else 500.0)
+    labels = jnp.ones((1,), jnp.float32) * {"vesde": 0.5, "vpsde": 500.0, "edmsde": 0.0}[sde_name]
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     expected = jax.eval_shape(lambda: model.init(rngs, x, labels))["params"]
     params = check_and_nest(flat_weights, expected, what=source)
     config = make_config(model={"name": "edm_song_unet", **module_kw}, sde=sde_name,
                          sde_params=sde_params, image_size=r, num_channels=c, centered=True,
-                         dataset=dataset)
+                         dataset=dataset, sampling=EDM_SAMPLING if sde_name == "edmsde" else None)
     return Pretrained(sde=sde, model=model, params=params, config=config, continuous=True,
                       num_classes=int(kwargs.get("label_dim", 0)), sampling_eps=eps,
                       source=source, format="edm", info=dict(info or {}))
