@@ -138,3 +138,27 @@ def test_unsupported_networks_are_named(tmp_path):
     (tmp_path / "x.pkl").write_bytes(dumps({"net": 1}))
     with pytest.raises(ValueError, match="with key 'ema'"):
         edm.load(tmp_path / "x.pkl")
+
+
+def test_public_writer_round_trips_a_flax_network(tmp_path):
+    """scoresde_jax.pretrained.fixtures writes the pickle of a flax EDMSongUNet's parameters
+    that the loader maps back onto the same tree (what notebook 02 does)."""
+    from scoresde_jax.models.song_unet import EDMSongUNet
+    from scoresde_jax.pretrained import fixtures
+    kw = dict(img_resolution=8, img_channels=3, model_channels=8, channel_mult=(1, 2),
+              num_blocks=1, attn_resolutions=(4,), dropout=0.0, resample_filter=(1, 3, 3, 1),
+              encoder_type="skip", embedding_type="fourier", channel_mult_noise=2)
+    net = EDMSongUNet(precond="edm", sde="edm", **kw)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)))["params"]
+    sd = fixtures.edm_state_dict(params, kw["resample_filter"])
+    assert sd["model.enc.8x8_conv.weight"].shape == (8, 3, 3, 3)  # OIHW
+    assert "model.enc.4x4_down.conv0.resample_filter" in sd
+    path = fixtures.write_edm_pickle(tmp_path / "net.pkl", "EDMPrecond",
+                                     dict(kw, model_type="SongUNet", label_dim=0), sd)
+    p = edm.load(path)
+    assert isinstance(p.sde, EDMSDE) and p.info["class_name"] == "EDMPrecond"
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), params, p.params)
+    assert all(jax.tree.leaves(same))
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    want = net.apply({"params": params}, x, jnp.array([0.1, 5.0]), method="denoise")
+    np.testing.assert_allclose(p.denoise(x, jnp.array([0.1, 5.0])), want, rtol=1e-5, atol=1e-5)
