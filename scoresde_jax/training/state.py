@@ -104,10 +104,16 @@ def init_state(
 ) -> TrainState:
     """The step-0 state computed under jit straight into the replicated sharding of ``mesh`` (the
     same on every host); ``example_shape`` is the shape of one example, ``(H, W, C)`` or ``(D,)``."""
+    init = _init_program(model, tx, example_shape=example_shape, ema_rate=ema_rate, mesh=mesh)
+    if isinstance(rng, jax.core.Tracer):  # inside a transformation: part of the caller's program
+        return init(rng)
+    return init.lower(rng).compile(init_compiler_options(mesh))(rng)
+
+
+def _init_program(model, tx, *, example_shape, ema_rate, mesh):
     create = functools.partial(create_train_state, model=model, tx=tx,
                                input_shape=(1, *example_shape), ema_rate=ema_rate)
-    init = jax.jit(create, out_shardings=distributed.replicated(mesh))
-    return init.lower(rng).compile(init_compiler_options(mesh))(rng)
+    return jax.jit(create, out_shardings=distributed.replicated(mesh))
 
 
 def init_compiler_options(mesh: jax.sharding.Mesh) -> dict:
@@ -128,6 +134,5 @@ def abstract_state(model: flax.linen.Module, tx: optax.GradientTransformation,
     """Shapes, dtypes and (replicated) shardings of :func:`init_state`'s result (same keyword
     arguments), without computing it: the target of a checkpoint restore."""
     rep = distributed.replicated(kwargs["mesh"])
-    shapes = jax.eval_shape(lambda key: init_state(key, model, tx, **kwargs),
-                            jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(_init_program(model, tx, **kwargs), jax.random.PRNGKey(0))
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
