@@ -126,7 +126,7 @@ def _check_filters(tensors: Mapping[str, np.ndarray], kwargs: dict, source: str)
     for name, value in tensors.items():
         if name.endswith("resample_filter") and not np.allclose(np.squeeze(value), want):
             raise ValueError(f"{source}: {name} is not the filter of resample_filter="
-                             f"{tuple(f)}")
+                             f"{tuple(float(v) for v in f)}")
 
 
 def sde_of(kwargs: Mapping[str, Any]):
