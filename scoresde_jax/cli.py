@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from scoresde_jax.jobs import JOBS
+from scoresde_jax.jobs import JOBS, WORKDIR_JOBS
 from scoresde_jax.jobs.arguments import ARGUMENTS, add_process_arguments
 
 # This module imports nothing heavy: parsing, --help and argument errors need no JAX; the library
@@ -72,9 +72,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, overrides = split_overrides(argv)
     name = _job_name(rest)
     args = build_parser(name if name in JOBS else None).parse_args(rest)
-    from scoresde_jax import runner  # the library, only once a job runs
+    problem = config_problem(args, overrides)
+    if problem:
+        print(f"scoresde {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+    from scoresde_jax import runner  # the library, only once the job's config is good
 
     return runner.execute(args, overrides)
+
+
+def config_problem(args: argparse.Namespace, overrides: Sequence[str]) -> str | None:
+    """What is wrong with the job's config file and ``--config.*`` overrides (a missing file, a
+    syntax error, an unknown key, a value of the wrong type), found without JAX; None if
+    nothing. The runner loads the same config again (it is cheap) and builds the job from it."""
+    from scoresde_jax import config_files  # ml_collections, and the config file's own imports
+
+    path, workdir = getattr(args, "config", None), getattr(args, "workdir", None)
+    try:
+        if args.command in WORKDIR_JOBS:
+            config_files.config_for_workdir(path, workdir, overrides)
+        elif path is not None:
+            config_files.load_config(path, overrides)
+    except (ValueError, TypeError, OSError, SyntaxError, ImportError, AttributeError) as e:
+        if getattr(args, "verbose", False):
+            raise
+        return " ".join(str(e).split())[:500] or type(e).__name__
+    return None
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ from scoresde_jax import config as config_lib
 from scoresde_jax import pretrained
 from scoresde_jax.jobs.convert import check_target
 from scoresde_jax.pretrained import score_sde
-from scoresde_jax.jobs import JOBS
+from scoresde_jax.jobs import JOBS, WORKDIR_JOBS
 from scoresde_jax.jobs.arguments import PROCESS_ARGS
 from scoresde_jax.training import NonFiniteLossError, Preempted, WorkdirBusyError, distributed
 
 # Jobs on a trained workdir: without --config they read the workdir's config.json.
-_WORKDIR_JOBS = ("sample", "eval", "likelihood")
 # The default bound of the persistent compilation cache (least recently used entries go first).
 CACHE_MAX_BYTES = 2 * 1024 ** 3
 # The names of a cache entry and of its access time in JAX's file cache (jax/_src/lru_cache.py).
@@ -144,11 +143,11 @@ def run(name: str, args: argparse.Namespace, overrides: Sequence[str] = ()) -> A
         setup = config_lib.setup(p.config, model=p.model)
         options = config_lib.convert_options(p.config, setup, pretrained=p, **given)
         return fn(setup, options, workdir)
-    if path is None and name not in _WORKDIR_JOBS:
+    if path is None and name not in WORKDIR_JOBS:
         if overrides:
             raise ValueError(f"{name} takes no config: drop the --config.* overrides.")
         return fn(**given)
-    if name in _WORKDIR_JOBS:
+    if name in WORKDIR_JOBS:
         config = config_lib.config_for_workdir(path, workdir, overrides)
     else:
         config = config_lib.load_config(path, overrides)

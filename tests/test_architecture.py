@@ -18,7 +18,7 @@ SECTIONS = {"training", "model", "data", "optim", "sampling", "eval"}
 LAZY_IMPORTS = {"torch", "tensorflow", "tensorflow_datasets", "torch_fidelity", "sklearn"}
 # The command line parses, answers --help and reports argument errors before it loads the library
 # (JAX): cli.main imports the module that runs a job only once the arguments are good.
-DEFERRED_IMPORTS = {("cli.py", "scoresde_jax.runner")}
+DEFERRED_IMPORTS = {("cli.py", "scoresde_jax.runner"), ("cli.py", "scoresde_jax.config_files")}
 
 
 def _rel(path: pathlib.Path) -> str:

@@ -98,3 +98,40 @@ def test_the_compilation_cache_turned_off_by_the_variable_writes_nothing(tmp_pat
     subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True,
                    text=True, timeout=300, check=True)
     assert not list(tmp_path.iterdir())
+
+
+_CONFIG_PROBE = """
+import contextlib, io, json, sys
+from scoresde_jax import cli
+calls = [["train", "--config", "configs/nonexistent.py", "--workdir", "w"],
+         ["train", "--config", "configs/digits_ddpmpp.py", "--workdir", "w",
+          "--config.training.bogus=3"],
+         ["train", "--config", "configs/digits_ddpmpp.py", "--workdir", "w",
+          "--config.training.n_iters=many"],
+         ["sample", "--workdir", sys.argv[1]],
+         ["eval", "--workdir", sys.argv[1] + "/missing"]]
+out = []
+for argv in calls:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    out.append([code, err.getvalue().strip()])
+print(json.dumps({"results": out, "modules": sorted(m.split(".")[0] for m in sys.modules)}))
+"""
+
+
+def test_config_errors_are_found_before_the_library_loads(tmp_path):
+    """A missing config file, an unknown or mistyped override and a workdir without a saved config
+    are refused in one line with exit code 2 before JAX is imported (a fraction of a second)."""
+    out = subprocess.run([sys.executable, "-c", _CONFIG_PROBE, str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    codes = [code for code, _ in report["results"]]
+    messages = [message for _, message in report["results"]]
+    assert codes == [2] * 5, report["results"]
+    assert all(m.count("\n") == 0 and ": error: " in m for m in messages), messages
+    assert "does not exist" in messages[0] and "unknown key 'bogus'" in messages[1]
+    assert "n_iters=many" in messages[2] and "config.json" in messages[3]
+    assert "does not exist" in messages[4]
+    jax_like = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_datasets"}
+    assert not jax_like & set(report["modules"]), sorted(jax_like & set(report["modules"]))

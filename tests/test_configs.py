@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from scoresde_jax.config import apply_override, create_model, list_configs, load_config, param_shapes
-from scoresde_jax.config.files import REPO_ROOT
+from scoresde_jax.config_files import REPO_ROOT
 from scoresde_jax.models import count_params
 
 PAPER_CONFIGS = [

@@ -2,7 +2,7 @@
 the one home of the official score_sde names.
 
 Configs keep the official score_sde layout and keys (``configs/``), loaded by path with
-:func:`load_config` (:mod:`.files`). From a config:
+:func:`load_config` (:mod:`scoresde_jax.config_files`, which imports no JAX). From a config:
 
 * the official builders (:mod:`.components`, :mod:`.run`): :func:`get_sde`, :func:`create_model`
   (+ :func:`init_model`, :func:`param_shapes`, :func:`dummy_inputs`), :func:`get_optimizer`,
@@ -46,7 +46,7 @@ from scoresde_jax.config.components import (
     is_vector_data,
     param_shapes,
 )
-from scoresde_jax.config.files import (
+from scoresde_jax.config_files import (
     OPTIONAL_KEYS,
     apply_override,
     config_differences,

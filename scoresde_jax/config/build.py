@@ -27,7 +27,7 @@ from scoresde_jax.config.components import (
     get_sde,
     run_seed,
 )
-from scoresde_jax.config.files import config_for_workdir, to_record
+from scoresde_jax.config_files import config_for_workdir, to_record
 from scoresde_jax.config.run import get_optimizer, sampler_options, sampler_spec
 from scoresde_jax.data.spec import DataSpec
 from scoresde_jax.jobs.convert import ConvertOptions

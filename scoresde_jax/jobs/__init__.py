@@ -43,4 +43,7 @@ JOBS: dict[str, tuple[str, str, str]] = {
     "convert-inception": ("scoresde_jax.jobs.convert_inception", "convert_inception",
                           "the FID Inception weights (pt_inception-2015-12-05-6726825d.pth) as .npz"),
 }
+
+# The jobs that run on a trained workdir: their config is the workdir's saved one (or --config).
+WORKDIR_JOBS = ("sample", "eval", "likelihood")
 """``scoresde <name>`` -> (the job's module, its function, one line of help)."""

@@ -14,7 +14,7 @@ import numpy as np
 from scoresde_jax import __version__
 from scoresde_jax.training import distributed
 from scoresde_jax.training.checkpoint import tree_digest
-from scoresde_jax.training.workdir import jsonable
+from scoresde_jax.config_files import jsonable
 
 
 def job_record(job: str, setup: Any, options: Any, *, step: int | None, params: Any = None,

@@ -23,7 +23,7 @@ from scoresde_jax.evaluation.reference import feature_network, save_reference
 from scoresde_jax.jobs import common
 from scoresde_jax.jobs.rounds import run_rounds
 from scoresde_jax.training import distributed
-from scoresde_jax.training.workdir import jsonable
+from scoresde_jax.config_files import jsonable
 
 log = logging.getLogger("scoresde_jax.jobs")
 

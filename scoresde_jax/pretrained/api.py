@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from scoresde_jax.config import build
 from scoresde_jax.config.components import param_shapes
-from scoresde_jax.config.files import load_config, to_record
+from scoresde_jax.config_files import load_config, to_record
 from scoresde_jax.pretrained import diffusers, download, edm, score_sde
 from scoresde_jax.pretrained.common import Pretrained
 

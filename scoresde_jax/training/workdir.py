@@ -32,6 +32,7 @@ import time
 from typing import Any, Sequence
 
 import scoresde_jax
+from scoresde_jax.config_files import jsonable
 
 log = logging.getLogger("scoresde_jax.training")
 
@@ -142,22 +143,6 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` (a ConfigDict, dicts, sequences, numpy scalars) as plain JSON values."""
-    if hasattr(value, "to_dict"):
-        value = value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    try:
-        return value.item()  # numpy scalars
-    except AttributeError:
-        return repr(value)
 
 
 def save_config(workdir: str, config: Any, argv: list[str] | None = None) -> str:

@@ -1,6 +1,10 @@
 """Config files: load ml_collections configs (official score_sde layout) by path and apply
 ``section.key=value`` overrides, rejecting keys that no reader knows.
 
+This module imports no JAX (only ml_collections): the command line checks a config here, in a
+fraction of a second, before it loads the library (:func:`scoresde_jax.cli.main`).
+:mod:`scoresde_jax.config` builds the objects from the config it returns.
+
 Config files import their defaults as ``from configs.default_cifar10_configs import
 get_default_configs``, so the directory that contains ``configs/`` (the repository root) has to be
 importable: ``load_config`` puts it on ``sys.path`` first.
@@ -19,11 +23,10 @@ from typing import Any, Iterable, Optional
 
 import ml_collections
 
-from scoresde_jax.training.workdir import jsonable
 
 log = logging.getLogger("scoresde_jax.config")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKDIR_CONFIG = "config.json"  # written by the training loop (scoresde_jax.training.workdir)
 CONFIG_DIR = REPO_ROOT / "configs"
 
@@ -54,6 +57,22 @@ OPTIONAL_TYPES: dict[str, type | None] = {
 OPTIONAL_KEYS = frozenset(OPTIONAL_TYPES)
 
 
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` (a ConfigDict, dicts, sequences, numpy scalars) as plain JSON values."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    try:
+        return value.item()  # numpy scalars
+    except AttributeError:
+        return repr(value)
 
 
 def _root_for(path: Path) -> Path:
