@@ -1,6 +1,7 @@
 """Compilation: the train step, the eval step and the snapshot sampler compile once per run (across
-log, eval, snapshot and preemption steps, an early stop and a resume), and a restarted CLI run loads
-the train step from the persistent compilation cache instead of compiling it again."""
+log, eval, snapshot and preemption steps, an early stop and a resume; a new run compiles its step
+beside the init, a resumed one at its first dispatch), and a restarted CLI run loads the train step
+from the persistent compilation cache instead of compiling it again."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def test_train_eval_and_sample_steps_compile_once_across_snapshots_and_resume(tm
 
     first = run(7)  # logs, an eval, a snapshot with samples, preemption saves, an early stop
     assert first.step == 7
+    # a new run compiles its step in a second thread while the init runs, and uses that program
+    assert train_fn._cache_size() == 0
     second = run(None)  # resumes from the preemption checkpoint at step 7 and finishes
     assert second.step == 12
     assert train_fn._cache_size() == 1
