@@ -64,9 +64,10 @@ def setup_logging(verbose: bool) -> None:
 def setup_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``path`` (default ``$JAX_COMPILATION_CACHE_DIR``,
     else ``$XDG_CACHE_HOME/scoresde_jax/xla`` or ``~/.cache/scoresde_jax/xla``; ``'none'`` or
-    ``'off'``, as the argument or the variable, turns it off), so that a second run of the same config loads its compiled programs instead of
-    recompiling them. Programs compiling in under 0.5 s are not stored (unless
-    ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` says otherwise). The cache holds at most
+    ``'off'``, as the argument or the variable, turns it off), so that a second run of the same
+    config loads its compiled programs instead of recompiling them. Every program is stored,
+    however short its compile (``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` sets a minimum):
+    a second run then compiles nothing at all. The cache holds at most
     :data:`CACHE_MAX_BYTES` (unless ``$JAX_COMPILATION_CACHE_MAX_SIZE`` gives another number of
     bytes; -1: no bound): past it, JAX deletes the least recently used entries, and every read
     and write of the folder then holds its lock file, so concurrent jobs never read an entry
@@ -82,7 +83,7 @@ def setup_compilation_cache(path: str | None = None) -> str | None:
         return None
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
         jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     if jax.config.jax_compilation_cache_max_size != -1:
