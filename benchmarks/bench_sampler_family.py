@@ -274,8 +274,8 @@ def sweep(members: list[Member], args) -> list[dict]:
                 for key in ("errors", "errors_kept", "switched"):
                     row[key].update({mem.name: round(r[key][i].item(), 6)
                                      for i, mem in enumerate(mems)})
-        print(f"  {len(cands)} settings x {len(args.nfe)} budgets "
-              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        print(f"  {len(cands)} settings x {len(args.nfe)} budgets (defaults: "
+              f"+{len(args.default_nfe)}) ({time.perf_counter() - t0:.0f}s)", flush=True)
     out = []
     for row in rows.values():
         e = row["errors"]
