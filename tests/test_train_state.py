@@ -101,9 +101,9 @@ def test_typed_keys_are_stored_as_raw_key_data_and_bad_ema_rate_rejected():
         TrainState.create(params={"w": jnp.ones(1)}, tx=tx, rng=jax.random.PRNGKey(0), ema_rate=1.5)
 
 
-def test_the_init_program_compiled_without_llvm_optimization_gives_the_same_numbers():
-    """``init_state`` compiles its one-off program without LLVM's optimizer on CPU (a third of the
-    compile time): the parameters of an NCSN++ (variance-scaling, truncated-normal and zero
+def test_the_init_program_compiled_with_less_llvm_optimization_gives_the_same_numbers():
+    """``init_state`` compiles its one-off program with LLVM at level 1 on CPU (half the compile
+    time): the parameters of an NCSN++ (variance-scaling, truncated-normal and zero
     initializers, Fourier and Dense layers) are the same bit for bit as the default compile's."""
     from scoresde_jax import config as C
     from scoresde_jax.training.state import create_train_state, init_compiler_options
@@ -111,7 +111,7 @@ def test_the_init_program_compiled_without_llvm_optimization_gives_the_same_numb
     cfg = C.load_config("configs/digits_ddpmpp.py")
     cfg.model.update(nf=4, ch_mult=(1,), attn_resolutions=(8,), embedding_type="fourier")
     s = C.setup(cfg)
-    assert init_compiler_options(s.mesh)["xla_backend_optimization_level"] == 0
+    assert init_compiler_options(s.mesh)["xla_backend_optimization_level"] == 1
     fast = s.init_state()
     plain = jax.jit(lambda k: create_train_state(k, s.model, s.tx, input_shape=(1, 8, 8, 1),
                                                  ema_rate=s.ema_rate))(jax.random.PRNGKey(s.seed))
