@@ -2,7 +2,8 @@
 to ``benchmarks/results/SUMMARY.md``).
 
     python -m benchmarks.run_all [NAME ...]      # NAME in: loop samplers likelihood models
-                                                 #   models_vs_baseline train inception
+                                                 #   models_vs_baseline train inception startup
+                                                 #   sampler_family
     python -m benchmarks.run_all --summary-only  # the table of the JSON files already in results/
 
 Each benchmark runs in its own process (its default, small sizes) so that one's compilation caches
@@ -29,11 +30,13 @@ BENCHMARKS = {  # name -> (script, prefix of its JSON file in results/)
     "models_vs_baseline": ("bench_models_vs_baseline.py", "bench_models_vs_baseline"),
     "train": ("bench_train.py", "bench_train"),
     "inception": ("bench_inception.py", "bench_inception"),
+    "startup": ("bench_startup.py", "bench_startup"),
+    "sampler_family": ("bench_sampler_family.py", "bench_sampler_family"),
 }
-LABEL_KEYS = ("case", "config", "sampler", "setting", "method", "name", "preprocess", "dim",
+LABEL_KEYS = ("case", "config", "way", "cache", "sampler", "setting", "method", "name", "preprocess", "dim",
               "divergence", "dtype", "remat", "devices", "batch")
 MAX_ROWS = 12  # per benchmark in the summary; the JSON has them all
-METRIC_KEYS = ("ratio", "mfu", "step_s", "fwd_bwd_s", "forward_s", "run_s", "sampler_ms",
+METRIC_KEYS = ("first_step_s", "ratio", "mfu", "step_s", "fwd_bwd_s", "forward_s", "run_s", "sampler_ms",
                "images_per_s", "trace_s", "compile_s", "trace_compile_s", "compile_and_first_s",
                "memory_mib", "temp_mib", "bpd_err_abs_max", "fid", "swd", "nfe", "us_per_nfe",
                "seconds", "error")

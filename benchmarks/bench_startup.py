@@ -1,0 +1,199 @@
+"""Where the time goes before the first result: import, setup, init, train-step trace and compile,
+first and steady step, checkpoint save, and the first sampling round, for the demo (digits
+DDPM++) and NCSN++ CIFAR-10, with a cold and then a warm persistent compilation cache.
+
+    .venv/bin/python benchmarks/bench_startup.py [--configs digits_ddpmpp ve/cifar10_ncsnpp_continuous]
+        [--batch 64 8] [--out benchmarks/results/bench_startup_<platform>.json]
+
+Each (config, cache) cell runs in a fresh process (as a user's run would). A cell times, in order:
+
+* ``import_s``: importing JAX and the library; ``setup_s``: the config to a :class:`Setup`;
+* ``first_step_s``: what a new training run waits for before its first step ends, measured three
+  ways, one per change of issue 24 (each a row of the table):
+
+  - ``baseline``: the init program compiled with XLA's default options, then the train step traced
+    and compiled, one after the other (the library before the change);
+  - ``init_O1``: the init program compiled with LLVM at level 1 (``init_compiler_options``);
+  - ``overlap``: that init, computed while a second thread traces and compiles the train step
+    (what ``train_loop`` does now, ``_init_while_compiling``);
+
+  each with its parts (``init_s``, ``step_trace_s``, ``step_compile_s``; in the overlap row the
+  step's parts run beside the init), each in its own process without a persistent cache; then
+  the overlap cell again with an empty cache (``cold``) and with that cache filled (``warm``:
+  what a second run of the same config waits for);
+* ``step_s``: the median steady step; ``save_s``: one checkpoint written and committed;
+* ``sample_trace_s`` / ``sample_compile_s`` / ``sample_s``: the first sampling round of the
+  ``sample`` job (:func:`scoresde_jax.jobs.generate.make_generator`) with the config's sampler
+  (digits; 16 images) or UniPC at 10 NFE (CIFAR-10, 2 images: its 1000-step PC round takes
+  minutes on a CPU);
+* ``programs_compiled``: the XLA programs the cell compiled (persistent-cache misses; 0 when
+  everything came from the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = ["digits_ddpmpp", "ve/cifar10_ncsnpp_continuous"]
+
+CELL = r"""
+import json, os, sys, tempfile, threading, time
+t0 = time.perf_counter()
+sys.path.insert(0, {root!r})
+import jax, numpy as np
+from scoresde_jax import config as C, training
+from scoresde_jax.jobs.generate import image_keys, make_generator
+from scoresde_jax.runner import setup_compilation_cache
+from scoresde_jax.training import Checkpointer, distributed
+from scoresde_jax.training.state import create_train_state, init_compiler_options
+row = dict(import_s=time.perf_counter() - t0)
+setup_compilation_cache({cache!r})
+misses = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: misses.append(name) if name.endswith("cache_misses") else None)
+t = time.perf_counter()
+cfg = C.load_config({config!r})
+cfg.training.batch_size = {batch}
+cfg.training.n_jitted_steps = 1
+s = C.setup(cfg)
+row["setup_s"] = time.perf_counter() - t
+key = jax.random.PRNGKey(0)
+abstract = s.abstract_state()
+
+def init_program():
+    create = lambda k: create_train_state(k, s.model, s.tx, input_shape=s.input_shape[:0] + (1,) +
+                                          tuple(s.input_shape[1:]), ema_rate=s.ema_rate)
+    return jax.jit(create, out_shardings=distributed.replicated(s.mesh))
+
+x = np.random.default_rng(0).uniform(-1, 1, (1, {batch}) + tuple(s.input_shape[1:])).astype(np.float32)
+batch = distributed.global_batch(x, s.mesh, leading=1)
+
+def step_program():  # a new train function each time: nothing cached in memory
+    return training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh)
+
+def init(options):
+    t = time.perf_counter()
+    state = init_program().lower(key).compile(options)(key)
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - t
+
+def compile_step(out):
+    t = time.perf_counter(); lowered = step_program().lower(abstract, batch)
+    out["step_trace_s"] = time.perf_counter() - t
+    t = time.perf_counter(); out["compiled"] = lowered.compile()
+    out["step_compile_s"] = time.perf_counter() - t
+
+def first_step(compiled, state):
+    t = time.perf_counter(); state, m = compiled(state, batch); jax.block_until_ready(m)
+    return state, time.perf_counter() - t
+
+way = {way!r}
+t = time.perf_counter(); part = {{}}
+if way == "overlap":
+    thread = threading.Thread(target=compile_step, args=(part,)); thread.start()
+    state, part["init_s"] = init(init_compiler_options(s.mesh)); thread.join()
+else:
+    state, part["init_s"] = init({{}} if way == "baseline" else init_compiler_options(s.mesh))
+    compile_step(part)
+state, part["step_run_s"] = first_step(part.pop("compiled"), state)
+part["first_step_s"] = time.perf_counter() - t
+row.update(part, way=way)
+fn = step_program()
+state, m = fn(state, batch); jax.block_until_ready(m)
+times = []
+for _ in range({steps}):
+    t = time.perf_counter(); state, m = fn(state, batch); jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+row["step_s"] = float(np.median(times))
+with tempfile.TemporaryDirectory() as d:
+    ckpt = Checkpointer(d)
+    t = time.perf_counter(); ckpt.save(1, state); ckpt.wait(); row["save_s"] = time.perf_counter() - t
+    ckpt.close()
+method, nfe, n = {sampler}
+spec = C.sampler_spec(cfg, method, nfe)
+gen = make_generator(s, spec, batch_size=n)
+args = gen.args(state.ema_params, image_keys(seed=0, ids=range(n)))
+t = time.perf_counter(); lowered = gen.jitted.trace(*args).lower()
+row["sample_trace_s"] = time.perf_counter() - t
+t = time.perf_counter(); compiled = lowered.compile(); row["sample_compile_s"] = time.perf_counter() - t
+t = time.perf_counter(); jax.block_until_ready(compiled(*args)); row["sample_s"] = time.perf_counter() - t
+row.update(sampler=spec.method, nfe=nfe, sample_images=n, programs_compiled=len(misses),
+           params=int(sum(p.size for p in jax.tree.leaves(state.params))))
+print(json.dumps(row))
+"""
+
+
+def run_cell(config: str, batch: int, cache: str, way: str, steps: int, timeout: int) -> dict:
+    path = config if config.endswith(".py") else os.path.join("configs", config + ".py")
+    sampler = (None, None, 16) if "digits" in config else ("unipc", 10, 2)
+    code = CELL.format(root=ROOT, config=path, batch=batch, cache=cache, way=way, steps=steps,
+                       sampler=repr(sampler))
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
+    env.pop("XLA_FLAGS", None)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        return dict(config=config, error=r.stderr.strip().splitlines()[-1])
+    row = json.loads(r.stdout.strip().splitlines()[-1])
+    row.update(config=config, batch=batch, process_s=time.perf_counter() - t0)
+    return row
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    p.add_argument("--batch", nargs="+", type=int, default=[64, 8],
+                   help="training batch per config (in order; the last repeats)")
+    p.add_argument("--steps", type=int, default=5, help="steady steps timed")
+    p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("--out", default=None, help="default results/bench_startup_<platform>.json")
+    args = p.parse_args(argv)
+    rows = []
+    for i, config in enumerate(args.configs):
+        batch = args.batch[min(i, len(args.batch) - 1)]
+        with tempfile.TemporaryDirectory() as cache:
+            # the baseline and init_O1 cells run without a cache (each compiles everything);
+            # the overlap cell fills an empty cache, and the warm cell runs it again
+            for way, state, where in (("baseline", "none", "none"), ("init_O1", "none", "none"),
+                                      ("overlap", "cold", cache), ("overlap", "warm", cache)):
+                row = run_cell(config, batch, where, way, args.steps, args.timeout)
+                row["cache"] = state
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    _print_table(rows)
+    sys.path.insert(0, ROOT)
+    from benchmarks.common import write_results
+
+    write_results("bench_startup", rows, note=(
+        "seconds per phase in a fresh process; 'way' = how the init and the train step compile "
+        "for the baseline / init_O1 / overlap change; cold = empty persistent cache, warm = the "
+        "same cache again"), out=args.out)
+    return rows
+
+
+def _print_table(rows: list[dict]) -> None:
+    print("| config | change | cache | import | setup | init | step trace | step compile | "
+          "first step done | steady step | save | sample trace / compile / run | programs "
+          "compiled |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['config']} | {r.get('cache')} | error: {r['error']} |")
+            continue
+        print(f"| {r['config']} | {r['way']} | {r['cache']} | {r['import_s']:.1f} | "
+              f"{r['setup_s']:.1f} | {r['init_s']:.1f} | {r['step_trace_s']:.1f} | "
+              f"{r['step_compile_s']:.1f} | **{r['first_step_s']:.1f}** | {r['step_s']:.3f} | "
+              f"{r['save_s']:.2f} | {r['sample_trace_s']:.1f} / {r['sample_compile_s']:.1f} / "
+              f"{r['sample_s']:.1f} | {r['programs_compiled']} |")
+
+
+if __name__ == "__main__":
+    main()
