@@ -1,7 +1,7 @@
 """The project's main job: train a small DDPM++ on the embedded 8x8 digits, sample, write a PNG grid, print a metric.
 
     python -m experiments.quickstart [--workdir runs/quickstart] [--config configs/digits_ddpmpp.py]
-                                     [--set training.n_iters=3000 ...]
+                                     [--set training.n_iters=3000 ...] [--compilation_cache DIR]
 
 Runs on a laptop CPU in a few minutes and needs no download (scikit-learn ships the digits).  Training resumes from
 the last checkpoint in ``--workdir`` if one exists (delete the folder to start over).  The metric is a Frechet
@@ -19,6 +19,7 @@ import time
 
 from scoresde_jax import config as config_lib
 from scoresde_jax.jobs.train import train_and_evaluate
+from scoresde_jax.runner import setup_compilation_cache
 
 REFERENCE = "real held-out digits ~2, uniform noise ~90, blurred blobs ~80-100"
 
@@ -29,7 +30,12 @@ def main(argv=None) -> dict:
     p.add_argument("--workdir", default="runs/quickstart", help="checkpoints, logs, samples")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config entry, e.g. --set training.n_iters=500 (repeatable)")
+    p.add_argument("--compilation_cache", default=None, metavar="DIR",
+                   help="JAX's persistent compilation cache, as the CLI's (default "
+                        "~/.cache/scoresde_jax/xla; 'none' turns it off): a second run compiles "
+                        "nothing")
     args = p.parse_args(argv)
+    setup_compilation_cache(args.compilation_cache)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
     config = config_lib.load_config(args.config, overrides=args.set)
