@@ -33,10 +33,10 @@ BENCHMARKS = {  # name -> (script, prefix of its JSON file in results/)
     "startup": ("bench_startup.py", "bench_startup"),
     "sampler_family": ("bench_sampler_family.py", "bench_sampler_family"),
 }
-LABEL_KEYS = ("case", "config", "way", "cache", "sampler", "setting", "method", "name", "preprocess", "dim",
+LABEL_KEYS = ("case", "config", "way", "cache", "nfe_budget", "sampler", "setting", "method", "name", "preprocess", "dim",
               "divergence", "dtype", "remat", "devices", "batch")
 MAX_ROWS = 12  # per benchmark in the summary; the JSON has them all
-METRIC_KEYS = ("first_step_s", "ratio", "mfu", "step_s", "fwd_bwd_s", "forward_s", "run_s", "sampler_ms",
+METRIC_KEYS = ("first_step_s", "worst", "median", "worst_kept", "ratio", "mfu", "step_s", "fwd_bwd_s", "forward_s", "run_s", "sampler_ms",
                "images_per_s", "trace_s", "compile_s", "trace_compile_s", "compile_and_first_s",
                "memory_mib", "temp_mib", "bpd_err_abs_max", "fid", "swd", "nfe", "us_per_nfe",
                "seconds", "error")
