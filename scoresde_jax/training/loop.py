@@ -320,8 +320,9 @@ def _init_while_compiling(init_state: Callable[[], TrainState], train_fn: Callab
                           abstract_state: TrainState, batches: Any) -> tuple[TrainState, Callable]:
     """``init_state()``, computed while a second thread compiles ``train_fn`` (a ``jax.jit``
     function) for ``abstract_state`` and batches shaped like ``batches``: XLA compiles outside
-    Python's lock, so the two compiles overlap (on 2 CPU cores the digits init's 5 s and most of
-    its train step's 12 s). Returns the state and the train function to call: the compiled step
+    Python's lock, so the two compiles overlap where the host has more cores than one compile
+    keeps busy (accelerator hosts; on 2 CPU cores it gains nothing, ``bench_startup.py``).
+    Returns the state and the train function to call: the compiled step
     for batches of this shape, ``train_fn`` for others (a shorter last dispatch). A failed
     compile is left to ``train_fn``'s first call, which raises it in the loop's thread."""
     if not hasattr(train_fn, "lower"):
