@@ -13,9 +13,11 @@ Each (config, cache) cell runs in a fresh process (as a user's run would). A cel
 
   - ``baseline``: the init program compiled with XLA's default options, then the train step traced
     and compiled, one after the other (the library before the change);
-  - ``init_O1``: the init program compiled with LLVM at level 1 (``init_compiler_options``);
-  - ``overlap``: that init, computed while a second thread traces and compiles the train step
-    (what ``train_loop`` does now, ``_init_while_compiling``);
+  - ``init_O1``: the init program compiled with LLVM at level 1
+    (``training.distributed.compiler_options``);
+  - ``step_O1``: the train step compiled with those options too;
+  - ``overlap``: both, the init computed while a second thread traces and compiles the train
+    step (what ``train_loop`` does now, ``_init_while_compiling``);
 
   each with its parts (``init_s``, ``step_trace_s``, ``step_compile_s``; in the overlap row the
   step's parts run beside the init), each in its own process without a persistent cache; then
@@ -28,6 +30,13 @@ Each (config, cache) cell runs in a fresh process (as a user's run would). A cel
   minutes on a CPU);
 * ``programs_compiled``: the XLA programs the cell compiled (persistent-cache misses; 0 when
   everything came from the cache).
+
+Compile times move by 20-40 % from process to process on a shared VM, so one more cell per
+config (``way = step_options``) compares the train step's compiler options inside one process:
+it compiles a fresh train function with XLA's defaults and with
+``training.distributed.compiler_options``, alternating, ``--repeats`` times each (wall and CPU
+seconds; the CPU time is less disturbed by other tenants), then alternates the two executables
+step by step (median wall and CPU seconds of ``--ab_steps`` steps each).
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIGS = ["digits_ddpmpp", "ve/cifar10_ncsnpp_continuous"]
+# cell name -> (way, cache state, cache folder): the baseline .. step_O1 cells run without a
+# cache (each compiles everything); the overlap cell fills an empty cache, the warm cell reuses it
+WAYS = {"baseline": ("baseline", "none", "none"), "init_O1": ("init_O1", "none", "none"),
+        "step_O1": ("step_O1", "none", "none"), "cold": ("overlap", "cold", "cache"),
+        "warm": ("overlap", "warm", "cache"), "step_options": ("step_options", "none", "none")}
 
 CELL = r"""
 import json, os, sys, tempfile, threading, time
@@ -52,7 +66,7 @@ from scoresde_jax import config as C, training
 from scoresde_jax.jobs.generate import image_keys, make_generator
 from scoresde_jax.runner import setup_compilation_cache
 from scoresde_jax.training import Checkpointer, distributed
-from scoresde_jax.training.state import create_train_state, init_compiler_options
+from scoresde_jax.training.state import create_train_state
 row = dict(import_s=time.perf_counter() - t0)
 setup_compilation_cache({cache!r})
 misses = []
@@ -75,8 +89,10 @@ def init_program():
 x = np.random.default_rng(0).uniform(-1, 1, (1, {batch}) + tuple(s.input_shape[1:])).astype(np.float32)
 batch = distributed.global_batch(x, s.mesh, leading=1)
 
+way = {way!r}
 def step_program():  # a new train function each time: nothing cached in memory
-    return training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh)
+    return training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh,
+                                  compiler_options={{}} if way in ("baseline", "init_O1") else None)
 
 def init(options):
     t = time.perf_counter()
@@ -94,13 +110,12 @@ def first_step(compiled, state):
     t = time.perf_counter(); state, m = compiled(state, batch); jax.block_until_ready(m)
     return state, time.perf_counter() - t
 
-way = {way!r}
 t = time.perf_counter(); part = {{}}
 if way == "overlap":
     thread = threading.Thread(target=compile_step, args=(part,)); thread.start()
-    state, part["init_s"] = init(init_compiler_options(s.mesh)); thread.join()
+    state, part["init_s"] = init(distributed.compiler_options(s.mesh)); thread.join()
 else:
-    state, part["init_s"] = init({{}} if way == "baseline" else init_compiler_options(s.mesh))
+    state, part["init_s"] = init({{}} if way == "baseline" else distributed.compiler_options(s.mesh))
     compile_step(part)
 state, part["step_run_s"] = first_step(part.pop("compiled"), state)
 part["first_step_s"] = time.perf_counter() - t
@@ -129,12 +144,55 @@ row.update(sampler=spec.method, nfe=nfe, sample_images=n, programs_compiled=len(
 print(json.dumps(row))
 """
 
+# The train step's compiler options compared inside one process (see the module docstring).
+CELL_AB = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import jax, numpy as np
+jax.config.update("jax_enable_compilation_cache", False)
+from scoresde_jax import config as C, training
+from scoresde_jax.training import distributed
+cfg = C.load_config({config!r})
+cfg.training.batch_size = {batch}
+cfg.training.n_jitted_steps = 1
+s = C.setup(cfg)
+x = np.random.default_rng(0).uniform(-1, 1, (1, {batch}) + tuple(s.input_shape[1:])).astype(np.float32)
+batch = distributed.global_batch(x, s.mesh, leading=1)
+ways = dict(default={{}}, library=distributed.compiler_options(s.mesh))
+row = dict(way="step_options", options=ways["library"])
+compiled = {{}}
+for r in range({repeats}):
+    for name, options in ways.items():
+        fn = training.make_train_fn(C.get_loss_fn(cfg, s, train=True), s.mesh, donate=False,
+                                    compiler_options=options)
+        lowered = fn.lower(s.abstract_state(), batch)
+        w, c = time.perf_counter(), time.process_time()
+        compiled[name] = lowered.compile()
+        row.setdefault(name + "_compile_s", []).append(time.perf_counter() - w)
+        row.setdefault(name + "_compile_cpu_s", []).append(time.process_time() - c)
+state = s.init_state()
+for name in ways:
+    jax.block_until_ready(compiled[name](state, batch))
+wall, cpu = {{n: [] for n in ways}}, {{n: [] for n in ways}}
+for _ in range({steps}):
+    for name in ways:
+        w, c = time.perf_counter(), time.process_time()
+        jax.block_until_ready(compiled[name](state, batch))
+        wall[name].append(time.perf_counter() - w); cpu[name].append(time.process_time() - c)
+for name in ways:
+    row[name + "_step_s"] = float(np.median(wall[name]))
+    row[name + "_step_cpu_s"] = float(np.median(cpu[name]))
+print(json.dumps(row))
+"""
 
-def run_cell(config: str, batch: int, cache: str, way: str, steps: int, timeout: int) -> dict:
+
+def run_cell(config: str, batch: int, cache: str, way: str, steps: int, timeout: int,
+             repeats: int = 3) -> dict:
     path = config if config.endswith(".py") else os.path.join("configs", config + ".py")
     sampler = (None, None, 16) if "digits" in config else ("unipc", 10, 2)
-    code = CELL.format(root=ROOT, config=path, batch=batch, cache=cache, way=way, steps=steps,
-                       sampler=repr(sampler))
+    cell = CELL_AB if way == "step_options" else CELL
+    code = cell.format(root=ROOT, config=path, batch=batch, cache=cache, way=way, steps=steps,
+                       sampler=repr(sampler), repeats=repeats)
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
     env.pop("XLA_FLAGS", None)
     t0 = time.perf_counter()
@@ -153,6 +211,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", nargs="+", type=int, default=[64, 8],
                    help="training batch per config (in order; the last repeats)")
     p.add_argument("--steps", type=int, default=5, help="steady steps timed")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="compiles per option in the step_options cell")
+    p.add_argument("--ab_steps", type=int, default=20,
+                   help="steps per option in the step_options cell")
+    p.add_argument("--ways", nargs="+", default=list(WAYS), choices=list(WAYS),
+                   help="the cells to run (default all)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--out", default=None, help="default results/bench_startup_<platform>.json")
     args = p.parse_args(argv)
@@ -160,22 +224,25 @@ def main(argv=None) -> list[dict]:
     for i, config in enumerate(args.configs):
         batch = args.batch[min(i, len(args.batch) - 1)]
         with tempfile.TemporaryDirectory() as cache:
-            # the baseline and init_O1 cells run without a cache (each compiles everything);
-            # the overlap cell fills an empty cache, and the warm cell runs it again
-            for way, state, where in (("baseline", "none", "none"), ("init_O1", "none", "none"),
-                                      ("overlap", "cold", cache), ("overlap", "warm", cache)):
-                row = run_cell(config, batch, where, way, args.steps, args.timeout)
+            for name in args.ways:
+                way, state, where = WAYS[name]
+                where = cache if where == "cache" else where
+                steps = args.ab_steps if way == "step_options" else args.steps
+                row = run_cell(config, batch, where, way, steps, args.timeout, args.repeats)
                 row["cache"] = state
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     _print_table(rows)
+    _print_options(rows)
     sys.path.insert(0, ROOT)
     from benchmarks.common import write_results
 
     write_results("bench_startup", rows, note=(
         "seconds per phase in a fresh process; 'way' = how the init and the train step compile "
-        "for the baseline / init_O1 / overlap change; cold = empty persistent cache, warm = the "
-        "same cache again"), out=args.out)
+        "for the baseline / init_O1 / step_O1 / overlap change; cold = empty persistent cache, "
+        "warm = the same cache again; step_options = the train step's XLA defaults against the "
+        "library's options in one process (compiles alternated, then steps alternated)"),
+        out=args.out)
     return rows
 
 
@@ -185,6 +252,8 @@ def _print_table(rows: list[dict]) -> None:
           "compiled |")
     print("|" + "---|" * 13)
     for r in rows:
+        if r.get("way") == "step_options":
+            continue
         if "error" in r:
             print(f"| {r['config']} | {r.get('cache')} | error: {r['error']} |")
             continue
@@ -193,6 +262,22 @@ def _print_table(rows: list[dict]) -> None:
               f"{r['step_compile_s']:.1f} | **{r['first_step_s']:.1f}** | {r['step_s']:.3f} | "
               f"{r['save_s']:.2f} | {r['sample_trace_s']:.1f} / {r['sample_compile_s']:.1f} / "
               f"{r['sample_s']:.1f} | {r['programs_compiled']} |")
+
+
+def _print_options(rows: list[dict]) -> None:
+    rows = [r for r in rows if r.get("way") == "step_options" and "error" not in r]
+    if not rows:
+        return
+    print("\n| config | train step compiled with | compile wall s (each) | compile CPU s "
+          "(median) | step wall s | step CPU s |")
+    print("|" + "---|" * 6)
+    for r in rows:
+        for name in ("default", "library"):
+            label = "XLA defaults" if name == "default" else f"library {r['options']}"
+            walls = " / ".join(f"{v:.1f}" for v in r[name + "_compile_s"])
+            cpu = sorted(r[name + "_compile_cpu_s"])[len(r[name + "_compile_cpu_s"]) // 2]
+            print(f"| {r['config']} | {label} | {walls} | {cpu:.1f} | "
+                  f"{r[name + '_step_s']:.3f} | {r[name + '_step_cpu_s']:.3f} |")
 
 
 if __name__ == "__main__":

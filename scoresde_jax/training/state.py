@@ -107,29 +107,13 @@ def init_state(
     init = _init_program(model, tx, example_shape=example_shape, ema_rate=ema_rate, mesh=mesh)
     if isinstance(rng, jax.core.Tracer):  # inside a transformation: part of the caller's program
         return init(rng)
-    return init.lower(rng).compile(init_compiler_options(mesh))(rng)
+    return init.lower(rng).compile(distributed.compiler_options(mesh))(rng)
 
 
 def _init_program(model, tx, *, example_shape, ema_rate, mesh):
     create = functools.partial(create_train_state, model=model, tx=tx,
                                input_shape=(1, *example_shape), ema_rate=ema_rate)
     return jax.jit(create, out_shardings=distributed.replicated(mesh))
-
-
-def init_compiler_options(mesh: jax.sharding.Mesh) -> dict:
-    """XLA options of the one-off init program: on CPU, LLVM's optimizer at level 1 (of 3).
-
-    The init is ~5 random-number kernels per parameter (threefry, then the initializer's
-    transform), each compiled once and run once, so LLVM's full optimizer is most of its time and
-    buys nothing (``benchmarks/bench_startup.py``, 2 cores): digits DDPM++ compile + run 11.4 s ->
-    5.7 s, NCSN++ CIFAR-10 20.4 s -> 14.7 s. Level 0 compiles digits faster (4.5 s) but runs the
-    62.7M random numbers of NCSN++ 5x slower (17.2 s in all). The numbers are the same bit for
-    bit (no fast-math at any level; checked on the digits and both CIFAR-10 configs, and in
-    ``tests/test_train_state.py``).
-    """
-    if mesh.devices.flat[0].platform != "cpu":
-        return {}
-    return {"xla_backend_optimization_level": 1}
 
 
 def abstract_state(model: flax.linen.Module, tx: optax.GradientTransformation,

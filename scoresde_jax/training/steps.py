@@ -94,12 +94,14 @@ def make_step_fn(
 
 
 def make_train_fn(
-    loss_fn: LossFn, mesh: jax.sharding.Mesh, *, grad_accum_steps: int = 1, donate: bool = True
+    loss_fn: LossFn, mesh: jax.sharding.Mesh, *, grad_accum_steps: int = 1, donate: bool = True,
+    compiler_options: dict | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, StepMetrics]]:
     """Jitted ``(state, batches) -> (state, StepMetrics)`` running ``batches.shape[0]`` steps with ``lax.scan``.
 
     ``batches`` has shape ``(n_jitted_steps, B, ...)`` and is sharded on axis 1 over ``'data'``; the
-    state is replicated. Compiles once per batch shape.
+    state is replicated. Compiles once per batch shape, with ``compiler_options`` (default
+    :func:`scoresde_jax.training.distributed.compiler_options` of ``mesh``; ``{}``: XLA's defaults).
     """
     step_fn = make_step_fn(loss_fn, grad_accum_steps=grad_accum_steps)
 
@@ -118,6 +120,8 @@ def make_train_fn(
         in_shardings=(rep, distributed.batch_sharding(mesh, leading=1)),
         out_shardings=(rep, rep),
         donate_argnums=(0,) if donate else (),
+        compiler_options=(distributed.compiler_options(mesh) if compiler_options is None
+                          else compiler_options) or None,
     )
 
 
