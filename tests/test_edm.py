@@ -195,6 +195,38 @@ def test_digits_edm_trains_through_the_train_job(tmp_path):
     assert int(result.step) == 3
 
 
+@pytest.mark.parametrize("arch,params", [("ddpmpp", 55_732_739), ("ncsnpp", 56_395_651)])
+def test_edm_cifar10_configs_train_edms_own_networks(arch, params):
+    """The CIFAR-10 EDM configs train EDM's SongUNet (the network ``convert --from edm`` loads) in
+    EDM's configuration of the architecture; NCSN++ embeds ``c_noise`` with Fourier features."""
+    from configs.edm.edm_recipe import SONG_UNET_ARCHS
+    from scoresde_jax.models.song_unet import EDMSongUNet
+
+    cfg = C.load_config(f"configs/edm/cifar10_{arch}_edm.py")
+    model = C.create_model(cfg)
+    assert isinstance(model, EDMSongUNet) and (model.precond, model.sde) == ("edm", "edm")
+    assert {k: getattr(model, k) for k in SONG_UNET_ARCHS[arch]} == SONG_UNET_ARCHS[arch]
+    assert (model.model_channels, tuple(model.channel_mult), model.num_blocks,
+            tuple(model.attn_resolutions), model.dropout) == (128, (2, 2, 2), 4, (16,), 0.13)
+    assert sum(math.prod(p.shape) for p in jax.tree.leaves(C.param_shapes(cfg))) == params
+
+
+def test_edm_song_unet_trains_through_the_train_job(tmp_path):
+    """A small EDM NCSN++ (Fourier embedding, residual input pyramid, FIR resampling, dropout)
+    on digits, trained by the train job (``convert --from edm`` tests already sample it)."""
+    from configs.edm.edm_recipe import use_edm_song_unet
+
+    cfg = use_edm_song_unet(C.load_config("configs/digits_edm.py"), "ncsnpp")
+    cfg.model.update(model_channels=8, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,))
+    t = cfg.training
+    t.n_iters, t.batch_size, t.log_freq, t.eval_freq = 2, 4, 1, 0
+    t.snapshot_freq = t.snapshot_freq_for_preemption = 2
+    t.snapshot_sampling = False
+    result = run_job("train", cfg, str(tmp_path), progress=False)
+    assert int(result.step) == 2 and np.isfinite(float(result.metrics["train/loss"]))
+    assert float(result.metrics["train/grad_norm"]) > 0
+
+
 class _ExactEDMNet:
     """A class-conditional "network" ``apply(variables, x_in, c_noise, class_labels)`` whose EDM-
     preconditioned score is exact for data N(means[y], S0^2 I) (the null class 2: their mixture)."""
