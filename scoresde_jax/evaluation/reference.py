@@ -64,7 +64,7 @@ def save_reference(path: str, pool_3: Any, **extra: Any) -> str:
     ref = reference_from_features(pool_3)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"  # one per writer: concurrent jobs never share it
     with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to other names
         np.savez(f, pool_3=np.asarray(pool_3, np.float32), mu=ref.mu, sigma=ref.sigma, **extra)
     os.replace(tmp, path)

@@ -60,7 +60,7 @@ def write_results(path: str, result: dict) -> None:
     if not distributed.is_main_process():
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"  # one per writer: concurrent jobs never share it
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2, default=str)
     os.replace(tmp, path)
