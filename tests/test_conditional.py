@@ -260,7 +260,7 @@ def test_model_label_score_fn_matches_the_parameterization():
 def test_conditional_and_classifier_configs():
     from scoresde_jax import config as config_lib
     from scoresde_jax.config.build import is_classifier
-    from scoresde_jax.jobs.generate import sample_classes
+    from scoresde_jax.jobs.generate import image_labels
 
     base = config_lib.load_config("configs/digits_ddpmpp.py")
     cond = config_lib.load_config("configs/digits_conditional.py")
@@ -272,7 +272,9 @@ def test_conditional_and_classifier_configs():
     c = config_lib.conditioning(cond, config_lib.setup(cond))  # config.eval's defaults
     assert (c.classes, c.guidance) == (tuple(range(10)), 2.0)
     assert config_lib.conditioning(base, config_lib.setup(base)).classes is None
-    np.testing.assert_array_equal(sample_classes([3, 7], 5), [3, 7, 3, 7, 3])
+    np.testing.assert_array_equal(image_labels([3, 7], range(5)), [3, 7, 3, 7, 3])
+    with pytest.raises(ValueError, match="at least one class"):
+        image_labels([], range(2))
     for path in ("configs/digits_classifier.py", "configs/cifar10_classifier.py"):
         c = config_lib.load_config(path)
         clf = config_lib.create_model(c)

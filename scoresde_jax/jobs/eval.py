@@ -32,8 +32,8 @@ import numpy as np
 from scoresde_jax import evaluation
 from scoresde_jax.data.spec import stored_pixels
 from scoresde_jax.jobs import common
-from scoresde_jax.jobs.generate import (Conditioning, SamplerSpec, generate, make_generator,
-                                        sample_classes)
+from scoresde_jax.jobs.generate import (Conditioning, SamplerSpec, generate, image_labels,
+                                        make_generator)
 from scoresde_jax.jobs.rounds import record_digest
 from scoresde_jax.metrics_io import save_samples
 from scoresde_jax.training import distributed, restore_params
@@ -136,7 +136,7 @@ def evaluate(setup: Any, options: EvalOptions, workdir: str) -> dict:
     quality["num_samples"] = n
     extra = dict(o.cond.record())
     if o.cond.classes is not None and s.data.name.upper() == "DIGITS":
-        labels = sample_classes(o.cond.classes, n)
+        labels = image_labels(o.cond.classes, range(n))  # image i's class, as generated
         acc = evaluation.class_accuracy(common.floats(arrays["samples"]), labels)
         extra["class_accuracy"] = quality["class_accuracy"] = acc
     seconds = sum(res.seconds)

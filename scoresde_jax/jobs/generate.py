@@ -32,7 +32,7 @@ from scoresde_jax.jobs.rounds import run_rounds
 from scoresde_jax.training import distributed, restore_params
 
 __all__ = ["Conditioning", "Generator", "NonFiniteSamplesError", "SamplerSpec", "generate",
-           "image_keys", "image_labels", "make_generator", "sample_classes"]
+           "image_keys", "image_labels", "make_generator"]
 
 
 class SamplerSpec(NamedTuple):
@@ -83,18 +83,12 @@ class Conditioning(NamedTuple):
         return f"_cls_{cls}_w_{self.guidance:g}"
 
 
-def sample_classes(classes: Sequence[int], num_samples: int) -> np.ndarray:
-    """The class of each of ``num_samples`` samples: ``classes`` cycled."""
-    classes = np.asarray(classes, np.int32).reshape(-1)
-    if classes.size == 0:
-        raise ValueError("classes must name at least one class.")
-    return np.resize(classes, int(num_samples))
-
-
 def image_labels(classes: Sequence[int], ids: Sequence[int]) -> np.ndarray:
     """The class of each image: image ``i`` (its position in the run) gets
     ``classes[i % len(classes)]``."""
-    c = np.asarray(classes, np.int32)
+    c = np.asarray(classes, np.int32).reshape(-1)
+    if c.size == 0:
+        raise ValueError("classes must name at least one class.")
     return c[np.asarray(ids, np.int64) % len(c)]
 
 
