@@ -18,6 +18,7 @@ import sys
 from typing import Any, Sequence
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from scoresde_jax import config as config_lib
 from scoresde_jax import pretrained
@@ -71,7 +72,11 @@ def setup_compilation_cache(path: str | None = None) -> str | None:
     :data:`CACHE_MAX_BYTES` (unless ``$JAX_COMPILATION_CACHE_MAX_SIZE`` gives another number of
     bytes; -1: no bound): past it, JAX deletes the least recently used entries, and every read
     and write of the folder then holds its lock file, so concurrent jobs never read an entry
-    another is writing. Returns the directory."""
+    another is writing. A later call in the same process (a notebook, a test) takes effect for
+    the programs compiled after it. Returns the directory."""
+    # JAX opens its cache once per process, at the first compile after a folder is set: reset
+    # it so that this call's folder and options apply from the next compile on.
+    jax_cache.reset_cache()
     if path is None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(base, "scoresde_jax",
@@ -81,6 +86,7 @@ def setup_compilation_cache(path: str | None = None) -> str | None:
         jax.config.update("jax_enable_compilation_cache", False)
         jax.config.update("jax_compilation_cache_dir", None)
         return None
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

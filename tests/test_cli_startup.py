@@ -135,3 +135,25 @@ def test_config_errors_are_found_before_the_library_loads(tmp_path):
     assert "does not exist" in messages[4]
     jax_like = {"jax", "jaxlib", "flax", "optax", "orbax", "tensorflow", "tensorflow_datasets"}
     assert not jax_like & set(report["modules"]), sorted(jax_like & set(report["modules"]))
+
+
+def test_a_second_cache_setup_in_one_process_takes_effect(tmp_path, monkeypatch):
+    """JAX opens its cache once per process: ``setup_compilation_cache`` resets it, so that a
+    notebook (or a job run in-process) that moves or turns off the cache gets what it asked for."""
+    import jax
+    import jax.numpy as jnp
+
+    from scoresde_jax.runner import setup_compilation_cache
+
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+    entries = lambda d: [f for f in os.listdir(d) if f.startswith("jit__lambda")  # noqa: E731
+                         and f.endswith("-cache")] if d.exists() else []
+    first, second = tmp_path / "first", tmp_path / "second"
+    setup_compilation_cache(str(first))
+    jax.jit(lambda x: jnp.sin(x) * 3.0)(jnp.ones(3)).block_until_ready()
+    setup_compilation_cache(str(second))
+    jax.jit(lambda x: jnp.cos(x) * 5.0)(jnp.ones(3)).block_until_ready()
+    assert len(entries(first)) == 1 and len(entries(second)) == 1
+    assert setup_compilation_cache("none") is None
+    jax.jit(lambda x: jnp.tan(x) * 7.0)(jnp.ones(3)).block_until_ready()
+    assert len(entries(first)) == 1 and len(entries(second)) == 1
