@@ -16,8 +16,11 @@ Each (config, cache) cell runs in a fresh process (as a user's run would). A cel
   - ``init_O1``: the init program compiled with LLVM at level 1
     (``training.distributed.compiler_options``);
   - ``step_O1``: the train step compiled with those options too;
-  - ``overlap``: both, the init computed while a second thread traces and compiles the train
-    step (what ``train_loop`` does now, ``_init_while_compiling``);
+  - ``init_small``: the init of a model of up to 8M parameters compiled at LLVM level 0
+    (``training.distributed.init_compiler_options``);
+  - ``overlap``: all of these, with the train step traced (once the init is traced) and
+    compiled in a second thread while XLA compiles and runs the init (what ``train_loop`` does
+    now, ``_init_while_compiling``, through ``training.state.init_state(on_lowered=...)``);
 
   each with its parts (``init_s``, ``step_trace_s``, ``step_compile_s``; in the overlap row the
   step's parts run beside the init), each in its own process without a persistent cache; then
@@ -54,7 +57,8 @@ DEFAULT_CONFIGS = ["digits_ddpmpp", "ve/cifar10_ncsnpp_continuous"]
 # cell name -> (way, cache state, cache folder): the baseline .. step_O1 cells run without a
 # cache (each compiles everything); the overlap cell fills an empty cache, the warm cell reuses it
 WAYS = {"baseline": ("baseline", "none", "none"), "init_O1": ("init_O1", "none", "none"),
-        "step_O1": ("step_O1", "none", "none"), "cold": ("overlap", "cold", "cache"),
+        "step_O1": ("step_O1", "none", "none"), "init_small": ("init_small", "none", "none"),
+        "cold": ("overlap", "cold", "cache"),
         "warm": ("overlap", "warm", "cache"), "step_options": ("step_options", "none", "none")}
 
 CELL = r"""
@@ -66,7 +70,7 @@ from scoresde_jax import config as C, training
 from scoresde_jax.jobs.generate import image_keys, make_generator
 from scoresde_jax.runner import setup_compilation_cache
 from scoresde_jax.training import Checkpointer, distributed
-from scoresde_jax.training.state import create_train_state
+from scoresde_jax.training.state import create_train_state, init_state
 row = dict(import_s=time.perf_counter() - t0)
 setup_compilation_cache({cache!r})
 misses = []
@@ -96,7 +100,19 @@ def step_program():  # a new train function each time: nothing cached in memory
 
 def init(options):
     t = time.perf_counter()
-    state = init_program().lower(key).compile(options)(key)
+    lowered = init_program().lower(key)
+    if options is None:  # the library's choice for the model's size
+        n = sum(x.size for x in jax.tree.leaves(lowered.out_info.params))
+        options = distributed.init_compiler_options(s.mesh, n)
+    state = lowered.compile(options)(key)
+    jax.block_until_ready(state)
+    return state, time.perf_counter() - t
+
+
+def init_shipped(on_lowered):  # what the train loop calls: the library's init_state
+    t = time.perf_counter()
+    state = init_state(key, s.model, s.tx, example_shape=tuple(s.input_shape[1:]),
+                       ema_rate=s.ema_rate, mesh=s.mesh, on_lowered=on_lowered)
     jax.block_until_ready(state)
     return state, time.perf_counter() - t
 
@@ -111,11 +127,13 @@ def first_step(compiled, state):
     return state, time.perf_counter() - t
 
 t = time.perf_counter(); part = {{}}
-if way == "overlap":
-    thread = threading.Thread(target=compile_step, args=(part,)); thread.start()
-    state, part["init_s"] = init(distributed.compiler_options(s.mesh)); thread.join()
+if way == "overlap":  # the step traced once the init is traced, compiled beside the init
+    traced = threading.Event()
+    thread = threading.Thread(target=lambda: (traced.wait(), compile_step(part))); thread.start()
+    state, part["init_s"] = init_shipped(traced.set); thread.join()
 else:
-    state, part["init_s"] = init({{}} if way == "baseline" else distributed.compiler_options(s.mesh))
+    state, part["init_s"] = init({{}} if way == "baseline" else None if way == "init_small"
+                                 else distributed.compiler_options(s.mesh))
     compile_step(part)
 state, part["step_run_s"] = first_step(part.pop("compiled"), state)
 part["first_step_s"] = time.perf_counter() - t
@@ -239,7 +257,7 @@ def main(argv=None) -> list[dict]:
 
     write_results("bench_startup", rows, note=(
         "seconds per phase in a fresh process; 'way' = how the init and the train step compile "
-        "for the baseline / init_O1 / step_O1 / overlap change; cold = empty persistent cache, "
+        "for the baseline / init_O1 / step_O1 / init_small / overlap change; cold = empty persistent cache, "
         "warm = the same cache again; step_options = the train step's XLA defaults against the "
         "library's options in one process (compiles alternated, then steps alternated)"),
         out=args.out)

@@ -105,3 +105,56 @@ def test_restarted_cli_run_loads_the_train_step_from_the_compilation_cache(tmp_p
     assert "jit_multi_step" in first["compiled"] and any(cache.iterdir())
     second = _cli_train(workdir, cache, 8)  # resumes at step 4
     assert second == {"rc": 0, "hits": 1, "misses": 0, "compiled": []}
+
+
+class _FakeStep:
+    """A stand-in for the jitted train step that records when it is traced and compiled."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def lower(self, state, batches):
+        self.events.append("step traced")
+        return self
+
+    def compile(self):
+        self.events.append("step compiled")
+        return lambda state, batches: ("compiled", state)
+
+    def __call__(self, state, batches):
+        return ("jit", state)
+
+
+def test_a_new_run_traces_its_step_once_the_init_is_traced_and_calls_the_compiled_step():
+    """The step's Python tracing waits for the init's (they would take turns at Python's lock)
+    and runs while XLA compiles the init; an init without ``on_lowered`` starts it at once; an
+    init that fails releases the thread."""
+    import numpy as np
+    import pytest
+
+    from scoresde_jax.training.loop import _init_while_compiling
+
+    events = []
+    batches = np.zeros((1, 4, 2), np.float32)
+
+    def init_state(*, on_lowered):
+        events.append("init traced")
+        on_lowered()
+        events.append("init compiled")
+        return "state"
+
+    state, call = _init_while_compiling(init_state, _FakeStep(events), None, batches)
+    assert state == "state" and events.index("step traced") > events.index("init traced")
+    assert events[-1] == "step compiled"
+    assert call("s", batches) == ("compiled", "s")  # the thread's executable for this shape
+    assert call("s", np.zeros((1, 2, 2), np.float32)) == ("jit", "s")  # the jit for others
+
+    events.clear()
+    state, call = _init_while_compiling(lambda: "plain", _FakeStep(events), None, batches)
+    assert state == "plain" and events == ["step traced", "step compiled"]
+
+    def failing(*, on_lowered):
+        raise RuntimeError("no init")
+
+    with pytest.raises(RuntimeError, match="no init"):
+        _init_while_compiling(failing, _FakeStep([]), None, batches)

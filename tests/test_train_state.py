@@ -102,11 +102,12 @@ def test_typed_keys_are_stored_as_raw_key_data_and_bad_ema_rate_rejected():
 
 
 def test_the_training_programs_compiled_with_less_llvm_optimization_give_the_same_numbers(monkeypatch):
-    """On CPU ``init_state`` and the train step compile with LLVM at level 1
+    """On CPU ``init_state`` compiles with LLVM at level 0 for models up to 8M parameters and at
+    level 1 above (``distributed.init_compiler_options``), the train step at level 1
     (``distributed.compiler_options``; less compile time). The parameters of an NCSN++
     (variance-scaling, truncated-normal and zero initializers, Fourier and Dense layers) are the
-    same bit for bit as the default compile's; after a train step every leaf agrees to float32
-    rounding (some gradient sums are vectorized in another order: a few ulp)."""
+    same bit for bit as the default compile's at both levels; after a train step every leaf
+    agrees to float32 rounding (some gradient sums are vectorized in another order: a few ulp)."""
     from scoresde_jax import config as C, training
     from scoresde_jax.training import distributed
     from scoresde_jax.training.state import create_train_state
@@ -116,11 +117,22 @@ def test_the_training_programs_compiled_with_less_llvm_optimization_give_the_sam
     cfg.training.batch_size = 4
     s = C.setup(cfg)
     assert distributed.compiler_options(s.mesh) == {"xla_backend_optimization_level": 1}
-    fast = s.init_state()
+    assert distributed.init_compiler_options(s.mesh, 10**6) == {"xla_backend_optimization_level": 0}
+    assert distributed.init_compiler_options(s.mesh, 10**8) == {"xla_backend_optimization_level": 1}
+    events = []
+    chosen = distributed.init_compiler_options
+    monkeypatch.setattr(distributed, "init_compiler_options",
+                        lambda mesh, n: events.append(("compile", n)) or chosen(mesh, n))
+    fast = s.init_state(on_lowered=lambda: events.append(("lowered",)))  # level 0: a small model
+    n = sum(p.size for p in jax.tree.leaves(fast.params))
+    assert events == [("lowered",), ("compile", n)]  # the callback comes before XLA's compile
+    monkeypatch.setattr(distributed, "SMALL_INIT_PARAMS", 0)
+    large = s.init_state()  # level 1, as a model above the threshold
     plain = jax.jit(lambda k: create_train_state(k, s.model, s.tx, input_shape=(1, 8, 8, 1),
                                                  ema_rate=s.ema_rate))(jax.random.PRNGKey(s.seed))
-    same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), fast, plain)
-    assert jax.tree.all(same)
+    for state in (fast, large):
+        same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), state, plain)
+        assert jax.tree.all(same)
 
     loss_fn = C.get_loss_fn(cfg, s, train=True)
     xs = np.random.default_rng(0).uniform(-1, 1, (1, 4, 8, 8, 1)).astype(np.float32)
@@ -130,7 +142,10 @@ def test_the_training_programs_compiled_with_less_llvm_optimization_give_the_sam
     for a, b in zip(jax.tree.leaves(after[0]), jax.tree.leaves(after[1])):
         a, b = np.asarray(a), np.asarray(b)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(b).max()))
-    # the default reaches XLA: an option XLA rejects fails the compile
+    # the defaults reach XLA: an option XLA rejects fails the compile
     monkeypatch.setattr(distributed, "compiler_options", lambda mesh: {"xla_no_such_option": 1})
     with pytest.raises(Exception, match="xla_no_such_option"):
         training.make_train_fn(loss_fn, s.mesh, donate=False).lower(s.abstract_state(), batch).compile()
+    monkeypatch.setattr(distributed, "init_compiler_options", lambda mesh, n: {"xla_no_such_init": 1})
+    with pytest.raises(Exception, match="xla_no_such_init"):
+        s.init_state()

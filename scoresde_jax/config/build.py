@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import optax
@@ -59,11 +59,12 @@ class Setup(NamedTuple):
     data: DataSpec
     record: Mapping[str, Any] = {}  # the resolved config of what makes samples (provenance)
 
-    def init_state(self) -> TrainState:
-        """The step-0 train state, replicated over the mesh (same on every host)."""
+    def init_state(self, *, on_lowered: Callable[[], None] | None = None) -> TrainState:
+        """The step-0 train state, replicated over the mesh (same on every host); ``on_lowered``
+        as in :func:`scoresde_jax.training.state.init_state`."""
         return init_state(jax.random.PRNGKey(self.seed), self.model, self.tx,
                           example_shape=self.input_shape[1:], ema_rate=self.ema_rate,
-                          mesh=self.mesh)
+                          mesh=self.mesh, on_lowered=on_lowered)
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state (for restoring)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import inspect
 import signal
 import threading
 import time
@@ -318,18 +319,22 @@ def _train_loop(workdir, *, stop, config, allow_config_change, train_fn, init_st
 
 def _init_while_compiling(init_state: Callable[[], TrainState], train_fn: Callable,
                           abstract_state: TrainState, batches: Any) -> tuple[TrainState, Callable]:
-    """``init_state()``, computed while a second thread compiles ``train_fn`` (a ``jax.jit``
-    function) for ``abstract_state`` and batches shaped like ``batches``: XLA compiles outside
-    Python's lock, so the two compiles overlap where the host has more cores than one compile
-    keeps busy (accelerator hosts; on 2 CPU cores it gains nothing, ``bench_startup.py``).
-    Returns the state and the train function to call: the compiled step
+    """``init_state()``, computed while a second thread traces and compiles ``train_fn`` (a
+    ``jax.jit`` function) for ``abstract_state`` and batches shaped like ``batches``.
+
+    The thread starts tracing once the init program is traced (``init_state(on_lowered=...)``,
+    when ``init_state`` takes it, as :meth:`Setup.init_state` does), so the step's Python tracing
+    runs while XLA compiles the init outside Python's lock, instead of the two tracings taking
+    turns at the lock. Returns the state and the train function to call: the compiled step
     for batches of this shape, ``train_fn`` for others (a shorter last dispatch). A failed
     compile is left to ``train_fn``'s first call, which raises it in the loop's thread."""
     if not hasattr(train_fn, "lower"):
         return init_state(), train_fn
     result: dict = {}
+    traced = threading.Event()
 
     def compile_step() -> None:
+        traced.wait()
         try:
             result["step"] = train_fn.lower(abstract_state, batches).compile()
         except Exception:  # noqa: BLE001 (raised again by train_fn's first call)
@@ -338,8 +343,13 @@ def _init_while_compiling(init_state: Callable[[], TrainState], train_fn: Callab
     thread = threading.Thread(target=compile_step, name="scoresde-compile", daemon=True)
     thread.start()
     try:
-        state = init_state()
+        if _takes_keyword(init_state, "on_lowered"):
+            state = init_state(on_lowered=traced.set)
+        else:
+            traced.set()
+            state = init_state()
     finally:
+        traced.set()
         thread.join()
     compiled, spec = result.get("step"), _shapes(batches)
     if compiled is None:
@@ -355,6 +365,13 @@ def _init_while_compiling(init_state: Callable[[], TrainState], train_fn: Callab
         return train_fn(state, batches)
 
     return state, train_call
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature (a builtin)
+        return False
 
 
 def _shapes(tree: Any) -> tuple:

@@ -10,7 +10,7 @@ The key stored in the state is the *base* key; step ``s`` of a random stream use
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import jax
@@ -101,13 +101,21 @@ def init_state(
     example_shape: tuple[int, ...],
     ema_rate: float,
     mesh: jax.sharding.Mesh,
+    on_lowered: Callable[[], None] | None = None,
 ) -> TrainState:
     """The step-0 state computed under jit straight into the replicated sharding of ``mesh`` (the
-    same on every host); ``example_shape`` is the shape of one example, ``(H, W, C)`` or ``(D,)``."""
+    same on every host); ``example_shape`` is the shape of one example, ``(H, W, C)`` or ``(D,)``.
+
+    ``on_lowered()`` is called once the program is traced, before XLA compiles it (outside
+    Python's lock): the train loop starts tracing the train step there, so the two overlap."""
     init = _init_program(model, tx, example_shape=example_shape, ema_rate=ema_rate, mesh=mesh)
     if isinstance(rng, jax.core.Tracer):  # inside a transformation: part of the caller's program
         return init(rng)
-    return init.lower(rng).compile(distributed.compiler_options(mesh))(rng)
+    lowered = init.lower(rng)
+    if on_lowered is not None:
+        on_lowered()
+    num_params = sum(x.size for x in jax.tree.leaves(lowered.out_info.params))
+    return lowered.compile(distributed.init_compiler_options(mesh, num_params))(rng)
 
 
 def _init_program(model, tx, *, example_shape, ema_rate, mesh):
