@@ -119,9 +119,22 @@ def init_state(
 
 
 def _init_program(model, tx, *, example_shape, ema_rate, mesh):
+    """The jitted init, one per (model, tx, shape, rate, mesh): ``abstract_state`` and a new run's
+    ``init_state`` then share one tracing (JAX caches it per jitted function)."""
+    args = (model, tx, tuple(example_shape), float(ema_rate), mesh)
+    try:
+        return _shared_init_program(*args)
+    except TypeError:  # an unhashable model (e.g. a list-valued field): a program of its own
+        return _new_init_program(*args)
+
+
+def _new_init_program(model, tx, example_shape, ema_rate, mesh):
     create = functools.partial(create_train_state, model=model, tx=tx,
                                input_shape=(1, *example_shape), ema_rate=ema_rate)
     return jax.jit(create, out_shardings=distributed.replicated(mesh))
+
+
+_shared_init_program = functools.lru_cache(maxsize=8)(_new_init_program)
 
 
 def abstract_state(model: flax.linen.Module, tx: optax.GradientTransformation,
