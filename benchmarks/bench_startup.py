@@ -18,9 +18,9 @@ Each (config, cache) cell runs in a fresh process (as a user's run would). A cel
   - ``step_O1``: the train step compiled with those options too;
   - ``init_small``: the init of a model of up to 8M parameters compiled at LLVM level 0
     (``training.distributed.init_compiler_options``);
-  - ``overlap``: all of these, with the train step traced (once the init is traced) and
-    compiled in a second thread while XLA compiles and runs the init (what ``train_loop`` does
-    now, ``_init_while_compiling``, through ``training.state.init_state(on_lowered=...)``);
+  - ``overlap``: all of these, the train step traced (once the init is traced) and compiled in
+    a second thread while XLA compiles and runs the init (what ``train_loop`` does now,
+    ``_init_while_compiling``, through ``training.state.init_state(on_lowered=...)``);
 
   each with its parts (``init_s``, ``step_trace_s``, ``step_compile_s``; in the overlap row the
   step's parts run beside the init), each in its own process without a persistent cache; then
@@ -58,7 +58,7 @@ DEFAULT_CONFIGS = ["digits_ddpmpp", "ve/cifar10_ncsnpp_continuous"]
 # cache (each compiles everything); the overlap cell fills an empty cache, the warm cell reuses it
 WAYS = {"baseline": ("baseline", "none", "none"), "init_O1": ("init_O1", "none", "none"),
         "step_O1": ("step_O1", "none", "none"), "init_small": ("init_small", "none", "none"),
-        "cold": ("overlap", "cold", "cache"),
+        "overlap": ("overlap", "none", "none"), "cold": ("overlap", "cold", "cache"),
         "warm": ("overlap", "warm", "cache"), "step_options": ("step_options", "none", "none")}
 
 CELL = r"""

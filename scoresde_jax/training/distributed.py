@@ -82,7 +82,8 @@ def compiler_options(mesh: Mesh) -> dict:
 
     * the init (~5 random-number kernels per parameter, each run once): the same parameters bit
       for bit; compile + run 11.4 s -> 5.7 s, NCSN++ CIFAR-10 20.4 s -> 14.7 s. Level 0
-      compiles digits faster still but runs the 62.7M random numbers of NCSN++ 5x slower.
+      compiles digits faster still but runs the 62.7M random numbers of NCSN++ 5x slower, so
+      it is used for small models only (:func:`init_compiler_options`).
     * the train step: the same numbers to float32 rounding (a few gradient sums are vectorized
       in another order: a few ulp); less compile time, the steady step unchanged (the
       benchmark's ``step_options`` rows).
