@@ -149,7 +149,8 @@ def test_public_writer_round_trips_a_flax_network(tmp_path):
               num_blocks=1, attn_resolutions=(4,), dropout=0.0, resample_filter=(1, 3, 3, 1),
               encoder_type="skip", embedding_type="fourier", channel_mult_noise=2)
     net = EDMSongUNet(precond="edm", sde="edm", **kw)
-    params = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)))["params"]
+    # jitted: op by op, the network's hundreds of small ops each compile a program of their own
+    params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,)))["params"]
     sd = fixtures.edm_state_dict(params, kw["resample_filter"])
     assert sd["model.enc.8x8_conv.weight"].shape == (8, 3, 3, 3)  # OIHW
     assert "model.enc.4x4_down.conv0.resample_filter" in sd
@@ -160,5 +161,6 @@ def test_public_writer_round_trips_a_flax_network(tmp_path):
     same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), params, p.params)
     assert all(jax.tree.leaves(same))
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
-    want = net.apply({"params": params}, x, jnp.array([0.1, 5.0]), method="denoise")
-    np.testing.assert_allclose(p.denoise(x, jnp.array([0.1, 5.0])), want, rtol=1e-5, atol=1e-5)
+    sigma = jnp.array([0.1, 5.0])
+    want = jax.jit(lambda v, x, s: net.apply(v, x, s, method="denoise"))({"params": params}, x, sigma)
+    np.testing.assert_allclose(jax.jit(p.denoise)(x, sigma), want, rtol=1e-5, atol=1e-5)
