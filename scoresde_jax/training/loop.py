@@ -30,9 +30,9 @@ step has finite params); the checkpoints written before stay.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
-import inspect
 import signal
 import threading
 import time
@@ -170,7 +170,9 @@ def train_loop(
 
     ``train_fn(state, batches)`` runs ``batches.shape[0]`` steps
     (:func:`~scoresde_jax.training.steps.make_train_fn`); ``init_state()`` makes the step-0 state
-    when ``workdir`` has no checkpoint, ``abstract_state`` is the restore target otherwise.
+    when ``workdir`` has no checkpoint (with an ``on_lowered`` keyword, as
+    :meth:`~scoresde_jax.config.Setup.init_state` has, the train step's tracing starts once the
+    init is traced), ``abstract_state`` is the restore target otherwise.
     ``train_iter`` yields this process's numpy batches (``batch_size`` is the global size), mapped
     by ``preprocess`` (the data scaler). ``eval_fn``/``eval_iter`` give the eval loss every
     ``eval_freq`` steps; ``sample_fn(ema_params, rng)`` the snapshot samples. ``config`` (any
