@@ -36,10 +36,11 @@ Each (config, cache) cell runs in a fresh process (as a user's run would). A cel
 
 Compile times move by 20-40 % from process to process on a shared VM, so one more cell per
 config (``way = step_options``) compares the train step's compiler options inside one process:
-it compiles a fresh train function with XLA's defaults and with
-``training.distributed.compiler_options``, alternating, ``--repeats`` times each (wall and CPU
-seconds; the CPU time is less disturbed by other tenants), then alternates the two executables
-step by step (median wall and CPU seconds of ``--ab_steps`` steps each).
+it compiles a fresh train function with XLA's defaults, with
+``training.distributed.compiler_options`` and with each ``--step_options NAME=JSON`` set,
+alternating, ``--repeats`` times each (wall and CPU seconds; the CPU time is less disturbed by
+other tenants), times each executable's first call, then alternates the executables step by step
+(median wall and CPU seconds of ``--ab_steps`` steps each).
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ cfg.training.n_jitted_steps = 1
 s = C.setup(cfg)
 x = np.random.default_rng(0).uniform(-1, 1, (1, {batch}) + tuple(s.input_shape[1:])).astype(np.float32)
 batch = distributed.global_batch(x, s.mesh, leading=1)
-ways = dict(default={{}}, library=distributed.compiler_options(s.mesh))
+ways = dict(default={{}}, library=distributed.compiler_options(s.mesh), **{extra!r})
 row = dict(way="step_options", options=ways["library"])
 compiled = {{}}
 for r in range({repeats}):
@@ -189,8 +190,10 @@ for r in range({repeats}):
         row.setdefault(name + "_compile_s", []).append(time.perf_counter() - w)
         row.setdefault(name + "_compile_cpu_s", []).append(time.process_time() - c)
 state = s.init_state()
-for name in ways:
+for name in ways:  # the first call of each executable (XNNPACK builds its pipelines there)
+    w = time.perf_counter()
     jax.block_until_ready(compiled[name](state, batch))
+    row[name + "_first_call_s"] = time.perf_counter() - w
 wall, cpu = {{n: [] for n in ways}}, {{n: [] for n in ways}}
 for _ in range({steps}):
     for name in ways:
@@ -205,12 +208,12 @@ print(json.dumps(row))
 
 
 def run_cell(config: str, batch: int, cache: str, way: str, steps: int, timeout: int,
-             repeats: int = 3) -> dict:
+             repeats: int = 3, extra: dict | None = None) -> dict:
     path = config if config.endswith(".py") else os.path.join("configs", config + ".py")
     sampler = (None, None, 16) if "digits" in config else ("unipc", 10, 2)
     cell = CELL_AB if way == "step_options" else CELL
     code = cell.format(root=ROOT, config=path, batch=batch, cache=cache, way=way, steps=steps,
-                       sampler=repr(sampler), repeats=repeats)
+                       sampler=repr(sampler), repeats=repeats, extra=dict(extra or {}))
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", ""))
     env.pop("XLA_FLAGS", None)
     t0 = time.perf_counter()
@@ -233,11 +236,21 @@ def main(argv=None) -> list[dict]:
                    help="compiles per option in the step_options cell")
     p.add_argument("--ab_steps", type=int, default=20,
                    help="steps per option in the step_options cell")
+    p.add_argument("--step_options", nargs="*", default=[], metavar="NAME=JSON",
+                   help="more option sets for the step_options cell, e.g. "
+                        "'no_ynn={\"xla_backend_optimization_level\": 1, "
+                        "\"xla_cpu_experimental_ynn_fusion_type\": \"\"}'")
     p.add_argument("--ways", nargs="+", default=list(WAYS), choices=list(WAYS),
                    help="the cells to run (default all)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--out", default=None, help="default results/bench_startup_<platform>.json")
     args = p.parse_args(argv)
+    extra = {}
+    for item in args.step_options:
+        name, sep, options = item.partition("=")
+        if not sep or name in ("default", "library"):
+            p.error(f"--step_options takes NAME=JSON with a new NAME, got {item!r}")
+        extra[name] = json.loads(options)
     rows = []
     for i, config in enumerate(args.configs):
         batch = args.batch[min(i, len(args.batch) - 1)]
@@ -246,7 +259,8 @@ def main(argv=None) -> list[dict]:
                 way, state, where = WAYS[name]
                 where = cache if where == "cache" else where
                 steps = args.ab_steps if way == "step_options" else args.steps
-                row = run_cell(config, batch, where, way, steps, args.timeout, args.repeats)
+                row = run_cell(config, batch, where, way, steps, args.timeout, args.repeats,
+                               extra)
                 row["cache"] = state
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -287,14 +301,18 @@ def _print_options(rows: list[dict]) -> None:
     if not rows:
         return
     print("\n| config | train step compiled with | compile wall s (each) | compile CPU s "
-          "(median) | step wall s | step CPU s |")
-    print("|" + "---|" * 6)
+          "(median) | first call s | step wall s | step CPU s |")
+    print("|" + "---|" * 7)
     for r in rows:
-        for name in ("default", "library"):
-            label = "XLA defaults" if name == "default" else f"library {r['options']}"
+        names = [k[:-len("_step_s")] for k in r if k.endswith("_step_s")]
+        for name in names:
+            label = ("XLA defaults" if name == "default" else
+                     f"library {r['options']}" if name == "library" else name)
             walls = " / ".join(f"{v:.1f}" for v in r[name + "_compile_s"])
             cpu = sorted(r[name + "_compile_cpu_s"])[len(r[name + "_compile_cpu_s"]) // 2]
+            first = r.get(name + "_first_call_s")
             print(f"| {r['config']} | {label} | {walls} | {cpu:.1f} | "
+                  f"{'-' if first is None else f'{first:.2f}'} | "
                   f"{r[name + '_step_s']:.3f} | {r[name + '_step_cpu_s']:.3f} |")
 
 

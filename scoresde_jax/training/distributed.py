@@ -101,8 +101,9 @@ def init_compiler_options(mesh: Mesh, num_params: int) -> dict:
     """XLA options of the one-off init program of a model with ``num_params`` parameters: those of
     :func:`compiler_options`, except LLVM level 0 on CPU up to :data:`SMALL_INIT_PARAMS`
     parameters. Level 0 compiles the init's per-parameter random-number kernels faster (digits
-    DDPM++: 5.0 s -> 4.0 s) and runs them slower (0.03 s -> 0.1 s for its 1.26M parameters, 5x
-    slower for NCSN++'s 62.7M), with the same parameters bit for bit (``tests/test_train_state.py``).
+    DDPM++: the init's trace, compile and run 5.3 s -> 4.4 s, ``benchmarks/bench_startup.py``'s
+    ``step_O1`` / ``init_small`` rows) and runs them slower (5x for NCSN++'s 62.7M parameters),
+    with the same parameters bit for bit (``tests/test_train_state.py``).
     """
     options = compiler_options(mesh)
     if options and num_params <= SMALL_INIT_PARAMS:
